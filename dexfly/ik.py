@@ -1,0 +1,75 @@
+"""Batched differential IK: damped least squares on MJX site Jacobians, with a null-space posture bias.
+
+One call maps an absolute end-effector target pose to arm joint position targets for one arm of one env;
+`jax.vmap` it over envs. It is evaluated once per control step on the current MJX data, and the arm's
+position actuators track the result over the physics substeps, so large target jumps are rate-limited by
+`max_joint_step` (rad per control step) rather than tracked instantly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+from mujoco import mjx
+
+from dexfly import geometry
+
+
+@dataclass(frozen=True)
+class IKConfig:
+    damping: float = 0.05
+    """Damping lambda of the least-squares solve (m or rad); larger is smoother near singularities."""
+    rot_weight: float = 0.5
+    """Metres per radian used to weigh orientation error against position error."""
+    gain: float = 1.0
+    """Fraction of the solved joint step applied per control step."""
+    max_joint_step: float = 0.12
+    """Largest joint change per control step (rad); bounds speed for far targets."""
+    posture_gain: float = 0.05
+    """Null-space pull towards the rest posture (fraction per control step)."""
+
+
+@dataclass(frozen=True)
+class ArmIndex:
+    """Static indices of one arm in the model (numpy, baked into the jitted functions)."""
+
+    site_id: int
+    body_id: int
+    qpos_adr: np.ndarray  # [7]
+    dof_adr: np.ndarray  # [7]
+    lower: np.ndarray  # [7] joint range (rad)
+    upper: np.ndarray  # [7]
+    rest: np.ndarray  # [7] rest posture for the null-space bias
+
+
+def dls_ik(m: mjx.Model, d: mjx.Data, arm: ArmIndex, target_pos, target_mat, cfg: IKConfig):
+    """Arm joint targets [7] that move site `arm.site_id` towards (target_pos [3], target_mat [3, 3]).
+
+    Expects `d` to hold current kinematics (site_xpos/xmat), as after any `mjx.step` or `mjx.forward`.
+    """
+    ee_pos = d.site_xpos[arm.site_id]
+    ee_mat = d.site_xmat[arm.site_id].reshape(3, 3)
+    jacp, jacr = mjx.jac(m, d, ee_pos, jnp.asarray(arm.body_id))  # [nv, 3] each
+    jac = jnp.concatenate([jacp[arm.dof_adr].T, cfg.rot_weight * jacr[arm.dof_adr].T], axis=0)  # [6, 7]
+    err = jnp.concatenate(
+        [target_pos - ee_pos, cfg.rot_weight * geometry.orientation_error(target_mat, ee_mat)]
+    )
+    jjt = jac @ jac.T + (cfg.damping**2) * jnp.eye(6, dtype=jac.dtype)
+    dq = jac.T @ jnp.linalg.solve(jjt, err)
+    q = d.qpos[arm.qpos_adr]
+    # Null-space posture bias keeps the redundant 7th DoF away from limits without moving the hand.
+    pinv = jac.T @ jnp.linalg.inv(jjt)
+    null = jnp.eye(7, dtype=jac.dtype) - pinv @ jac
+    dq = cfg.gain * dq + null @ (cfg.posture_gain * (jnp.asarray(arm.rest) - q))
+    scale = jnp.minimum(1.0, cfg.max_joint_step / (jnp.max(jnp.abs(dq)) + 1e-9))
+    return jnp.clip(q + scale * dq, arm.lower, arm.upper)
+
+
+def target_from_action(pose9):
+    """Split a [9] (pos, rot6d) action into (pos [3], mat [3, 3])."""
+    return pose9[:3], geometry.mat_from_rot6d(pose9[3:9])
+
+
+__all__ = ["IKConfig", "ArmIndex", "dls_ik", "target_from_action"]

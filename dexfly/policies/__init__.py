@@ -1,0 +1,1 @@
+"""Learned policies (behaviour cloning) for dexfly tasks."""

@@ -1,0 +1,120 @@
+"""Hyper-parameters of the state-based Diffusion Policy (Chi et al., RSS 2023).
+
+One frozen dataclass, hashable, so it can be a static argument of `jax.jit` and a tyro CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+# Fields that fix the network's parameter shapes / the meaning of its inputs and outputs.
+# A checkpoint can only be restored into a config that agrees on all of them.
+ARCH_FIELDS = (
+    "obs_horizon",
+    "pred_horizon",
+    "action_horizon",
+    "down_dims",
+    "kernel_size",
+    "n_groups",
+    "diffusion_step_embed_dim",
+    "num_train_timesteps",
+)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Diffusion Policy configuration.
+
+    Defaults are a CPU-sized U-Net (about 4M parameters) that fits a 20-demo state-based dataset
+    on a 2-core CPU in well under 30 minutes; `DiffusionConfig.paper()` gives the paper's widths.
+    """
+
+    # windows
+    obs_horizon: int = 2
+    """number of observations (current + past) the policy conditions on"""
+    pred_horizon: int = 16
+    """length of the predicted action chunk (must be divisible by 2**(len(down_dims)-1))"""
+    action_horizon: int = 8
+    """how many of the predicted actions are executed before re-planning"""
+    # network
+    down_dims: tuple[int, ...] = (64, 128, 256)
+    """U-Net channel widths per level (paper: 256, 512, 1024)"""
+    kernel_size: int = 5
+    n_groups: int = 8
+    """GroupNorm groups"""
+    diffusion_step_embed_dim: int = 128
+    # diffusion
+    num_train_timesteps: int = 100
+    num_inference_steps: int = 10
+    """DDIM steps at inference (eta = 0)"""
+    clip_sample: bool = True
+    """clip the predicted clean sample to [-1, 1] at each denoising step"""
+    # optimisation
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    adam_b1: float = 0.95
+    adam_b2: float = 0.999
+    warmup_steps: int = 500
+    total_steps: int = 20_000
+    """optimizer steps (the cosine decay reaches 0 here)"""
+    batch_size: int = 256
+    # EMA (power schedule of diffusers' EMAModel as used by Chi et al.)
+    ema_power: float = 0.75
+    ema_inv_gamma: float = 1.0
+    ema_min_decay: float = 0.0
+    ema_max_decay: float = 0.9999
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "down_dims", tuple(int(d) for d in self.down_dims))
+        n_down = len(self.down_dims) - 1
+        if self.pred_horizon % (2**n_down):
+            raise ValueError(
+                f"pred_horizon={self.pred_horizon} must be divisible by 2**(len(down_dims)-1)={2**n_down}"
+            )
+        if not 1 <= self.action_horizon <= self.pred_horizon:
+            raise ValueError(f"action_horizon={self.action_horizon} must be in [1, pred_horizon={self.pred_horizon}]")
+        if self.num_train_timesteps % self.num_inference_steps:
+            raise ValueError(
+                f"num_inference_steps={self.num_inference_steps} must divide num_train_timesteps={self.num_train_timesteps}"
+            )
+        for d in self.down_dims:
+            if d % self.n_groups:
+                raise ValueError(f"every down_dim must be divisible by n_groups={self.n_groups}; got {self.down_dims}")
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> DiffusionConfig:
+        """The paper's CNN-based state policy widths (256, 512, 1024), step-embed 256 (~65M parameters)."""
+        kw: dict[str, Any] = dict(down_dims=(256, 512, 1024), diffusion_step_embed_dim=256)
+        kw.update(overrides)
+        return cls(**kw)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> DiffusionConfig:
+        """A very small network for unit tests."""
+        kw: dict[str, Any] = dict(down_dims=(16, 32), diffusion_step_embed_dim=16, n_groups=4, batch_size=32,
+                                  warmup_steps=10, total_steps=400, lr=3e-3)
+        kw.update(overrides)
+        return cls(**kw)
+
+    def replace(self, **changes: Any) -> DiffusionConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["down_dims"] = list(self.down_dims)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiffusionConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if "down_dims" in kw:
+            kw["down_dims"] = tuple(kw["down_dims"])
+        return cls(**kw)

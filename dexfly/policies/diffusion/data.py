@@ -1,0 +1,126 @@
+"""Training windows from demonstration episodes, gathered on device.
+
+An episode is a dict `{"obs": float32[T, obs_dim], "actions": float32[T, action_dim]}`; for dexfly tasks
+obs is `concat(obs["obj"], obs["prop"])` per step. For every step t of every episode there is one window:
+  obs     at t - obs_horizon + 1, ..., t         (indices below 0 repeat the episode's first obs)
+  actions at t, ..., t + pred_horizon - 1        (indices past the end repeat the episode's last action)
+The index arrays are computed once in numpy; batches are `jnp.take` gathers on device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dexfly.policies.diffusion.normalizer import Normalizer
+
+
+def window_indices(
+    episode_lengths: Sequence[int], obs_horizon: int, pred_horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Global row indices (into the concatenation of all episodes) of every training window.
+
+    Returns:
+        obs_idx int32 [N, obs_horizon], act_idx int32 [N, pred_horizon], N = sum(episode_lengths).
+    """
+    obs_idx, act_idx = [], []
+    start = 0
+    for T in episode_lengths:
+        t = np.arange(T)[:, None]
+        obs_idx.append(start + np.clip(t + np.arange(-obs_horizon + 1, 1)[None], 0, T - 1))
+        act_idx.append(start + np.clip(t + np.arange(pred_horizon)[None], 0, T - 1))
+        start += T
+    return (np.concatenate(obs_idx).astype(np.int32), np.concatenate(act_idx).astype(np.int32))
+
+
+@flax.struct.dataclass
+class WindowData:
+    """Normalised step data plus window indices (all on device).
+
+    obs [S, obs_dim], actions [S, action_dim] (S = total steps, normalised to [-1, 1]);
+    obs_idx [N, obs_horizon], act_idx [N, pred_horizon] int32.
+    """
+
+    obs: jax.Array
+    actions: jax.Array
+    obs_idx: jax.Array
+    act_idx: jax.Array
+
+    @property
+    def num_windows(self) -> int:
+        return int(self.obs_idx.shape[0])
+
+    def gather(self, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Windows idx [B] -> (obs [B, obs_horizon, obs_dim], actions [B, pred_horizon, action_dim])."""
+        o = jnp.take(self.obs, jnp.take(self.obs_idx, idx, axis=0), axis=0)
+        a = jnp.take(self.actions, jnp.take(self.act_idx, idx, axis=0), axis=0)
+        return o, a
+
+
+def concat_episodes(episodes: Sequence[Mapping[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """-> (obs [S, obs_dim] float32, actions [S, action_dim] float32, episode lengths)."""
+    if not episodes:
+        raise ValueError("no episodes")
+    lengths = []
+    for i, ep in enumerate(episodes):
+        T = len(ep["obs"])
+        if len(ep["actions"]) != T or T == 0:
+            raise ValueError(f"episode {i}: obs has {T} steps, actions {len(ep['actions'])} (need equal, > 0)")
+        lengths.append(T)
+    obs = np.concatenate([np.asarray(ep["obs"], np.float32) for ep in episodes])
+    act = np.concatenate([np.asarray(ep["actions"], np.float32) for ep in episodes])
+    return obs, act, lengths
+
+
+def make_window_data(
+    episodes: Sequence[Mapping[str, np.ndarray]],
+    obs_horizon: int,
+    pred_horizon: int,
+    normalizer: Normalizer | None = None,
+) -> tuple[WindowData, Normalizer]:
+    """Build the device dataset; fits a Normalizer on all steps unless one is given."""
+    obs, act, lengths = concat_episodes(episodes)
+    if normalizer is None:
+        normalizer = Normalizer.fit(obs, act)
+    oi, ai = window_indices(lengths, obs_horizon, pred_horizon)
+    data = WindowData(
+        obs=normalizer.obs.normalize(jnp.asarray(obs)),
+        actions=normalizer.action.normalize(jnp.asarray(act)),
+        obs_idx=jnp.asarray(oi),
+        act_idx=jnp.asarray(ai),
+    )
+    return data, normalizer
+
+
+def batch_indices(key: jax.Array, step: jax.Array, num_windows: int, batch_size: int) -> jax.Array:
+    """Window indices of batch number `step` [batch_size] int32; jittable (num_windows, batch_size static).
+
+    Epoch e is the permutation `jax.random.permutation(fold_in(key, e), N)` cut into N // B batches
+    (remainder dropped). If N < B, each batch concatenates ceil(B/N) fresh permutations. The batch is a pure
+    function of (key, step), so training resumes exactly from a step count.
+    """
+    n, b = num_windows, batch_size
+    if n >= b:
+        spe = n // b
+        perm = jax.random.permutation(jax.random.fold_in(key, step // spe), n)
+        return jax.lax.dynamic_slice(perm, ((step % spe) * b,), (b,)).astype(jnp.int32)
+    reps = -(-b // n)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(key, step), jnp.arange(reps))
+    perms = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
+    return perms.reshape(-1)[:b].astype(jnp.int32)
+
+
+def iterate_batches(
+    data: WindowData, batch_size: int, key: jax.Array, start_step: int = 0, num_steps: int | None = None
+) -> Iterator[tuple[jax.Array, jax.Array]]:
+    """Yields (obs [B, obs_horizon, obs_dim], actions [B, pred_horizon, action_dim]) batches, seeded."""
+    n = data.num_windows
+    get = jax.jit(lambda d, s: d.gather(batch_indices(key, s, n, batch_size)))
+    step = start_step
+    while num_steps is None or step < start_step + num_steps:
+        yield get(data, jnp.int32(step))
+        step += 1

@@ -1,0 +1,95 @@
+"""Inference: raw observation history -> raw action chunk, by DDIM sampling with the EMA parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from dexfly.policies.diffusion.config import DiffusionConfig
+from dexfly.policies.diffusion.normalizer import Normalizer
+from dexfly.policies.diffusion.schedule import ddim_sample, make_schedule
+from dexfly.policies.diffusion.unet import make_model
+
+
+def obs_vector(obs: Mapping[str, jax.Array]) -> jax.Array:
+    """The policy input of a dexfly observation dict: concat(obs["obj"], obs["prop"]) on the last axis."""
+    return jnp.concatenate([obs["obj"], obs["prop"]], axis=-1)
+
+
+def history_init(obs: jax.Array, obs_horizon: int) -> jax.Array:
+    """Start-of-episode history: obs [..., obs_dim] repeated -> [..., obs_horizon, obs_dim]."""
+    return jnp.repeat(obs[..., None, :], obs_horizon, axis=-2)
+
+
+def history_push(history: jax.Array, obs: jax.Array) -> jax.Array:
+    """Drop the oldest entry, append obs: [..., H, D], [..., D] -> [..., H, D] (oldest first)."""
+    return jnp.concatenate([history[..., 1:, :], obs[..., None, :]], axis=-2)
+
+
+@flax.struct.dataclass
+class DiffusionPolicy:
+    """A trained policy: a pytree (params, normalizer) with a static config, safe to pass through jit/vmap.
+
+    `policy(obs_history, key)` samples an action chunk; execute `chunk[:, :policy.action_horizon]`
+    (chunk[:, 0] is the action for the newest observation in the history), then re-plan.
+    """
+
+    params: Any
+    normalizer: Normalizer
+    config: DiffusionConfig = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def from_state(cls, state: Any, config: DiffusionConfig, use_ema: bool = True) -> DiffusionPolicy:
+        """From a train.TrainState (EMA parameters by default)."""
+        return cls(state.ema_params if use_ema else state.params, state.normalizer, config)
+
+    @property
+    def obs_horizon(self) -> int:
+        return self.config.obs_horizon
+
+    @property
+    def pred_horizon(self) -> int:
+        return self.config.pred_horizon
+
+    @property
+    def action_horizon(self) -> int:
+        return self.config.action_horizon
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.normalizer.obs.lo.shape[-1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.normalizer.action.lo.shape[-1])
+
+    def sample(self, obs_history: jax.Array, key: jax.Array) -> jax.Array:
+        """Un-jitted sampling (use inside your own jit/scan).
+
+        obs_history: [B, obs_horizon, obs_dim] raw (or [obs_horizon, obs_dim] for one sample);
+        key: PRNG key. Returns raw actions [B, pred_horizon, action_dim] (or [pred_horizon, action_dim]).
+        """
+        if obs_history.ndim == 2:
+            return self.sample(obs_history[None], key)[0]
+        cfg = self.config
+        B = obs_history.shape[0]
+        cond = self.normalizer.obs.normalize(obs_history.astype(jnp.float32)).reshape(B, -1)
+        model = make_model(cfg, self.action_dim)
+        x_T = jax.random.normal(key, (B, cfg.pred_horizon, self.action_dim), jnp.float32)
+        denoise = lambda x, t: model.apply({"params": self.params}, x, t, cond)  # noqa: E731
+        x0 = ddim_sample(denoise, make_schedule(cfg.num_train_timesteps), x_T, cfg.num_inference_steps,
+                         cfg.clip_sample)
+        return self.normalizer.action.unnormalize(x0)
+
+    def __call__(self, obs_history: jax.Array, key: jax.Array) -> jax.Array:
+        """Jitted `sample`: [B, obs_horizon, obs_dim] raw, key -> [B, pred_horizon, action_dim] raw."""
+        return sample_actions(self, obs_history, key)
+
+
+sample_actions = jax.jit(DiffusionPolicy.sample)
+sample_actions.__doc__ = """jit(DiffusionPolicy.sample): (policy, obs_history, key) -> action chunk (raw units).
+Vmappable: jax.vmap(sample_actions, in_axes=(None, 0, 0)) maps over an extra leading axis."""

@@ -1,0 +1,232 @@
+"""Training: TrainState, AdamW (linear warmup + cosine decay), EMA, jitted (scanned) steps and `fit`.
+
+Randomness is a pure function of (config.seed, step): the batch of step s is `batch_indices(data_key, s)`
+and the diffusion noise / timesteps come from `fold_in(noise_key, s)`. So a run restored from a
+checkpoint at step N continues exactly like an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dexfly.policies.diffusion.config import DiffusionConfig
+from dexfly.policies.diffusion.data import WindowData, batch_indices, make_window_data
+from dexfly.policies.diffusion.normalizer import Normalizer
+from dexfly.policies.diffusion.schedule import add_noise, make_schedule
+from dexfly.policies.diffusion.unet import make_model
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything needed to resume training (and to build a policy).
+
+    step: int32 [] optimizer steps taken; params / ema_params: U-Net parameter pytrees;
+    opt_state: optax AdamW state; normalizer: the data normaliser (fixes obs_dim and action_dim).
+    """
+
+    step: jax.Array
+    params: Any
+    ema_params: Any
+    opt_state: Any
+    normalizer: Normalizer
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.normalizer.obs.lo.shape[-1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.normalizer.action.lo.shape[-1])
+
+
+def _keys(config: DiffusionConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(init key, data-order key, noise key) derived from config.seed."""
+    base = jax.random.PRNGKey(config.seed)
+    return jax.random.fold_in(base, 0), jax.random.fold_in(base, 1), jax.random.fold_in(base, 2)
+
+
+def lr_schedule(config: DiffusionConfig) -> optax.Schedule:
+    """Linear warmup 0 -> lr over warmup_steps, then cosine decay to 0 at total_steps."""
+    return optax.warmup_cosine_decay_schedule(
+        0.0, config.lr, config.warmup_steps, max(config.total_steps, config.warmup_steps + 1), 0.0
+    )
+
+
+def make_optimizer(config: DiffusionConfig) -> optax.GradientTransformation:
+    """AdamW as in Diffusion Policy (betas 0.95, 0.999; eps 1e-8) with `lr_schedule`."""
+    return optax.adamw(
+        lr_schedule(config), b1=config.adam_b1, b2=config.adam_b2, eps=1e-8, weight_decay=config.weight_decay
+    )
+
+
+def ema_decay(config: DiffusionConfig, step: jax.Array) -> jax.Array:
+    """diffusers/Chi EMAModel power schedule: 0 for the first two updates, then
+    clip(1 - (1 + (step-1)/inv_gamma)**-power, min_decay, max_decay). step = optimizer steps before this one."""
+    s = jnp.maximum(jnp.asarray(step, jnp.float32) - 1.0, 0.0)
+    val = 1.0 - (1.0 + s / config.ema_inv_gamma) ** (-config.ema_power)
+    val = jnp.clip(val, config.ema_min_decay, config.ema_max_decay)
+    return jnp.where(s <= 0, 0.0, val)
+
+
+def init_params(config: DiffusionConfig, obs_dim: int, action_dim: int) -> Any:
+    """Fresh U-Net parameters (key derived from config.seed)."""
+    model = make_model(config, action_dim)
+    return model.init(
+        _keys(config)[0],
+        jnp.zeros((1, config.pred_horizon, action_dim)),
+        jnp.zeros((1,), jnp.int32),
+        jnp.zeros((1, config.obs_horizon * obs_dim)),
+    )["params"]
+
+
+def init_train_state(config: DiffusionConfig, normalizer: Normalizer) -> TrainState:
+    """A step-0 TrainState; obs_dim and action_dim are read from the normaliser's shapes."""
+    od, ad = int(normalizer.obs.lo.shape[-1]), int(normalizer.action.lo.shape[-1])
+    params = init_params(config, od, ad)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        ema_params=jax.tree.map(jnp.copy, params),
+        opt_state=make_optimizer(config).init(params),
+        normalizer=normalizer,
+    )
+
+
+def diffusion_loss(params: Any, config: DiffusionConfig, obs: jax.Array, actions: jax.Array, key: jax.Array):
+    """Epsilon-prediction MSE.
+
+    obs [B, obs_horizon, obs_dim] and actions [B, pred_horizon, action_dim], both normalised. -> scalar.
+    """
+    B = actions.shape[0]
+    sched = make_schedule(config.num_train_timesteps)
+    kt, kn = jax.random.split(key)
+    t = jax.random.randint(kt, (B,), 0, config.num_train_timesteps)
+    noise = jax.random.normal(kn, actions.shape, actions.dtype)
+    noisy = add_noise(sched, actions, noise, t)
+    pred = make_model(config, actions.shape[-1]).apply({"params": params}, noisy, t, obs.reshape(B, -1))
+    return jnp.mean((pred - noise) ** 2)
+
+
+def _train_step(state: TrainState, data: WindowData, config: DiffusionConfig) -> tuple[TrainState, jax.Array]:
+    _, data_key, noise_key = _keys(config)
+    idx = batch_indices(data_key, state.step, data.num_windows, config.batch_size)
+    obs, act = data.gather(idx)
+    loss, grads = jax.value_and_grad(diffusion_loss)(
+        state.params, config, obs, act, jax.random.fold_in(noise_key, state.step)
+    )
+    updates, opt_state = make_optimizer(config).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    d = ema_decay(config, state.step)
+    ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, state.ema_params, params)
+    return state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state), loss
+
+
+train_step = jax.jit(_train_step, static_argnames=("config",))
+train_step.__doc__ = """One optimizer step: (state, data, config) -> (state, loss []). Jitted; config static."""
+
+
+def _train_steps(state: TrainState, data: WindowData, config: DiffusionConfig, num_steps: int):
+    return jax.lax.scan(lambda s, _: _train_step(s, data, config), state, None, length=num_steps)
+
+
+train_steps = jax.jit(_train_steps, static_argnames=("config", "num_steps"))
+train_steps.__doc__ = """num_steps optimizer steps in one lax.scan: (state, data, config, num_steps) ->
+(state, losses [num_steps]). Jitted; config and num_steps static (each distinct num_steps compiles once)."""
+
+
+class FitResult(NamedTuple):
+    state: TrainState
+    losses: np.ndarray
+    """[steps run in this call] float32 training losses"""
+    data: WindowData
+
+
+def _progress(enabled: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(
+        TextColumn("[bold]diffusion"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
+    )
+
+
+def fit(
+    episodes: Sequence[Mapping[str, np.ndarray]],
+    config: DiffusionConfig,
+    *,
+    num_steps: int | None = None,
+    callback: Callable[[int, TrainState], Any] | None = None,
+    callback_every: int = 0,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 0,
+    scan_steps: int = 50,
+    progress: bool = True,
+    state: TrainState | None = None,
+) -> FitResult:
+    """Train a Diffusion Policy on demonstration episodes.
+
+    Args:
+        episodes: list of {"obs": [T, obs_dim], "actions": [T, action_dim]} (raw units).
+        config: hyper-parameters; trains until state.step == config.total_steps (or num_steps more steps).
+        num_steps: optional cap on steps run by this call.
+        callback: called as callback(step, state) every `callback_every` steps (and at the end), e.g. for
+            closed-loop evaluation with `DiffusionPolicy.from_state(state, config)`.
+        checkpoint_dir: absolute path; if it holds a checkpoint, training resumes from the latest one
+            (ValueError if its architecture differs); saves every `checkpoint_every` steps and at the end.
+        scan_steps: steps per jitted lax.scan chunk (chunks are cut shorter at callback/checkpoint steps).
+        state: start from this state instead (the normaliser is taken from it).
+    Returns:
+        FitResult(state, losses [steps run by this call], data).
+    """
+    from dexfly.policies.diffusion import checkpoint as ckpt
+
+    if state is None and checkpoint_dir is not None:
+        od, ad = (np.shape(episodes[0]["obs"])[-1], np.shape(episodes[0]["actions"])[-1])
+        state = ckpt.restore_latest(checkpoint_dir, config, obs_dim=od, action_dim=ad)
+    data, normalizer = make_window_data(
+        episodes, config.obs_horizon, config.pred_horizon, None if state is None else state.normalizer
+    )
+    if state is None:
+        state = init_train_state(config, normalizer)
+    start = int(state.step)
+    end = config.total_steps if num_steps is None else min(config.total_steps, start + num_steps)
+    events = {end}
+    for every in (callback_every if callback else 0, checkpoint_every if checkpoint_dir else 0):
+        if every > 0:
+            events.update(range((start // every + 1) * every, end, every))
+    events = sorted(e for e in events if e > start)
+
+    losses: list[np.ndarray] = []
+    step = start
+    with _progress(progress) as bar:
+        task = bar.add_task("train", total=end, completed=start, loss="-", rate="")
+        t0 = time.perf_counter()
+        for ev in events:
+            while step < ev:
+                k = min(scan_steps, ev - step)
+                state, l = train_steps(state, data, config, k)
+                l = np.asarray(l)
+                losses.append(l)
+                step += k
+                rate = (step - start) * config.batch_size / (time.perf_counter() - t0)
+                bar.update(task, completed=step, loss=f"{float(l.mean()):.4f}", rate=f"{rate:,.0f} samples/s")
+            if checkpoint_dir is not None and (step == end or (checkpoint_every and step % checkpoint_every == 0)):
+                ckpt.save_checkpoint(checkpoint_dir, state, config)
+            if callback is not None and (step == end or (callback_every and step % callback_every == 0)):
+                callback(step, state)
+    out = np.concatenate(losses) if losses else np.zeros((0,), np.float32)
+    return FitResult(state, out, data)
+
+
+def num_parameters(params: Any) -> int:
+    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))

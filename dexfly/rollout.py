@@ -1,0 +1,136 @@
+"""Jitted open-loop rollouts of action sequences in a batched task env, recorded step by step.
+
+`run_actions` is the one place that executes a batch of action sequences in MJX and records what every
+later stage stores (observations, simulator states, object and end-effector poses, rewards, success).
+Recording convention: entry t holds the observation/state *before* action t and the reward/success
+*after* it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from envs.base import Scene, SceneSpec, TaskEnv
+
+
+@struct.dataclass
+class Trajectory:
+    """Per-step records, leading axes [B, T]."""
+
+    obs_obj: jax.Array
+    obs_prop: jax.Array
+    states: jax.Array  # [B, T, nq + nv] flattened qpos, qvel
+    object_pose: jax.Array  # [B, T, n_objects, 7]
+    ee_pose: jax.Array  # [B, T, n_arms, 7]
+    reward: jax.Array  # [B, T]
+    success: jax.Array  # [B, T] bool, after the action
+    nan: jax.Array  # [B, T] bool
+    qpos: jax.Array  # [B, T, nq] (for rendering)
+
+
+def _record(env: TaskEnv, state):
+    d = state.data
+    return {
+        "obs_obj": state.obs["obj"],
+        "obs_prop": state.obs["prop"],
+        "states": jnp.concatenate([d.qpos, d.qvel]),
+        "object_pose": env.object_pose(d),
+        "ee_pose": env.ee_pose(d),
+        "qpos": d.qpos,
+    }
+
+
+@functools.lru_cache(maxsize=32)
+def _rollout_fn(env: TaskEnv):
+    def one_env(scene: Scene, key, actions):
+        state = env.reset(scene, key)
+
+        def body(s, a):
+            before = _record(env, s)
+            s = env.step(s, a)
+            return s, {**before, "reward": s.reward, "success": s.success, "nan": s.metrics["nan"]}
+
+        final, rec = jax.lax.scan(body, state, actions)
+        return final, Trajectory(**rec)
+
+    return jax.jit(jax.vmap(one_env))
+
+
+def run_actions(env: TaskEnv, scenes: Scene, actions, key: jax.Array, *, check_finite: bool = True):
+    """Execute actions [B, T, action_dim] from a fresh reset in each scene; returns (final State, Trajectory)."""
+    actions = jnp.asarray(actions, dtype=jnp.float32)
+    batch = scenes.object_pose.shape[0]
+    if actions.ndim != 3 or actions.shape[0] != batch or actions.shape[2] != env.action_dim:
+        raise ValueError(f"{env.name}: actions must have shape [B={batch}, T, {env.action_dim}], got {tuple(actions.shape)}")
+    if actions.shape[1] == 0:
+        raise ValueError(f"{env.name}: zero-step horizon: nothing to roll out")
+    final, traj = _rollout_fn(env)(scenes, jax.random.split(key, batch), actions)
+    if check_finite:
+        env.check_finite(final)
+    return final, traj
+
+
+def episodes_from_trajectory(
+    env: TaskEnv,
+    traj: Trajectory,
+    actions,
+    specs: list[SceneSpec],
+    *,
+    subtask_end,
+    source: str,
+    seed: int,
+    keep=None,
+):
+    """Convert a recorded batch into dataset `Episode`s (one per env where `keep` is True).
+
+    actions: [B, T, A]; subtask_end: [B, T, n_arms, n_subtasks] uint8 signals (0 -> 1 edge = end).
+    Episode success is the success flag after the last step.
+    """
+    from dexfly import dataset
+
+    traj = jax.tree.map(np.asarray, traj)
+    actions = np.asarray(actions, dtype=np.float32)
+    subtask_end = np.asarray(subtask_end, dtype=np.uint8)
+    n_arms = len(env.arms)
+    out = []
+    for b, spec in enumerate(specs):
+        if keep is not None and not keep[b]:
+            continue
+        T = actions.shape[1]
+        a = actions[b].reshape(T, n_arms, 15)
+        ee_target = np.concatenate([a[..., :3], _rot6d_to_quat(a[..., 3:9])], axis=-1)
+        dones = np.zeros(T, np.uint8)
+        dones[-1] = 1
+        out.append(
+            dataset.Episode(
+                actions=actions[b],
+                states=traj.states[b].astype(np.float32),
+                rewards=traj.reward[b].astype(np.float32),
+                dones=dones,
+                obs={"obj": traj.obs_obj[b].astype(np.float32), "prop": traj.obs_prop[b].astype(np.float32)},
+                ee_target_pose=ee_target.astype(np.float32),
+                hand_target=a[..., 9:15].astype(np.float32),
+                object_poses=traj.object_pose[b].astype(np.float32),
+                subtask_end=subtask_end[b],
+                success=bool(traj.success[b, -1]),
+                object_ids=[oid for _, oid in spec.objects],
+                env_id=spec.env_id,
+                pose_id=spec.pose_id,
+                seed=int(seed),
+                source=source,
+                extra={"poses": json.dumps(dict(spec.poses)), "roles": json.dumps([r for r, _ in spec.objects])},
+            )
+        )
+    return out
+
+
+def _rot6d_to_quat(r):
+    from dexfly import geometry
+
+    return np.asarray(geometry.mat_to_quat(geometry.mat_from_rot6d(jnp.asarray(r))))

@@ -1,0 +1,397 @@
+"""Shared machinery of the batched MJX tasks: scenes, reset/step, IK control, observations.
+
+Every task is a `TaskEnv` subclass (one module each) that names its robot, object roles and subtasks and
+implements `task_terms` (dense reward, success, metrics). `reset` and `step` are pure functions of one
+env's `Scene` / `State`; batch them with `jax.vmap` (or use `reset_batch` / `step_batch`, already jitted).
+
+Control: the action holds, per arm, an absolute end-effector target pose (position + rot6d, world frame)
+and 6 hand joint targets (rad). Each control step (`ctrl_dt`, default 20 ms = 50 Hz) runs one damped
+least-squares IK step on the current MJX data to get arm joint targets, then `n_substeps` physics steps
+(`sim_dt` = the model's 4 ms timestep, so 5 substeps) with the arm and hand position servos tracking them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from flax import struct
+from mujoco import mjx
+
+from dexfly import catalog as catalog_lib
+from dexfly import geometry
+from dexfly.ik import ArmIndex, IKConfig, dls_ik
+from envs import scene as scene_lib
+
+ACTION_DIM_PER_ARM = 15  # pos (3) + rot6d (6) + hand targets (6)
+HAND_ACTUATORS = ("pinky", "ring", "middle", "index", "thumb_bend", "thumb_rot")
+
+
+class SimulationError(RuntimeError):
+    """Raised on the host when a batched rollout produced NaN/inf states."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Simulation and control settings shared by all tasks (tyro turns this into flags)."""
+
+    impl: str = "jax"
+    """MJX implementation: 'jax' (CPU and GPU) or 'warp' (needs mujoco-warp; fast on NVIDIA GPUs)."""
+    ctrl_dt: float = 0.02
+    """Control period (s); an integer multiple of the model timestep."""
+    episode_seconds: float | None = None
+    """Episode length (s); None uses the task's default."""
+    ik: IKConfig = field(default_factory=IKConfig)
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """One scene as explicit data: which catalog objects (per role), which environment, which poses.
+
+    `poses` maps each role to (x, y, yaw) on the table; `pose_id` names the catalog pose it came from
+    (or 'sampled').
+    """
+
+    objects: tuple[tuple[str, str], ...]  # ((role, object id), ...)
+    env_id: str
+    pose_id: str
+    poses: tuple[tuple[str, tuple[float, float, float]], ...]
+
+    @property
+    def object_ids(self) -> dict[str, str]:
+        return dict(self.objects)
+
+
+@dataclass(frozen=True)
+class SceneSet:
+    """Sets of objects / environments / poses to draw scenes from (None = the task's defaults only).
+
+    `pose_ids=None` with `sample_poses=True` samples continuous poses from the task's ranges.
+    """
+
+    objects: dict[str, tuple[str, ...]] | None = None
+    env_ids: tuple[str, ...] | None = None
+    pose_ids: tuple[str, ...] | None = None
+    sample_poses: bool = False
+
+
+@struct.dataclass
+class Scene:
+    """Per-env scene arrays (batch them by stacking; `TaskEnv.make_scenes` does)."""
+
+    params: dict[str, jax.Array]  # model-field overrides, see envs.scene.OBJECT_FIELDS
+    object_pose: jax.Array  # [n_objects, 7] initial (pos, quat)
+    particle_pos: jax.Array  # [n_particles, 3] initial positions (world)
+    table_height: jax.Array  # [] table-top z (m)
+    object_half_extents: jax.Array  # [n_objects, 3] bounding-box half-sizes in the object frame (m)
+
+
+@struct.dataclass
+class State:
+    data: mjx.Data
+    obs: dict[str, jax.Array]
+    reward: jax.Array
+    success: jax.Array
+    done: jax.Array
+    metrics: dict[str, jax.Array]
+    info: dict[str, Any]
+
+
+class TaskEnv:
+    """Base of all tasks. Subclasses set the class attributes and implement `task_terms`."""
+
+    name: ClassVar[str]
+    robot_file: ClassVar[str]
+    arms: ClassVar[tuple[str, ...]]  # name prefixes, e.g. ("",) or ("left_", "right_")
+    arm_joint_format: ClassVar[str]  # e.g. "panda_joint{i}" or "{arm}joint{i}"
+    roles: ClassVar[tuple[str, ...]]  # task object roles, e.g. ("object",) or ("source", "target")
+    uses_particles: ClassVar[bool] = False
+    default_episode_seconds: ClassVar[float] = 6.0
+    # Per arm: ((subtask name, reference object role or None), ...) for augmentation.
+    subtasks: ClassVar[tuple[tuple[tuple[str, str | None], ...], ...]]
+    subtask_constraint: ClassVar[str] = "none"  # "none" | "coordination" | "sequential"
+
+    def __init__(self, config: EnvConfig = EnvConfig(), objects: dict[str, str] | None = None):
+        if config.impl not in ("jax", "warp"):
+            raise ValueError(f"unknown MJX impl {config.impl!r}; use 'jax' or 'warp'")
+        self.config = config
+        self.catalog = catalog_lib.load_catalog()
+        self.robot_path = str(scene_lib.robot_path(self.robot_file))
+        objects = dict(objects) if objects else self.default_objects()
+        missing = set(self.roles) - set(objects)
+        if missing:
+            raise ValueError(f"task {self.name!r} needs objects for roles {sorted(missing)}")
+        self.object_specs = {r: self._object_for_role(r, objects[r]) for r in self.roles}
+        self.topology = scene_lib.topology_of(self.object_specs)
+        particles = self.catalog.particles if self.uses_particles else None
+        self.particles = particles
+        self.compiled = scene_lib.compile_scene(self.robot_path, self.object_specs, self.catalog.environments[0], particles)
+        self.mj_model = self.compiled.model
+        self.sim_dt = float(self.mj_model.opt.timestep)
+        self.n_substeps = int(round(config.ctrl_dt / self.sim_dt))
+        if self.n_substeps < 1 or abs(self.n_substeps * self.sim_dt - config.ctrl_dt) > 1e-9:
+            raise ValueError(f"ctrl_dt={config.ctrl_dt} is not a multiple of the model timestep {self.sim_dt}")
+        seconds = config.episode_seconds or self.default_episode_seconds
+        self.episode_steps = int(round(seconds / config.ctrl_dt))
+        self.mjx_model = mjx.put_model(self.mj_model, impl=config.impl)
+        self._data_template = mjx.make_data(self.mj_model, impl=config.impl)
+        self._index_model()
+        self.reset_batch = jax.jit(jax.vmap(self.reset))
+        self.step_batch = jax.jit(jax.vmap(self.step))
+
+    # ------------------------------------------------------------------ static model indices
+    def _index_model(self):
+        m = self.mj_model
+        key = m.keyframe("home") if m.nkey and "home" in [m.key(i).name for i in range(m.nkey)] else None
+        self.home_qpos = np.array(key.qpos if key is not None else m.qpos0, dtype=np.float32)
+        self.home_ctrl = np.array(key.ctrl if key is not None else np.zeros(m.nu), dtype=np.float32)
+        self.arm_index: list[ArmIndex] = []
+        self.arm_ctrl_ids, self.hand_ctrl_ids, self.hand_qpos_adr = [], [], []
+        self.tip_site_ids = []
+        for arm in self.arms:
+            joints = [m.joint(self.arm_joint_format.format(arm=arm, i=i)) for i in range(1, 8)]
+            qadr = np.array([int(j.qposadr[0]) for j in joints])
+            site = m.site(f"{arm}ee")
+            self.arm_index.append(
+                ArmIndex(
+                    site_id=site.id,
+                    body_id=int(m.site_bodyid[site.id]),
+                    qpos_adr=qadr,
+                    dof_adr=np.array([int(j.dofadr[0]) for j in joints]),
+                    lower=np.array([j.range[0] for j in joints], dtype=np.float32),
+                    upper=np.array([j.range[1] for j in joints], dtype=np.float32),
+                    rest=self.home_qpos[qadr],
+                )
+            )
+            self.arm_ctrl_ids.append(np.array([m.actuator(j.name).id for j in joints]))
+            hand_ids = np.array([m.actuator(f"{arm}hand_{h}").id for h in HAND_ACTUATORS])
+            self.hand_ctrl_ids.append(hand_ids)
+            self.hand_qpos_adr.append(np.array([int(m.jnt_qposadr[m.actuator_trnid[a, 0]]) for a in hand_ids]))
+            self.tip_site_ids.append(np.array([m.site(f"{arm}tip_{f}").id for f in ("thumb", "index", "middle", "ring", "pinky")]))
+        self.hand_ctrl_low = np.stack([m.actuator_ctrlrange[ids, 0] for ids in self.hand_ctrl_ids]).astype(np.float32)
+        self.hand_ctrl_high = np.stack([m.actuator_ctrlrange[ids, 1] for ids in self.hand_ctrl_ids]).astype(np.float32)
+        self.action_dim = ACTION_DIM_PER_ARM * len(self.arms)
+        self.obj_qpos_adr = np.array(self.compiled.object_qpos_adr)
+        self.obj_dof_adr = np.array(self.compiled.object_dof_adr)
+        self.object_rest_height = {r: float(o.rest_height) for r, o in self.object_specs.items()}
+
+    # ------------------------------------------------------------------ scenes
+    def default_objects(self) -> dict[str, str]:
+        return {role: self.catalog.objects_for(self.name, self.role_kind(role))[0].id for role in self.roles}
+
+    def role_kind(self, role: str) -> str:
+        """Catalog `role` of the objects that may fill this task role."""
+        return {"source": "source_container", "target": "target_container"}.get(role, "object")
+
+    def _object_for_role(self, role: str, object_id: str) -> catalog_lib.ObjectSpec:
+        obj = self.catalog.object(object_id)
+        if self.name not in obj.tasks or obj.role != self.role_kind(role):
+            raise catalog_lib.CatalogError(
+                f"object {object_id!r} (role {obj.role!r}, tasks {list(obj.tasks)}) cannot fill role {role!r} of task {self.name!r}"
+            )
+        return obj
+
+    def default_scene(self) -> SceneSpec:
+        pose_id = self.catalog.poses_for(self.name).default
+        return self.scene_spec(self.default_objects(), self.catalog.environments[0].id, pose_id)
+
+    def scene_spec(self, objects: dict[str, str], env_id: str, pose_id: str) -> SceneSpec:
+        poses = self.catalog.poses_for(self.name).pose(pose_id)
+        self.catalog.environment(env_id)  # validates the id
+        for role in self.roles:
+            self._object_for_role(role, objects[role])
+        return SceneSpec(
+            objects=tuple((r, objects[r]) for r in self.roles),
+            env_id=env_id,
+            pose_id=pose_id,
+            poses=tuple((r, tuple(float(v) for v in poses[r])) for r in self.roles),
+        )
+
+    def sample_scenes(self, key: jax.Array, n: int, scene_set: SceneSet = SceneSet()) -> list[SceneSpec]:
+        """n scenes drawn uniformly (seeded by `key`) from the scene set; deterministic given key."""
+        pose_set = self.catalog.poses_for(self.name)
+        objects = scene_set.objects or {r: (oid,) for r, oid in self.default_objects().items()}
+        for role in self.roles:
+            for oid in objects.get(role, ()):
+                obj = self._object_for_role(role, oid)
+                if obj.topology != self.object_specs[role].topology:
+                    raise ValueError(
+                        f"object {oid!r} has geom topology {obj.topology}, but this {self.name!r} env was compiled for "
+                        f"{self.object_specs[role].topology}; build one env per topology (envs.make(..., objects=...))"
+                    )
+        env_ids = scene_set.env_ids or (self.catalog.environments[0].id,)
+        for e in env_ids:
+            self.catalog.environment(e)
+        pose_ids = scene_set.pose_ids or ((pose_set.default,) if not scene_set.sample_poses else None)
+        k_obj, k_env, k_pose = jax.random.split(key, 3)
+        rng_obj = np.asarray(jax.random.randint(k_obj, (n, len(self.roles)), 0, 1 << 30))
+        rng_env = np.asarray(jax.random.randint(k_env, (n,), 0, len(env_ids)))
+        specs = []
+        if pose_ids is None:
+            samples = np.asarray(jax.random.uniform(k_pose, (n, len(self.roles), 3)))
+        else:
+            rng_pose = np.asarray(jax.random.randint(k_pose, (n,), 0, len(pose_ids)))
+        for i in range(n):
+            objs = {r: objects[r][rng_obj[i, j] % len(objects[r])] for j, r in enumerate(self.roles)}
+            if pose_ids is None:
+                poses = {}
+                for j, r in enumerate(self.roles):
+                    lo, hi = pose_set.ranges[r]
+                    poses[r] = tuple(float(v) for v in np.asarray(lo) + samples[i, j] * (np.asarray(hi) - np.asarray(lo)))
+                specs.append(SceneSpec(tuple((r, objs[r]) for r in self.roles), env_ids[rng_env[i]], "sampled", tuple((r, poses[r]) for r in self.roles)))
+            else:
+                specs.append(self.scene_spec(objs, env_ids[rng_env[i]], pose_ids[rng_pose[i]]))
+        return specs
+
+    def make_scenes(self, specs: list[SceneSpec]) -> Scene:
+        """Stack scene specs into a batched `Scene` (leading axis = env)."""
+        if not specs:
+            raise ValueError("no scenes given")
+        per_env = [self._scene_arrays(s) for s in specs]
+        return jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *per_env)
+
+    def _scene_arrays(self, spec: SceneSpec) -> Scene:
+        objects = {r: self._object_for_role(r, oid) for r, oid in spec.objects}
+        if scene_lib.topology_of(objects) != self.topology:
+            raise ValueError(f"scene objects {spec.object_ids} do not match this env's topology {self.topology}")
+        env = self.catalog.environment(spec.env_id)
+        params = scene_lib.object_set_params(self.robot_path, spec.objects, "p" if self.uses_particles else None)
+        params = scene_lib.apply_environment(params, self.compiled, env)
+        poses = dict(spec.poses)
+        object_pose = []
+        for r in self.roles:
+            x, y, yaw = poses[r]
+            z = env.table_height + objects[r].rest_height
+            object_pose.append(np.concatenate([[x, y, z], np.asarray(geometry.quat_from_yaw(yaw))]))
+        object_pose = np.asarray(object_pose, dtype=np.float32)
+        particle_pos = self.particle_positions(objects, object_pose)
+        return Scene(
+            params={k: np.asarray(v, dtype=np.float32) for k, v in params.items()},
+            object_pose=object_pose,
+            particle_pos=particle_pos,
+            table_height=np.float32(env.table_height),
+            object_half_extents=np.asarray([objects[r].half_extents for r in self.roles], dtype=np.float32),
+        )
+
+    def particle_positions(self, objects, object_pose) -> np.ndarray:
+        return np.zeros((0, 3), dtype=np.float32)
+
+    # ------------------------------------------------------------------ dynamics
+    def model_for(self, scene: Scene) -> mjx.Model:
+        return self.mjx_model.replace(**scene.params)
+
+    def reset(self, scene: Scene, key: jax.Array) -> State:
+        """Initial state of one env in `scene` (pure; vmap for batches). `key` seeds nothing physical yet
+        but is kept in `info` for stochastic tasks and policies."""
+        m = self.model_for(scene)
+        qpos = jnp.asarray(self.home_qpos)
+        for k, adr in enumerate(self.obj_qpos_adr):
+            qpos = qpos.at[adr : adr + 7].set(scene.object_pose[k])
+        for k, adr in enumerate(self.compiled.particle_qpos_adr):
+            qpos = qpos.at[adr : adr + 7].set(jnp.concatenate([scene.particle_pos[k], jnp.array([1.0, 0, 0, 0])]))
+        d = self._data_template.replace(qpos=qpos, qvel=jnp.zeros_like(self._data_template.qvel), ctrl=jnp.asarray(self.home_ctrl))
+        d = mjx.forward(m, d)
+        info = {
+            "step": jnp.zeros((), jnp.int32),
+            "scene": scene,
+            "key": key,
+            "ever_success": jnp.zeros((), bool),
+            "init_object_pose": scene.object_pose,
+        }
+        reward, success, metrics = self.task_terms(m, d, info)
+        metrics = {**metrics, "nan": jnp.zeros((), bool)}
+        return State(d, self.observe(d), reward, success, jnp.zeros((), bool), metrics, info)
+
+    def apply_action(self, m: mjx.Model, d: mjx.Data, action: jax.Array) -> mjx.Data:
+        """IK for each arm, hand targets clipped to their ranges; returns data with the new ctrl."""
+        if action.shape != (self.action_dim,):
+            raise ValueError(f"{self.name}: action must have shape ({self.action_dim},) per env, got {action.shape}")
+        ctrl = d.ctrl
+        for i, arm in enumerate(self.arm_index):
+            a = action[i * ACTION_DIM_PER_ARM : (i + 1) * ACTION_DIM_PER_ARM]
+            q = dls_ik(m, d, arm, a[:3], geometry.mat_from_rot6d(a[3:9]), self.config.ik)
+            ctrl = ctrl.at[self.arm_ctrl_ids[i]].set(q)
+            ctrl = ctrl.at[self.hand_ctrl_ids[i]].set(jnp.clip(a[9:15], self.hand_ctrl_low[i], self.hand_ctrl_high[i]))
+        return d.replace(ctrl=ctrl)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        """One control step of one env (pure; vmap for batches)."""
+        m = self.model_for(state.info["scene"])
+        d = self.apply_action(m, state.data, action)
+        d = jax.lax.fori_loop(0, self.n_substeps, lambda _, dd: mjx.step(m, dd), d)
+        nan = ~(jnp.all(jnp.isfinite(d.qpos)) & jnp.all(jnp.isfinite(d.qvel)))
+        info = {**state.info, "step": state.info["step"] + 1}
+        reward, success, metrics = self.task_terms(m, d, info)
+        info["ever_success"] = state.info["ever_success"] | success
+        metrics = {**metrics, "nan": nan | state.metrics["nan"]}
+        done = (info["step"] >= self.episode_steps) | nan
+        return State(d, self.observe(d), reward, success, done, metrics, info)
+
+    def rollout(self, state: State, actions: jax.Array) -> tuple[State, State]:
+        """Scan `step` over actions [T, action_dim] for one env; returns (final state, per-step states)."""
+        def body(s, a):
+            s = self.step(s, a)
+            return s, s
+        return jax.lax.scan(body, state, actions)
+
+    # ------------------------------------------------------------------ observations
+    def object_pose(self, d: mjx.Data) -> jax.Array:
+        """[n_objects, 7] current object poses (pos, quat)."""
+        return jnp.stack([d.qpos[a : a + 7] for a in self.obj_qpos_adr])
+
+    def ee_pose(self, d: mjx.Data) -> jax.Array:
+        """[n_arms, 7] end-effector site poses (pos, quat)."""
+        return jnp.stack(
+            [jnp.concatenate([d.site_xpos[a.site_id], geometry.mat_to_quat(d.site_xmat[a.site_id].reshape(3, 3))]) for a in self.arm_index]
+        )
+
+    def observe(self, d: mjx.Data) -> dict[str, jax.Array]:
+        obj = jnp.concatenate([jnp.concatenate([d.qpos[a : a + 7], d.qvel[v : v + 6]]) for a, v in zip(self.obj_qpos_adr, self.obj_dof_adr)])
+        ee = self.ee_pose(d)
+        prop = []
+        for i, arm in enumerate(self.arm_index):
+            prop += [d.qpos[arm.qpos_adr], d.qvel[arm.dof_adr], d.qpos[self.hand_qpos_adr[i]], ee[i]]
+        return {"obj": obj, "prop": jnp.concatenate(prop)}
+
+    @property
+    def obs_dims(self) -> dict[str, int]:
+        return {"obj": 13 * len(self.roles), "prop": 27 * len(self.arms)}
+
+    def task_terms(self, m: mjx.Model, d: mjx.Data, info: dict) -> tuple[jax.Array, jax.Array, dict]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers for tasks and scripts
+    def home_action(self) -> np.ndarray:
+        """The action that holds the home posture: current ee poses and home hand targets."""
+        d = mujoco.MjData(self.mj_model)
+        d.qpos[:] = self.home_qpos
+        mujoco.mj_forward(self.mj_model, d)
+        parts = []
+        for i, arm in enumerate(self.arm_index):
+            mat = d.site_xmat[arm.site_id].reshape(3, 3)
+            parts += [d.site_xpos[arm.site_id], mat[:, 0], mat[:, 1], self.home_ctrl[self.hand_ctrl_ids[i]]]
+        return np.concatenate(parts).astype(np.float32)
+
+    def env_args(self) -> dict:
+        """robomimic-style `env_args` recorded in datasets, enough to rebuild this env."""
+        cfg = self.config
+        return {
+            "env_name": self.name,
+            "type": "dexfly-mjx",
+            "env_kwargs": {"impl": cfg.impl, "ctrl_dt": cfg.ctrl_dt, "episode_steps": self.episode_steps, "objects": self.default_objects()},
+        }
+
+    def check_finite(self, state: State) -> None:
+        """Raise SimulationError naming the envs whose simulation produced NaN/inf."""
+        bad = np.flatnonzero(np.asarray(state.metrics["nan"]).reshape(-1))
+        if bad.size:
+            raise SimulationError(f"{self.name}: simulation produced NaN/inf in env(s) {bad.tolist()[:20]} (of {np.asarray(state.metrics['nan']).size})")
+
+
+def replace_config(config: EnvConfig, **kwargs) -> EnvConfig:
+    return dataclasses.replace(config, **kwargs)

@@ -1,0 +1,205 @@
+"""Scene composition: robot MJCF + table + task objects (+ Pour particles) as one MuJoCo model.
+
+A compiled model fixes the *topology* (which geom types each task object has). Everything else that
+differs between scenes of one topology (object sizes, masses, inertias, frictions, colours, table height and
+friction) is carried per env as model-parameter overrides (`SceneParams`), so one jitted step serves a
+whole batch of mixed scenes.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from dexfly import catalog as catalog_lib
+from dexfly.paths import ROBOTS_DIR
+
+# Model fields that vary between scenes of one topology. Taken from a C model compiled for each object set,
+# so inertias, bounding radii and invweights are exactly what MuJoCo would compute for that scene.
+OBJECT_FIELDS = (
+    "geom_size",
+    "geom_pos",
+    "geom_quat",
+    "geom_rbound",
+    "geom_aabb",
+    "geom_friction",
+    "geom_rgba",
+    "body_mass",
+    "body_inertia",
+    "body_ipos",
+    "body_iquat",
+    "body_subtreemass",
+    "body_invweight0",
+    "dof_invweight0",
+)
+
+OBJECT_CONTYPE, OBJECT_CONAFFINITY = 4, 15
+PARTICLE_CONTYPE, PARTICLE_CONAFFINITY = 8, 13
+TABLE_HALF_EXTENT = (0.45, 0.75)  # visible table top half-size (m); the collision plane is infinite
+TABLE_CENTRE_X = 0.45
+
+
+def _fmt(values) -> str:
+    return " ".join(f"{float(v):.6g}" for v in np.atleast_1d(values))
+
+
+def _object_body(role: str, obj: catalog_lib.ObjectSpec) -> str:
+    """MJCF of one free task object; geom masses are split by volume so the body mass matches the catalog."""
+    volumes = np.array([_geom_volume(g.type, g.size) for g in obj.geoms])
+    masses = obj.mass * volumes / volumes.sum()
+    geoms = []
+    for k, (g, mass) in enumerate(zip(obj.geoms, masses)):
+        quat = f' quat="{_fmt(g.quat)}"' if g.quat is not None else ""
+        geoms.append(
+            f'<geom name="{role}_g{k}" type="{g.type}" size="{_fmt(g.size)}" pos="{_fmt(g.pos)}"{quat} '
+            f'rgba="{_fmt(g.rgba)}" mass="{mass:.6g}" friction="{obj.friction:.4g} 0.01 0.001" '
+            f'contype="{OBJECT_CONTYPE}" conaffinity="{OBJECT_CONAFFINITY}" condim="3"/>'
+        )
+    return (
+        f'<body name="{role}" pos="0 0 1">\n  <freejoint name="{role}_joint"/>\n  '
+        + "\n  ".join(geoms)
+        + "\n</body>"
+    )
+
+
+def _geom_volume(gtype: str, size) -> float:
+    size = np.asarray(size, dtype=float)
+    if gtype == "box":
+        return float(8.0 * np.prod(size[:3]))
+    if gtype == "sphere":
+        return float(4.0 / 3.0 * np.pi * size[0] ** 3)
+    if gtype == "capsule":
+        r, h = size[0], size[1]
+        return float(np.pi * r * r * 2 * h + 4.0 / 3.0 * np.pi * r**3)
+    raise catalog_lib.CatalogError(f"geom type {gtype!r} is not supported (box, capsule, sphere)")
+
+
+def _particles(spec: catalog_lib.ParticleSpec | None) -> str:
+    if spec is None:
+        return ""
+    bodies = []
+    for i in range(spec.count):
+        bodies.append(
+            f'<body name="particle{i}" pos="0 0 {1.0 + 0.05 * i:.3f}"><freejoint name="particle{i}_joint"/>'
+            f'<geom name="particle{i}_g" type="sphere" size="{spec.radius:.5g}" mass="{spec.mass:.5g}" '
+            f'rgba="{_fmt(spec.rgba)}" friction="{spec.friction:.4g} 0.01 0.001" '
+            f'contype="{PARTICLE_CONTYPE}" conaffinity="{PARTICLE_CONAFFINITY}" condim="3"/></body>'
+        )
+    return "\n".join(bodies)
+
+
+def scene_xml(
+    robot_file: str | Path,
+    objects: dict[str, catalog_lib.ObjectSpec],
+    env: catalog_lib.EnvSpec,
+    particles: catalog_lib.ParticleSpec | None = None,
+    *,
+    camera_target=(0.45, 0.0, 0.1),
+) -> str:
+    """The full MJCF text of a scene: robot, table, lights, cameras, task objects (keyed by role)."""
+    robot_file = Path(robot_file).resolve()
+    tx, ty = TABLE_HALF_EXTENT
+    h = env.table_height
+    tex = env.table_texture if env.table_texture in ("checker", "gradient", "flat") else "flat"
+    cx, cy, cz = camera_target
+    body_xml = "\n".join(_object_body(role, obj) for role, obj in objects.items())
+    return f"""<mujoco model="dexfly_scene">
+  <include file="{robot_file}"/>
+  <visual><headlight ambient="0.25 0.25 0.25" diffuse="0.4 0.4 0.4"/><global offwidth="1280" offheight="960"/></visual>
+  <asset>
+    <texture name="table_tex" type="2d" builtin="{tex}" rgb1="{_fmt(env.table_rgba[:3])}" rgb2="{_fmt(env.table_texture_rgb2)}" width="256" height="256"/>
+    <material name="table_mat" texture="table_tex" texrepeat="4 4" rgba="1 1 1 1" reflectance="0.05"/>
+  </asset>
+  <worldbody>
+    <light name="key" directional="true" pos="0 0 3" dir="{_fmt(env.light_dir)}" diffuse="{_fmt(env.light_diffuse)}" ambient="{_fmt(env.light_ambient)}" castshadow="false"/>
+    <geom name="floor" type="plane" size="3 3 0.05" pos="0 0 {h - 0.75:.4f}" rgba="{_fmt(env.floor_rgba)}" contype="0" conaffinity="0"/>
+    <geom name="table" type="plane" size="{tx} {ty} 0.05" pos="{TABLE_CENTRE_X} 0 {h:.4f}" material="table_mat"
+          friction="{env.table_friction:.4g} 0.01 0.001" contype="1" conaffinity="0" condim="3"/>
+    <geom name="table_slab" type="box" size="{tx} {ty} 0.02" pos="{TABLE_CENTRE_X} 0 {h - 0.021:.4f}" rgba="{_fmt(env.table_rgba)}" contype="0" conaffinity="0" group="1"/>
+    <camera name="front" mode="targetbodycom" target="world" pos="{cx + 0.9:.3f} {cy:.3f} {cz + 0.55:.3f}" xyaxes="0 1 0 -0.5 0 0.87"/>
+    <camera name="side" pos="{cx:.3f} {cy - 1.0:.3f} {cz + 0.45:.3f}" xyaxes="1 0 0 0 0.42 0.91"/>
+{body_xml}
+{_particles(particles)}
+  </worldbody>
+</mujoco>
+"""
+
+
+@dataclass(frozen=True)
+class CompiledScene:
+    """A C MuJoCo model of one scene plus the indices tasks need."""
+
+    model: mujoco.MjModel
+    object_roles: tuple[str, ...]
+    object_body_ids: tuple[int, ...]
+    object_qpos_adr: tuple[int, ...]
+    object_dof_adr: tuple[int, ...]
+    particle_qpos_adr: tuple[int, ...]
+    particle_dof_adr: tuple[int, ...]
+    table_geom_id: int
+    table_slab_geom_id: int
+    floor_geom_id: int
+
+
+def compile_scene(robot_file, objects, env, particles=None) -> CompiledScene:
+    xml = scene_xml(robot_file, objects, env, particles)
+    try:
+        model = mujoco.MjModel.from_xml_string(xml)
+    except ValueError as exc:  # MuJoCo's compile errors name the element; add the scene.
+        ids = {role: o.id for role, o in objects.items()}
+        raise catalog_lib.CatalogError(f"scene with objects {ids} and environment {env.id!r} does not compile: {exc}") from exc
+
+    def jnt(name):
+        return model.joint(name)
+
+    roles = tuple(objects)
+    n_particles = 0 if particles is None else particles.count
+    return CompiledScene(
+        model=model,
+        object_roles=roles,
+        object_body_ids=tuple(model.body(r).id for r in roles),
+        object_qpos_adr=tuple(int(jnt(f"{r}_joint").qposadr[0]) for r in roles),
+        object_dof_adr=tuple(int(jnt(f"{r}_joint").dofadr[0]) for r in roles),
+        particle_qpos_adr=tuple(int(jnt(f"particle{i}_joint").qposadr[0]) for i in range(n_particles)),
+        particle_dof_adr=tuple(int(jnt(f"particle{i}_joint").dofadr[0]) for i in range(n_particles)),
+        table_geom_id=model.geom("table").id,
+        table_slab_geom_id=model.geom("table_slab").id,
+        floor_geom_id=model.geom("floor").id,
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def object_set_params(robot_file: str, object_ids: tuple[tuple[str, str], ...], particles_key: str | None):
+    """Per-scene model fields (OBJECT_FIELDS) for a set of (role, object id), from a C compile; cached."""
+    cat = catalog_lib.load_catalog()
+    objects = {role: cat.object(oid) for role, oid in object_ids}
+    particles = cat.particles if particles_key else None
+    compiled = compile_scene(robot_file, objects, cat.environments[0], particles)
+    return {f: np.array(getattr(compiled.model, f)) for f in OBJECT_FIELDS}
+
+
+def topology_of(objects: dict[str, catalog_lib.ObjectSpec]) -> tuple:
+    return tuple((role, obj.topology) for role, obj in objects.items())
+
+
+def apply_environment(params: dict[str, np.ndarray], compiled: CompiledScene, env: catalog_lib.EnvSpec) -> dict[str, np.ndarray]:
+    """Environment physics (table height and friction) and appearance on top of an object set's params."""
+    params = {k: v.copy() for k, v in params.items()}
+    for gid, dz in ((compiled.table_geom_id, 0.0), (compiled.table_slab_geom_id, -0.021)):
+        params["geom_pos"][gid, 2] = env.table_height + dz
+    params["geom_pos"][compiled.floor_geom_id, 2] = env.table_height - 0.75
+    params["geom_friction"][compiled.table_geom_id, 0] = env.table_friction
+    params["geom_rgba"][compiled.table_slab_geom_id] = env.table_rgba
+    params["geom_rgba"][compiled.floor_geom_id] = env.floor_rgba
+    return params
+
+
+def robot_path(name: str) -> Path:
+    path = ROBOTS_DIR / name
+    if not path.exists():
+        raise FileNotFoundError(f"robot model {path} is missing")
+    return path

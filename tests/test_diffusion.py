@@ -1,0 +1,213 @@
+"""Tests of the state-based Diffusion Policy (dexfly.policies.diffusion). Tiny models, CPU-friendly."""
+
+import dexfly  # noqa: F401  (XLA flags before jax)
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dexfly.policies.diffusion import (DiffusionConfig, DiffusionPolicy, MinMax, Normalizer, add_noise,
+                                       batch_indices, ddim_sample, fit, history_init, history_push,
+                                       init_train_state, load_policy, make_schedule, make_window_data,
+                                       restore_latest, sample_actions, save_checkpoint, train_steps,
+                                       window_indices)
+from dexfly.policies.diffusion.schedule import ddim_timesteps, squaredcos_cap_v2_betas
+
+OBS_DIM, ACT_DIM = 5, 3
+CFG = DiffusionConfig.tiny(total_steps=400)  # (16, 32) widths, batch 32, lr 3e-3
+
+
+def _episodes(n=2, T=30):
+    """Smooth, distinct trajectories; obs dim 4 is constant (exercises the normaliser's constant dims)."""
+    eps = []
+    for e in range(n):
+        t = np.linspace(0, 1, T, dtype=np.float32)
+        ph = 1.3 * e
+        obs = np.stack([np.sin(3 * t + ph), np.cos(2 * t + ph), t, np.full_like(t, e), np.full_like(t, 0.7)], -1)
+        act = np.stack([np.sin(3 * t + ph + 0.2), 0.5 * np.cos(2 * t + ph), t ** 2 + e], -1) * 10.0
+        eps.append({"obs": obs.astype(np.float32), "actions": act.astype(np.float32)})
+    return eps
+
+
+EPISODES = _episodes()
+
+
+def _tree_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """300 steps of the tiny model (3 scan chunks of 100: one compile shared with the resume test)."""
+    return fit(EPISODES, CFG, num_steps=300, scan_steps=100, progress=False)
+
+
+# ---------------------------------------------------------------- normaliser
+
+def test_normalizer_round_trip_and_range():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 6)).astype(np.float32) * np.array([1, 10, 0.1, 5, 1, 1], np.float32) + 3.0
+    x[:, 4] = 2.5  # constant dim
+    x[:, 5] = 0.0  # constant zero dim
+    m = MinMax.fit(x)
+    y = np.asarray(m.normalize(jnp.asarray(x)))
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y[:, :4].min(0), -1.0, atol=1e-6)
+    np.testing.assert_allclose(y[:, :4].max(0), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(y[:, 4:], 0.0)  # constant dims map to 0
+    np.testing.assert_allclose(np.asarray(m.unnormalize(jnp.asarray(y))), x, rtol=1e-5, atol=1e-5)
+    n = Normalizer.fit(x, x[:, :2])
+    assert n.obs.dim == 6 and n.action.dim == 2
+    # jittable pytree
+    np.testing.assert_allclose(jax.jit(lambda m, v: m.normalize(v))(m, jnp.asarray(x)), y, atol=1e-6)
+
+
+# ---------------------------------------------------------------- schedule
+
+def test_schedule_known_values():
+    N = 100
+    s = make_schedule(N)
+    betas, ac = np.asarray(s.betas, np.float64), np.asarray(s.alphas_cumprod, np.float64)
+    abar = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    assert betas.shape == ac.shape == (N,)
+    np.testing.assert_allclose(ac[0], 1.0 - betas[0], rtol=1e-7)
+    np.testing.assert_allclose(betas[0], 1 - abar(1 / N) / abar(0), rtol=1e-5)
+    assert abs(betas[0] - 6.313e-4) < 1e-6  # = 1 - cos(0.018/1.008*pi/2)**2 / cos(0.008/1.008*pi/2)**2
+    # alphas_cumprod[t] = abar((t+1)/N) / abar(0) while the 0.999 cap is inactive
+    for t in (10, 49, 90):
+        np.testing.assert_allclose(ac[t], abar((t + 1) / N) / abar(0), rtol=1e-4)
+    assert betas[-1] == pytest.approx(0.999)  # capped
+    assert np.all(np.diff(ac) < 0) and np.all(np.diff(betas) > 0)
+    assert np.all(squaredcos_cap_v2_betas(N) <= 0.999)
+    np.testing.assert_array_equal(ddim_timesteps(100, 10), np.arange(90, -1, -10))
+
+
+def test_add_noise_and_ddim_with_oracle_denoiser():
+    s = make_schedule(100)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    x0 = jax.random.uniform(k1, (4, 16, 3), minval=-0.9, maxval=0.9)
+    noise = jax.random.normal(k2, x0.shape)
+    xt = add_noise(s, x0, noise, jnp.array([0, 10, 50, 99]))
+    a = s.alphas_cumprod[10]
+    np.testing.assert_allclose(xt[1], jnp.sqrt(a) * x0[1] + jnp.sqrt(1 - a) * noise[1], rtol=1e-6)
+    # A perfect epsilon predictor for a known x0 makes DDIM return x0 exactly (up to float error).
+    oracle = lambda x, t: (x - jnp.sqrt(s.alphas_cumprod[t])[:, None, None] * x0) / jnp.sqrt(  # noqa: E731
+        1 - s.alphas_cumprod[t])[:, None, None]
+    out = ddim_sample(oracle, s, noise, 10)
+    np.testing.assert_allclose(out, x0, atol=1e-4)
+
+
+# ---------------------------------------------------------------- data windows
+
+def test_window_indices_at_episode_borders():
+    oi, ai = window_indices([4, 3], obs_horizon=2, pred_horizon=3)
+    assert oi.shape == (7, 2) and ai.shape == (7, 3)
+    np.testing.assert_array_equal(oi, [[0, 0], [0, 1], [1, 2], [2, 3], [4, 4], [4, 5], [5, 6]])
+    np.testing.assert_array_equal(ai, [[0, 1, 2], [1, 2, 3], [2, 3, 3], [3, 3, 3], [4, 5, 6], [5, 6, 6], [6, 6, 6]])
+    oi3, _ = window_indices([5], obs_horizon=3, pred_horizon=2)
+    np.testing.assert_array_equal(oi3[:3], [[0, 0, 0], [0, 0, 1], [0, 1, 2]])
+
+
+def test_window_data_gather_and_batches():
+    data, norm = make_window_data(EPISODES, CFG.obs_horizon, CFG.pred_horizon)
+    assert data.num_windows == 60
+    o, a = data.gather(jnp.array([30, 59]))
+    assert o.shape == (2, 2, OBS_DIM) and a.shape == (2, 16, ACT_DIM)
+    raw_o = norm.obs.unnormalize(o)
+    np.testing.assert_allclose(raw_o[0, 0], EPISODES[1]["obs"][0], atol=1e-5)  # padded with first obs
+    np.testing.assert_allclose(raw_o[0, 1], EPISODES[1]["obs"][0], atol=1e-5)
+    raw_a = norm.action.unnormalize(a)
+    np.testing.assert_allclose(raw_a[1], np.repeat(EPISODES[1]["actions"][-1:], 16, 0), rtol=1e-5, atol=1e-4)
+    key = jax.random.PRNGKey(0)
+    # N >= B: one epoch is a permutation
+    ep = np.concatenate([np.asarray(batch_indices(key, jnp.int32(s), 60, 20)) for s in range(3)])
+    np.testing.assert_array_equal(np.sort(ep), np.arange(60))
+    assert not np.array_equal(ep, np.arange(60))
+    # N < B: still valid indices, every window appears
+    b = np.asarray(batch_indices(key, jnp.int32(0), 60, 100))
+    assert b.shape == (100,) and b.min() >= 0 and b.max() < 60 and len(np.unique(b)) == 60
+
+
+# ---------------------------------------------------------------- training
+
+def test_tiny_model_overfits(trained):
+    losses = trained.losses
+    assert losses.shape == (300,) and np.all(np.isfinite(losses))
+    first, last = losses[:10].mean(), losses[-20:].mean()
+    assert first / last >= 10.0, (first, last)
+    assert int(trained.state.step) == 300
+
+
+def test_policy_sampling_shapes_and_finite(trained):
+    policy = DiffusionPolicy.from_state(trained.state, CFG)
+    assert policy.action_horizon == 8 and policy.obs_dim == OBS_DIM and policy.action_dim == ACT_DIM
+    ep = EPISODES[0]
+    hist = history_push(history_init(jnp.asarray(ep["obs"][0]), 2), jnp.asarray(ep["obs"][1]))
+    assert hist.shape == (2, OBS_DIM)
+    obs_b = jnp.stack([hist, hist, jnp.asarray(EPISODES[1]["obs"][:2])])
+    key = jax.random.PRNGKey(1)
+    chunk = policy(obs_b, key)
+    assert chunk.shape == (3, 16, ACT_DIM) and bool(jnp.all(jnp.isfinite(chunk)))
+    # unbatched call and vmap over an extra axis
+    assert sample_actions(policy, hist, key).shape == (16, ACT_DIM)
+    vm = jax.vmap(sample_actions, in_axes=(None, 0, 0))(policy, jnp.stack([obs_b, obs_b]), jax.random.split(key, 2))
+    assert vm.shape == (2, 3, 16, ACT_DIM)
+    # the policy reproduces the demo roughly in raw units after 300 steps (loose: a sanity check)
+    target = ep["actions"][1:17]
+    err = float(jnp.abs(chunk[0] - target).mean())
+    spread = float(np.abs(ep["actions"] - ep["actions"].mean(0)).mean())
+    assert err < spread, (err, spread)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def test_checkpoint_round_trip_identical_outputs(trained, tmp_path):
+    d = str(tmp_path / "ckpt")
+    save_checkpoint(d, trained.state, CFG)
+    restored = restore_latest(d, CFG, obs_dim=OBS_DIM, action_dim=ACT_DIM)
+    assert _tree_equal(restored, trained.state)
+    assert type(restored.opt_state) is type(trained.state.opt_state)
+    obs = jnp.asarray(EPISODES[0]["obs"][:2])[None]
+    key = jax.random.PRNGKey(3)
+    a = DiffusionPolicy.from_state(trained.state, CFG)(obs, key)
+    b = DiffusionPolicy.from_state(restored, CFG)(obs, key)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    pol, cfg = load_policy(d)
+    assert cfg == CFG
+    np.testing.assert_array_equal(np.asarray(pol(obs, key)), np.asarray(a))
+    assert restore_latest(str(tmp_path / "empty"), CFG) is None
+
+
+def test_resume_equals_straight_training(tmp_path):
+    d = str(tmp_path / "resume")
+    straight = fit(EPISODES, CFG, num_steps=200, scan_steps=100, progress=False)
+    part1 = fit(EPISODES, CFG, num_steps=100, scan_steps=100, progress=False, checkpoint_dir=d)
+    assert int(part1.state.step) == 100
+    part2 = fit(EPISODES, CFG, num_steps=100, scan_steps=100, progress=False, checkpoint_dir=d)
+    assert int(part2.state.step) == 200
+    assert _tree_equal(part2.state, straight.state)
+    np.testing.assert_array_equal(np.concatenate([part1.losses, part2.losses]), straight.losses)
+
+
+def test_mismatched_config_raises(trained, tmp_path):
+    d = str(tmp_path / "mismatch")
+    save_checkpoint(d, trained.state, CFG)
+    with pytest.raises(ValueError, match=r"down_dims: .* has \(16, 32\), requested \(16, 64\)"):
+        restore_latest(d, CFG.replace(down_dims=(16, 64)))
+    with pytest.raises(ValueError, match="pred_horizon"):
+        restore_latest(d, CFG.replace(pred_horizon=8))
+    with pytest.raises(ValueError, match="obs_dim: .* has 5, requested 7"):
+        restore_latest(d, CFG, obs_dim=7)
+    with pytest.raises(ValueError, match="absolute"):
+        save_checkpoint("relative/dir", trained.state, CFG)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="pred_horizon"):
+        DiffusionConfig(pred_horizon=10)
+    assert DiffusionConfig.paper().down_dims == (256, 512, 1024)
+    assert DiffusionConfig.from_dict(CFG.to_dict()) == CFG
