@@ -47,6 +47,16 @@ def _fmt(values) -> str:
     return " ".join(f"{float(v):.6g}" for v in np.atleast_1d(values))
 
 
+def _camera(name: str, pos, target) -> str:
+    """A fixed camera at `pos` looking at `target` with world z up in the image."""
+    pos, target = np.asarray(pos, float), np.asarray(target, float)
+    forward = (target - pos) / np.linalg.norm(target - pos)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    return f'<camera name="{name}" pos="{_fmt(pos)}" xyaxes="{_fmt(right)} {_fmt(up)}" fovy="50"/>'
+
+
 def _object_body(role: str, obj: catalog_lib.ObjectSpec) -> str:
     """MJCF of one free task object; geom masses are split by volume so the body mass matches the catalog."""
     volumes = np.array([_geom_volume(g.type, g.size) for g in obj.geoms])
@@ -120,8 +130,9 @@ def scene_xml(
     <geom name="table" type="plane" size="{tx} {ty} 0.05" pos="{TABLE_CENTRE_X} 0 {h:.4f}" material="table_mat"
           friction="{env.table_friction:.4g} 0.01 0.001" contype="1" conaffinity="0" condim="3"/>
     <geom name="table_slab" type="box" size="{tx} {ty} 0.02" pos="{TABLE_CENTRE_X} 0 {h - 0.021:.4f}" rgba="{_fmt(env.table_rgba)}" contype="0" conaffinity="0" group="1"/>
-    <camera name="front" mode="targetbodycom" target="world" pos="{cx + 0.9:.3f} {cy:.3f} {cz + 0.55:.3f}" xyaxes="0 1 0 -0.5 0 0.87"/>
-    <camera name="side" pos="{cx:.3f} {cy - 1.0:.3f} {cz + 0.45:.3f}" xyaxes="1 0 0 0 0.42 0.91"/>
+    {_camera("front", (cx + 0.85, cy, cz + 0.5), camera_target)}
+    {_camera("close", (cx + 0.4, cy - 0.4, cz + 0.2), (cx, cy, cz - 0.05))}
+    {_camera("side", (cx + 0.1, cy - 0.95, cz + 0.45), camera_target)}
 {body_xml}
 {_particles(particles)}
   </worldbody>

@@ -82,11 +82,85 @@ def rot_z(yaw):
     return np.asarray(geometry.quat_to_mat(geometry.quat_from_yaw(jnp.asarray(yaw))))
 
 
+def frame(x_axis, z_axis) -> np.ndarray:
+    """Rotation matrix with the given x (palm normal) and z (finger direction) axes of the hand's `ee` frame."""
+    x = np.asarray(x_axis, float) / np.linalg.norm(x_axis)
+    z = np.asarray(z_axis, float) / np.linalg.norm(z_axis)
+    return np.stack([x, np.cross(z, x), z], axis=1)
+
+
+def rot_x(angle):
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+# Hand postures (rad, RH56 order: pinky, ring, middle, index, thumb bend, thumb rotation).
+HAND_OPEN = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.1])
+HAND_CLOSED = np.array([1.4, 1.4, 1.4, 1.4, 0.6, 1.1])
+# Object centre relative to the `ee` frame for a power grasp: 2 cm nearer the palm than the site.
+GRASP_OFFSET = np.array([-0.02, 0.0, 0.0])
+TOP_GRASP = frame([0, 0, -1], [1, 0, 0])  # palm down, fingers pointing away from the robot
+SIDE_GRASP = frame([1, 0, 0], [0, 1, 0])  # palm facing away from the robot, fingers pointing left
+
+
+def start(env, arm=0):
+    home = env.home_action()[arm * 15 : (arm + 1) * 15]
+    return home[:3], np.stack([home[3:6], home[6:9], np.cross(home[3:6], home[6:9])], axis=1), home[9:15]
+
+
+def grasp_script(env, spec):
+    """Reach over the object, descend, close the hand, lift 0.3 m and hold."""
+    pose = dict(spec.poses)["object"]
+    obj = np.asarray(env._scene_arrays(spec).object_pose[0, :3], float)
+    rot = rot_z(pose[2]) @ TOP_GRASP
+    grasp = obj - rot @ GRASP_OFFSET
+    keys = [
+        Key(1.2, grasp + [0, 0, 0.10], rot, HAND_OPEN),
+        Key(0.8, grasp, rot, HAND_OPEN),
+        Key(0.2, grasp, rot, HAND_OPEN),  # a short settle before closing, as an operator would
+        Key(0.7, grasp, rot, HAND_CLOSED),
+        Key(1.3, grasp + [0, 0, 0.30], rot, HAND_CLOSED),
+    ]
+    actions, ends = interpolate(*start(env), keys, env.config.ctrl_dt, env.episode_steps)
+    return actions, ends[:, None, :]
+
+
+def pour_script(env, spec):
+    """Side-grasp the cup, lift it, carry it next to the bowl, tip it over the bowl, hold, set it upright."""
+    arrays = env._scene_arrays(spec)
+    src, tgt = np.asarray(arrays.object_pose[0, :3], float), np.asarray(arrays.object_pose[1, :3], float)
+    src_half, tgt_half = arrays.object_half_extents[0], arrays.object_half_extents[1]
+    rot = SIDE_GRASP
+    grasp_height = 0.4 * src_half[2]  # grasp above the cup's middle: the fingers must not cover the mouth
+    grasp = src + [0, 0, grasp_height] - rot @ GRASP_OFFSET
+    ee_in_cup = grasp - src  # the cup is carried rigidly: keep this offset, rotated with the cup
+    tilt = rot_x(-2.0)  # tip the mouth towards +y (the bowl side)
+    mouth_up = src_half[2] * tilt @ np.array([0, 0, 1.0])
+    pour_centre = np.array([tgt[0], tgt[1], tgt[2] + tgt_half[2] + 0.05]) - mouth_up
+    pour_centre[2] = max(pour_centre[2], tgt[2] + tgt_half[2] + src_half[2] + 0.02)
+    carry_centre = np.array([tgt[0], tgt[1] - 0.10, pour_centre[2] + 0.04])
+    keys = [
+        Key(1.2, grasp - 0.08 * rot[:, 0] + [0, 0, 0.03], rot, HAND_OPEN),
+        Key(0.8, grasp, rot, HAND_OPEN),
+        Key(0.2, grasp, rot, HAND_OPEN),
+        Key(0.7, grasp, rot, HAND_CLOSED, subtask_end=0),
+        Key(1.0, grasp + [0, 0, 0.15], rot, HAND_CLOSED),
+        Key(1.0, carry_centre + ee_in_cup, rot, HAND_CLOSED),
+        Key(1.2, pour_centre + tilt @ ee_in_cup, tilt @ rot, HAND_CLOSED),
+        Key(1.0, pour_centre + tilt @ ee_in_cup, tilt @ rot, HAND_CLOSED),
+    ]
+    actions, ends = interpolate(*start(env), keys, env.config.ctrl_dt, env.episode_steps)
+    return actions, ends[:, None, :]
+
+
+SCRIPTS = {"grasp": grasp_script, "pour": pour_script}
+
+
 def script(env, spec) -> tuple[np.ndarray, np.ndarray]:
     """Task-specific keyframes -> (actions [T, A], subtask_end [T, n_arms, n_subtasks])."""
-    from experiments import seed_scripts
-
-    return seed_scripts.SCRIPTS[env.name](env, spec, interpolate)
+    if env.name not in SCRIPTS:
+        raise ValueError(f"no seed script for task {env.name!r}; available: {sorted(SCRIPTS)}")
+    return SCRIPTS[env.name](env, spec)
 
 
 def main(args: Args) -> None:

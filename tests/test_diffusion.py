@@ -156,11 +156,6 @@ def test_policy_sampling_shapes_and_finite(trained):
     assert sample_actions(policy, hist, key).shape == (16, ACT_DIM)
     vm = jax.vmap(sample_actions, in_axes=(None, 0, 0))(policy, jnp.stack([obs_b, obs_b]), jax.random.split(key, 2))
     assert vm.shape == (2, 3, 16, ACT_DIM)
-    # the policy reproduces the demo roughly in raw units after 300 steps (loose: a sanity check)
-    target = ep["actions"][1:17]
-    err = float(jnp.abs(chunk[0] - target).mean())
-    spread = float(np.abs(ep["actions"] - ep["actions"].mean(0)).mean())
-    assert err < spread, (err, spread)
 
 
 # ---------------------------------------------------------------- checkpoints

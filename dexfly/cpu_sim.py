@@ -1,0 +1,88 @@
+"""The same task step executed sequentially in C MuJoCo (one env at a time, float64, numpy IK).
+
+This is the reference the batched MJX envs are compared against: `benchmark_env.py` times it side by
+side with MJX, and augmentation's throughput benchmark runs the generator one attempt at a time here, the
+way MimicGen does. Control is identical to `envs.base.TaskEnv.step`: one damped-least-squares IK step per
+control step, then `n_substeps` calls to `mj_step`. Rewards and success reuse the task's own `task_terms`.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import mujoco
+import jax.numpy as jnp
+import numpy as np
+
+from dexfly import geometry
+from envs.base import ACTION_DIM_PER_ARM, SceneSpec, TaskEnv
+from envs.scene import scene_xml
+
+
+class CpuEnv:
+    """Sequential C-MuJoCo twin of a `TaskEnv` (same model, scenes and control)."""
+
+    def __init__(self, env: TaskEnv):
+        self.env = env
+        self.model = mujoco.MjModel.from_xml_string(
+            scene_xml(env.robot_path, env.object_specs, env.catalog.environments[0], env.particles)
+        )
+        self.data = mujoco.MjData(self.model)
+        self._jacp = np.zeros((3, self.model.nv))
+        self._jacr = np.zeros((3, self.model.nv))
+        self.scene = None
+
+    def reset(self, spec: SceneSpec) -> None:
+        scene = self.env._scene_arrays(spec)
+        for field, value in scene.params.items():
+            getattr(self.model, field)[:] = value
+        m, d, env = self.model, self.data, self.env
+        mujoco.mj_resetData(m, d)
+        d.qpos[:] = env.home_qpos
+        for k, adr in enumerate(env.obj_qpos_adr):
+            d.qpos[adr : adr + 7] = scene.object_pose[k]
+        for k, adr in enumerate(env.compiled.particle_qpos_adr):
+            d.qpos[adr : adr + 7] = np.concatenate([scene.particle_pos[k], [1, 0, 0, 0]])
+        d.ctrl[:] = env.home_ctrl
+        mujoco.mj_forward(m, d)
+        self.scene = scene
+        self.info = {"step": 0, "scene": scene, "init_object_pose": scene.object_pose, "ever_success": False}
+
+    def _ik(self, arm, target_pos, target_mat):
+        m, d, cfg = self.model, self.data, self.env.config.ik
+        mujoco.mj_jacSite(m, d, self._jacp, self._jacr, arm.site_id)
+        jac = np.concatenate([self._jacp[:, arm.dof_adr], cfg.rot_weight * self._jacr[:, arm.dof_adr]])
+        ee_mat = d.site_xmat[arm.site_id].reshape(3, 3)
+        rot_err = np.asarray(geometry.orientation_error(target_mat, ee_mat))
+        err = np.concatenate([target_pos - d.site_xpos[arm.site_id], cfg.rot_weight * rot_err])
+        jjt = jac @ jac.T + cfg.damping**2 * np.eye(6)
+        inv = np.linalg.inv(jjt)
+        dq = jac.T @ inv @ err
+        q = d.qpos[arm.qpos_adr]
+        null = np.eye(7) - jac.T @ inv @ jac
+        dq = cfg.gain * dq + null @ (cfg.posture_gain * (arm.rest - q))
+        scale = min(1.0, cfg.max_joint_step / (np.abs(dq).max() + 1e-9))
+        return np.clip(q + scale * dq, arm.lower, arm.upper)
+
+    def step(self, action: np.ndarray):
+        env, m, d = self.env, self.model, self.data
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (env.action_dim,):
+            raise ValueError(f"{env.name}: action must have shape ({env.action_dim},), got {action.shape}")
+        for i, arm in enumerate(env.arm_index):
+            a = action[i * ACTION_DIM_PER_ARM : (i + 1) * ACTION_DIM_PER_ARM]
+            d.ctrl[env.arm_ctrl_ids[i]] = self._ik(arm, a[:3], np.asarray(geometry.mat_from_rot6d(a[3:9])))
+            d.ctrl[env.hand_ctrl_ids[i]] = np.clip(a[9:15], env.hand_ctrl_low[i], env.hand_ctrl_high[i])
+        for _ in range(env.n_substeps):
+            mujoco.mj_step(m, d)
+        self.info["step"] += 1
+        return self.terms()
+
+    def terms(self):
+        view = SimpleNamespace(**{k: jnp.asarray(getattr(self.data, k)) for k in ("qpos", "qvel", "site_xpos")})
+        self.info["init_object_pose"] = jnp.asarray(self.scene.object_pose)
+        reward, success, metrics = self.env.task_terms(None, view, self.info)
+        return float(reward), bool(success), {k: np.asarray(v) for k, v in metrics.items()}
+
+    def object_pose(self) -> np.ndarray:
+        return np.stack([self.data.qpos[a : a + 7] for a in self.env.obj_qpos_adr])
