@@ -33,7 +33,7 @@ class CpuEnv:
         self.scene = None
 
     def reset(self, spec: SceneSpec) -> None:
-        scene = self.env._scene_arrays(spec)
+        scene = self.env.scene_arrays(spec)
         for field, value in scene.params.items():
             getattr(self.model, field)[:] = value
         m, d, env = self.model, self.data, self.env

@@ -252,10 +252,10 @@ class TaskEnv:
         """Stack scene specs into a batched `Scene` (leading axis = env)."""
         if not specs:
             raise ValueError("no scenes given")
-        per_env = [self._scene_arrays(s) for s in specs]
+        per_env = [self.scene_arrays(s) for s in specs]
         return jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *per_env)
 
-    def _scene_arrays(self, spec: SceneSpec) -> Scene:
+    def scene_arrays(self, spec: SceneSpec) -> Scene:
         objects = {r: self._object_for_role(r, oid) for r, oid in spec.objects}
         if scene_lib.topology_of(objects) != self.topology:
             raise ValueError(f"scene objects {spec.object_ids} do not match this env's topology {self.topology}")

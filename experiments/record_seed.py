@@ -111,7 +111,7 @@ def start(env, arm=0):
 def grasp_script(env, spec):
     """Reach over the object, descend, close the hand, lift 0.3 m and hold."""
     pose = dict(spec.poses)["object"]
-    obj = np.asarray(env._scene_arrays(spec).object_pose[0, :3], float)
+    obj = np.asarray(env.scene_arrays(spec).object_pose[0, :3], float)
     rot = rot_z(pose[2]) @ TOP_GRASP
     grasp = obj - rot @ GRASP_OFFSET
     keys = [
@@ -127,7 +127,7 @@ def grasp_script(env, spec):
 
 def pour_script(env, spec):
     """Side-grasp the cup, lift it, carry it next to the bowl, tip it over the bowl, hold, set it upright."""
-    arrays = env._scene_arrays(spec)
+    arrays = env.scene_arrays(spec)
     src, tgt = np.asarray(arrays.object_pose[0, :3], float), np.asarray(arrays.object_pose[1, :3], float)
     src_half, tgt_half = arrays.object_half_extents[0], arrays.object_half_extents[1]
     rot = SIDE_GRASP
