@@ -1,0 +1,243 @@
+"""`augment`: the A_EP data-augmentation module (MimicGen-style, batched in MJX), usable in-process.
+
+    episodes, stats = augment(sources, "grasp", AugmentConfig(pose_ids=..., env_ids=...), num_wanted=500,
+                              batch_size=64, max_attempts=2000, seed=0)
+
+Attempts are numbered 0, 1, ...; everything random about attempt i (its configuration in `sample` mode,
+source choice, boundary offsets, action noise) is seeded by (seed, i), so the same seed gives the same data
+whatever the batching. Attempts are run in batches of `batch_size` of one object topology (one compiled env
+per topology, cached); a partial batch is padded with copies that are discarded.
+
+Success rule: an attempt succeeds iff the task's success flag holds after the final step of the episode
+(the env's episode success, the same rule as seed replay) and the simulation stayed finite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import envs
+from dexfly import catalog as catalog_lib
+from envs import scene as scene_lib
+from envs.base import TaskEnv
+from dexfly.augment.config import AugmentConfig
+from dexfly.augment.constraints import CONSTRAINTS
+from dexfly.augment.schedule import GenStatic
+from dexfly.augment.scenes import attempt_config, scene_configs, topology_key
+from dexfly.augment.sources import SourceSet, attempt_key, attempt_offsets, make_plan, prepare_sources, select_source, stack_plans
+from dexfly.augment.execute import execute
+from dexfly.rollout import episodes_from_trajectory
+
+
+@dataclass
+class AugmentStats:
+    task: str
+    attempts: int = 0
+    successes: int = 0
+    generated: int = 0  # successful demos returned (<= num_wanted)
+    num_objects: int = 0  # O: distinct object sets among the generated demos
+    num_envs: int = 0  # E: distinct environments among the generated demos
+    num_poses: int = 0  # P: distinct spatial poses among the generated demos
+    num_configs: int = 0  # distinct (objects, env, pose) configurations among the generated demos
+    caug_configs: int = 0  # size of C_aug
+    caug_objects: int = 0
+    caug_envs: int = 0
+    caug_poses: int = 0
+    compile_seconds: float = 0.0
+    run_seconds: float = 0.0  # execution, excluding compilation
+    batches: int = 0
+    per_topology: dict = field(default_factory=dict)  # topology -> [attempts, successes]
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.attempts if self.attempts else 0.0
+
+    @property
+    def demos_per_second(self) -> float:
+        return self.successes / self.run_seconds if self.run_seconds else 0.0
+
+    def table(self):
+        from rich.table import Table
+
+        t = Table(title=f"augmentation: {self.task}")
+        t.add_column("quantity")
+        t.add_column("value", justify="right")
+        rows = [
+            ("C_aug objects x envs x poses", f"{self.caug_objects} x {self.caug_envs} x {self.caug_poses} = {self.caug_configs} configs"),
+            ("attempts", str(self.attempts)),
+            ("successes", str(self.successes)),
+            ("generation success rate", f"{self.success_rate:.3f}"),
+            ("demos returned", str(self.generated)),
+            ("O / E / P (distinct, returned demos)", f"{self.num_objects} / {self.num_envs} / {self.num_poses}"),
+            ("distinct configs (returned demos)", str(self.num_configs)),
+            ("batches", str(self.batches)),
+            ("compile time (s)", f"{self.compile_seconds:.1f}"),
+            ("run time excl. compile (s)", f"{self.run_seconds:.1f}"),
+            ("successful demos / s (excl. compile)", f"{self.demos_per_second:.2f}"),
+        ]
+        for topo, (n, s) in self.per_topology.items():
+            rows.append((f"topology {topo}", f"{s}/{n}"))
+        for r in rows:
+            t.add_row(*r)
+        return t
+
+
+class _EnvCache:
+    def __init__(self, task: str, config):
+        self.task, self.config, self.envs = task, config, {}
+
+    def get(self, topo, objects: dict[str, str]):
+        if topo not in self.envs:
+            self.envs[topo] = envs.make(self.task, self.config, objects=objects)
+        return self.envs[topo]
+
+
+def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wanted: int = 100, batch_size: int = 64,
+            max_attempts: int | None = None, seed: int = 0, progress: bool = True, env_cache: _EnvCache | None = None):
+    """Generate up to `num_wanted` successful demos from source Episodes into the scenes of C_aug.
+
+    Returns (episodes, AugmentStats). Episodes carry object / environment / pose ids, `source="augment"`, the
+    executed schedule's `subtask_end` signals and, in `extra`, the attempt index, source index and offsets.
+    """
+    if num_wanted < 1 or batch_size < 1:
+        raise ValueError(f"num_wanted and batch_size must be >= 1 (got {num_wanted}, {batch_size})")
+    max_attempts = max_attempts if max_attempts is not None else 4 * num_wanted
+    sources = list(sources)
+    if not sources:
+        raise ValueError("no source demos given")
+    cache = env_cache or _EnvCache(task, caug.env)
+    base_env = _base_env(task, sources[0], cache, caug)
+    if base_env.subtask_constraint not in CONSTRAINTS:
+        raise ValueError(f"{task}: unknown subtask_constraint {base_env.subtask_constraint!r}")
+    src: SourceSet = prepare_sources(sources, base_env)
+    configs = scene_configs(caug, base_env, sources[0], seed)
+    topos = [topology_key(base_env, s) for s in configs]
+    static = GenStatic(bridge_steps=int(caug.bridge_steps), action_noise=float(caug.action_noise), constraint=base_env.subtask_constraint)
+    if static.bridge_steps < 0 or static.action_noise < 0:
+        raise ValueError("bridge_steps and action_noise must be >= 0")
+
+    stats = AugmentStats(task=task, caug_configs=len(configs), caug_objects=len({s.objects for s in configs}),
+                         caug_envs=len({s.env_id for s in configs}), caug_poses=len({(s.pose_id, s.poses) for s in configs}))
+    scene_cache: dict = {}
+    good, failed = [], []
+    attempt = 0
+    bar = _Progress(progress, num_wanted, task)
+    try:
+        while len(good) < num_wanted and attempt < max_attempts:
+            first = attempt_config(caug, len(configs), attempt, seed)
+            topo = topos[first]
+            idx, cfg_ids = [], []
+            while len(idx) < batch_size and attempt < max_attempts:
+                c = attempt_config(caug, len(configs), attempt, seed)
+                if topos[c] != topo:
+                    break
+                idx.append(attempt)
+                cfg_ids.append(c)
+                attempt += 1
+            env = cache.get(topo, configs[first].object_ids)
+            init_action = _home_action(env)
+            specs, plans, meta = [], [], []
+            for i, c in zip(idx, cfg_ids):
+                spec = configs[c]
+                if spec not in scene_cache:
+                    scene_cache[spec] = env.scene_arrays(spec)
+                rng = np.random.default_rng([seed, i, 2])
+                s = select_source(src, caug, np.asarray(scene_cache[spec].object_pose), rng)
+                off = attempt_offsets(src, env, caug, rng)
+                plans.append(make_plan(src, env, caug, s, off, attempt_key(seed, i), init_action))
+                specs.append(spec)
+                meta.append({"attempt": i, "source_index": s, "offsets": off.tolist(), "augment_seed": seed})
+            n_real = len(specs)
+            pad = batch_size - n_real  # pad to one compiled shape; padded attempts are discarded
+            specs_p, plans_p = specs + [specs[0]] * pad, plans + [plans[0]] * pad
+            scenes = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *[scene_cache[s] for s in specs_p])
+            keys = jnp.stack([attempt_key(seed + 1, i) for i in idx] + [attempt_key(seed + 1, idx[0])] * pad)
+            t0 = time.perf_counter()
+            final, traj, actions, signals, compile_s = execute(env, static, scenes, keys, stack_plans(plans_p))
+            jax.block_until_ready(traj)
+            stats.run_seconds += time.perf_counter() - t0 - compile_s
+            stats.compile_seconds += compile_s
+            stats.batches += 1
+            success = np.asarray(traj.success[:n_real, -1]) & ~np.asarray(traj.nan[:n_real].any(-1))
+            signals = np.asarray(signals[:n_real]).astype(np.uint8)
+            signals[:, -1] = 1  # every subtask has ended when the demo ends
+            traj = jax.tree.map(lambda x: x[:n_real], traj)
+            keep = success if not caug.keep_failed else np.ones(n_real, bool)
+            eps = episodes_from_trajectory(env, traj, actions[:n_real], specs, subtask_end=signals, source="augment", seed=seed, keep=keep)
+            kept_meta = [m for m, k in zip(meta, keep) if k]
+            kept_success = [bool(s) for s, k in zip(success, keep) if k]
+            for ep, m, ok in zip(eps, kept_meta, kept_success):
+                ep = dataclasses.replace(ep, seed=int(seed) * 1_000_003 + m["attempt"], extra={**ep.extra, **{k: json.dumps(v) if not isinstance(v, (int, str)) else v for k, v in m.items()}})
+                (good if ok else failed).append(ep)
+            stats.attempts += n_real
+            stats.successes += int(success.sum())
+            pt = stats.per_topology.setdefault(_topo_name(topo), [0, 0])
+            pt[0] += n_real
+            pt[1] += int(success.sum())
+            bar.update(min(len(good), num_wanted), stats)
+    finally:
+        bar.close()
+    good = good[:num_wanted]
+    stats.generated = len(good)
+    stats.num_objects = len({ep.object_ids for ep in good})
+    stats.num_envs = len({ep.env_id for ep in good})
+    stats.num_poses = len({(ep.pose_id, ep.extra.get("poses")) for ep in good})
+    stats.num_configs = len({(ep.object_ids, ep.env_id, ep.pose_id, ep.extra.get("poses")) for ep in good})
+    return good + (failed if caug.keep_failed else []), stats
+
+
+def _base_env(task: str, source, cache: _EnvCache, caug: AugmentConfig):
+    """The env of the first source's object topology (the task's default env if those objects do not fit
+    the task; `prepare_sources` then reports the mismatch)."""
+    registry = envs._registry()
+    if task not in registry:
+        raise ValueError(f"unknown task {task!r}; available: {sorted(registry)}")
+    cls = registry[task]
+    cat = catalog_lib.load_catalog()
+    objs = dict(zip(cls.roles, source.object_ids))
+    fits = len(source.object_ids) == len(cls.roles) and all(
+        o in {x.id for x in cat.objects} and task in cat.object(o).tasks and cat.object(o).role == TaskEnv.role_kind(None, r) for r, o in objs.items()
+    )
+    if not fits:
+        return envs.make(task, caug.env)
+    return cache.get(scene_lib.topology_of({r: cat.object(o) for r, o in objs.items()}), objs)
+
+
+def _topo_name(topo) -> str:
+    return ",".join(f"{r}:{'+'.join(t)}" for r, t in topo)
+
+
+_HOME: dict = {}
+
+
+def _home_action(env):
+    if id(env) not in _HOME:
+        _HOME[id(env)] = env.home_action()
+    return _HOME[id(env)]
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int, task: str):
+        self.p = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self.p.start()
+            self.t = self.p.add_task(f"augment {task}: successful demos", total=total)
+
+    def update(self, done: int, stats: AugmentStats):
+        if self.p is not None:
+            self.p.update(self.t, completed=done,
+                          description=f"augment {stats.task}: {stats.attempts} attempts, rate {stats.success_rate:.2f}")
+
+    def close(self):
+        if self.p is not None:
+            self.p.stop()

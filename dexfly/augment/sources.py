@@ -1,0 +1,116 @@
+"""Source demos prepared for generation: validation, padding, per-attempt plans and source selection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dexfly.augment.config import AugmentConfig
+from dexfly.augment.constraints import dependency_arrays
+from dexfly.augment.schedule import Plan
+from dexfly.augment.segment import sample_offsets, segment_bounds, validate_source
+
+_IDENTITY7 = np.array([0, 0, 0, 1, 0, 0, 0], np.float32)
+
+
+@dataclass(frozen=True)
+class SourceSet:
+    """Validated sources, padded to a common length (the tail holds the last target)."""
+
+    episodes: tuple
+    ends: np.ndarray  # [n_src, n_arms, n_sub] subtask end steps
+    lengths: np.ndarray  # [n_src]
+    ee: np.ndarray  # [n_src, Ts, n_arms, 7]
+    hand: np.ndarray  # [n_src, Ts, n_arms, 6]
+    object_poses: np.ndarray  # [n_src, Ts, n_objects, 7]
+    ref_idx: np.ndarray  # [n_arms, n_sub] int32
+    has_ref: np.ndarray  # [n_arms, n_sub] bool
+
+
+def prepare_sources(sources, env) -> SourceSet:
+    if not sources:
+        raise ValueError("no source demos given")
+    ends = np.stack([validate_source(ep, env, i) for i, ep in enumerate(sources)])
+    lengths = np.array([ep.num_samples for ep in sources])
+    ts = int(lengths.max())
+
+    def pad(x):
+        return np.concatenate([x, np.repeat(x[-1:], ts - len(x), axis=0)]) if len(x) < ts else x
+
+    ref_idx = np.zeros(ends.shape[1:], np.int32)
+    has_ref = np.zeros(ends.shape[1:], bool)
+    for a, subs in enumerate(env.subtasks):
+        for k, (_, role) in enumerate(subs):
+            if role is not None:
+                if role not in env.roles:
+                    raise ValueError(f"{env.name}: subtask {subs[k][0]!r} of arm {a} references unknown role {role!r}")
+                ref_idx[a, k], has_ref[a, k] = env.roles.index(role), True
+    return SourceSet(
+        episodes=tuple(sources),
+        ends=ends,
+        lengths=lengths,
+        ee=np.stack([pad(ep.ee_target_pose) for ep in sources]),
+        hand=np.stack([pad(ep.hand_target) for ep in sources]),
+        object_poses=np.stack([pad(ep.object_poses) for ep in sources]),
+        ref_idx=ref_idx,
+        has_ref=has_ref,
+    )
+
+
+def _quat_angle(q0, q1):
+    return 2.0 * np.arccos(np.clip(np.abs(np.sum(q0 * q1, -1)), 0.0, 1.0))
+
+
+def select_source(src: SourceSet, caug: AugmentConfig, init_object_pose: np.ndarray, rng: np.random.Generator) -> int:
+    """random: uniform; nearest: smallest sum over objects of |dpos| (m) + 0.1 * rotation angle (rad) between
+    the source's initial object poses and the new scene's."""
+    n = len(src.episodes)
+    if caug.source_selection == "random":
+        return int(rng.integers(n))
+    if caug.source_selection == "nearest":
+        first = src.object_poses[:, 0]  # [n_src, n_obj, 7]
+        d = np.linalg.norm(first[..., :3] - init_object_pose[None, :, :3], axis=-1) + 0.1 * _quat_angle(first[..., 3:], init_object_pose[None, :, 3:])
+        return int(np.argmin(d.sum(-1)))
+    raise ValueError(f"unknown source_selection {caug.source_selection!r}; use 'random' or 'nearest'")
+
+
+def make_plan(src: SourceSet, env, caug: AugmentConfig, s: int, offsets: np.ndarray, key, init_action: np.ndarray) -> dict:
+    """Numpy arrays of one attempt's Plan (source `s`, boundary offsets [n_arms, n_sub])."""
+    starts, lens = segment_bounds(src.ends[s], int(src.lengths[s]), offsets)
+    n_arms, n_sub = starts.shape
+    ref_pose = np.where(
+        src.has_ref[..., None],
+        src.object_poses[s][starts, src.ref_idx],  # [n_arms, n_sub, 7]: reference object at the segment's first step
+        _IDENTITY7,
+    )
+    dep_arm, dep_sub = dependency_arrays(env.subtask_constraint, env.subtasks, caug.sequential)
+    a = init_action.reshape(n_arms, 15)
+    init_pose = np.concatenate([a[:, :3], np.asarray(_rot6d_to_quat(a[:, 3:9]))], -1)
+    return dict(
+        src_ee=src.ee[s], src_hand=src.hand[s], seg_start=starts.astype(np.int32), seg_len=lens.astype(np.int32),
+        src_ref_pose=ref_pose.astype(np.float32), ref_idx=src.ref_idx, has_ref=src.has_ref,
+        dep_arm=dep_arm, dep_sub=dep_sub, init_pose=init_pose.astype(np.float32),
+        init_hand=a[:, 9:15].astype(np.float32), key=np.asarray(key),
+    )
+
+
+def stack_plans(plans: list[dict]) -> Plan:
+    return Plan(**{k: jnp.asarray(np.stack([p[k] for p in plans])) for k in plans[0]})
+
+
+def attempt_offsets(src: SourceSet, env, caug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    n_arms, n_sub = src.ends.shape[1:]
+    return sample_offsets(rng, n_arms, n_sub, caug.offset_range, shared=env.subtask_constraint == "coordination")
+
+
+def _rot6d_to_quat(r):
+    from dexfly import geometry
+
+    return geometry.mat_to_quat(geometry.mat_from_rot6d(jnp.asarray(r)))
+
+
+def attempt_key(seed: int, attempt: int):
+    return jax.random.fold_in(jax.random.PRNGKey(seed), attempt)
