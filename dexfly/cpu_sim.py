@@ -46,9 +46,9 @@ class CpuEnv:
         d.ctrl[:] = env.home_ctrl
         mujoco.mj_forward(m, d)
         self.scene = scene
-        self.info = {"step": 0, "scene": scene, "init_object_pose": scene.object_pose, "ever_success": False}
+        self.info = {"step": 0, "scene": scene, "init_object_pose": jnp.asarray(scene.object_pose), "ever_success": False, **env.initial_task_info()}
 
-    def _ik(self, arm, target_pos, target_mat):
+    def _ik(self, arm, target_pos, target_mat, q_command):
         m, d, cfg = self.model, self.data, self.env.config.ik
         mujoco.mj_jacSite(m, d, self._jacp, self._jacr, arm.site_id)
         jac = np.concatenate([self._jacp[:, arm.dof_adr], cfg.rot_weight * self._jacr[:, arm.dof_adr]])
@@ -62,7 +62,11 @@ class CpuEnv:
         null = np.eye(7) - jac.T @ inv @ jac
         dq = cfg.gain * dq + null @ (cfg.posture_gain * (arm.rest - q))
         scale = min(1.0, cfg.max_joint_step / (np.abs(dq).max() + 1e-9))
-        return np.clip(q + scale * dq, arm.lower, arm.upper)
+        if cfg.integrate:
+            q_new = np.clip(q_command + scale * dq, q - cfg.max_lead, q + cfg.max_lead)
+        else:
+            q_new = q + scale * dq
+        return np.clip(q_new, arm.lower, arm.upper)
 
     def step(self, action: np.ndarray):
         env, m, d = self.env, self.model, self.data
@@ -71,17 +75,26 @@ class CpuEnv:
             raise ValueError(f"{env.name}: action must have shape ({env.action_dim},), got {action.shape}")
         for i, arm in enumerate(env.arm_index):
             a = action[i * ACTION_DIM_PER_ARM : (i + 1) * ACTION_DIM_PER_ARM]
-            d.ctrl[env.arm_ctrl_ids[i]] = self._ik(arm, a[:3], np.asarray(geometry.mat_from_rot6d(a[3:9])))
+            d.ctrl[env.arm_ctrl_ids[i]] = self._ik(arm, a[:3], geometry.mat_from_rot6d(a[3:9]), d.ctrl[env.arm_ctrl_ids[i]].copy())
             d.ctrl[env.hand_ctrl_ids[i]] = np.clip(a[9:15], env.hand_ctrl_low[i], env.hand_ctrl_high[i])
         for _ in range(env.n_substeps):
             mujoco.mj_step(m, d)
         self.info["step"] += 1
+        self.info = self.env.update_task_info(self.info, None, self._view())
         return self.terms()
 
+    def _view(self):
+        """The fields of `mjx.Data` that task functions read, from the C data."""
+        d = self.data
+        view = SimpleNamespace(**{k: jnp.asarray(getattr(d, k)) for k in ("qpos", "qvel", "site_xpos")})
+        view.contact = SimpleNamespace(
+            geom1=jnp.asarray(d.contact.geom1[: d.ncon]), geom2=jnp.asarray(d.contact.geom2[: d.ncon]), dist=jnp.asarray(d.contact.dist[: d.ncon])
+        )
+        return view
+
     def terms(self):
-        view = SimpleNamespace(**{k: jnp.asarray(getattr(self.data, k)) for k in ("qpos", "qvel", "site_xpos")})
-        self.info["init_object_pose"] = jnp.asarray(self.scene.object_pose)
-        reward, success, metrics = self.env.task_terms(None, view, self.info)
+        """(reward, success, metrics) of the current state, from the task's own `task_terms`."""
+        reward, success, metrics = self.env.task_terms(None, self._view(), self.info)
         return float(reward), bool(success), {k: np.asarray(v) for k, v in metrics.items()}
 
     def object_pose(self) -> np.ndarray:

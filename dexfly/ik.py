@@ -4,6 +4,12 @@ One call maps an absolute end-effector target pose to arm joint position targets
 `jax.vmap` it over envs. It is evaluated once per control step on the current MJX data, and the arm's
 position actuators track the result over the physics substeps, so large target jumps are rate-limited by
 `max_joint_step` (rad per control step) rather than tracked instantly.
+
+By default the joint step is added to the measured joints (a proportional task-space servo). With
+`integrate=True` it is added to the previous joint *command* instead: this integrates the task-space
+error, so a loaded arm (lifting, squeezing) does not sag below its target; the command may then lead the
+measured joints by at most `max_lead` rad, which bounds the integral (and so contact forces when a target
+lies inside an object).
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ class IKConfig:
     """Largest joint change per control step (rad); bounds speed for far targets."""
     posture_gain: float = 0.05
     """Null-space pull towards the rest posture (fraction per control step)."""
+    integrate: bool = False
+    """Add joint steps to the previous command (integral action) instead of the measured joints."""
+    max_lead: float = 0.15
+    """With `integrate`: largest difference between joint command and measured joints (rad), anti-windup."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +54,10 @@ class ArmIndex:
     rest: np.ndarray  # [7] rest posture for the null-space bias
 
 
-def dls_ik(m: mjx.Model, d: mjx.Data, arm: ArmIndex, target_pos, target_mat, cfg: IKConfig):
+def dls_ik(m: mjx.Model, d: mjx.Data, arm: ArmIndex, target_pos, target_mat, cfg: IKConfig, q_command):
     """Arm joint targets [7] that move site `arm.site_id` towards (target_pos [3], target_mat [3, 3]).
+
+    `q_command` [7] is the previous joint command of this arm (its position actuators' ctrl).
 
     Expects `d` to hold current kinematics (site_xpos/xmat), as after any `mjx.step` or `mjx.forward`.
     """
@@ -64,7 +76,11 @@ def dls_ik(m: mjx.Model, d: mjx.Data, arm: ArmIndex, target_pos, target_mat, cfg
     null = jnp.eye(7, dtype=jac.dtype) - pinv @ jac
     dq = cfg.gain * dq + null @ (cfg.posture_gain * (jnp.asarray(arm.rest) - q))
     scale = jnp.minimum(1.0, cfg.max_joint_step / (jnp.max(jnp.abs(dq)) + 1e-9))
-    return jnp.clip(q + scale * dq, arm.lower, arm.upper)
+    if cfg.integrate:
+        q_new = jnp.clip(q_command + scale * dq, q - cfg.max_lead, q + cfg.max_lead)
+    else:
+        q_new = q + scale * dq
+    return jnp.clip(q_new, arm.lower, arm.upper)
 
 
 def target_from_action(pose9):

@@ -302,6 +302,7 @@ class TaskEnv:
             "key": key,
             "ever_success": jnp.zeros((), bool),
             "init_object_pose": scene.object_pose,
+            **self.initial_task_info(),
         }
         reward, success, metrics = self.task_terms(m, d, info)
         metrics = {**metrics, "nan": jnp.zeros((), bool)}
@@ -314,7 +315,7 @@ class TaskEnv:
         ctrl = d.ctrl
         for i, arm in enumerate(self.arm_index):
             a = action[i * ACTION_DIM_PER_ARM : (i + 1) * ACTION_DIM_PER_ARM]
-            q = dls_ik(m, d, arm, a[:3], geometry.mat_from_rot6d(a[3:9]), self.config.ik)
+            q = dls_ik(m, d, arm, a[:3], geometry.mat_from_rot6d(a[3:9]), self.config.ik, d.ctrl[self.arm_ctrl_ids[i]])
             ctrl = ctrl.at[self.arm_ctrl_ids[i]].set(q)
             ctrl = ctrl.at[self.hand_ctrl_ids[i]].set(jnp.clip(a[9:15], self.hand_ctrl_low[i], self.hand_ctrl_high[i]))
         return d.replace(ctrl=ctrl)
@@ -325,7 +326,7 @@ class TaskEnv:
         d = self.apply_action(m, state.data, action)
         d = jax.lax.fori_loop(0, self.n_substeps, lambda _, dd: mjx.step(m, dd), d)
         nan = ~(jnp.all(jnp.isfinite(d.qpos)) & jnp.all(jnp.isfinite(d.qvel)))
-        info = {**state.info, "step": state.info["step"] + 1}
+        info = self.update_task_info({**state.info, "step": state.info["step"] + 1}, m, d)
         reward, success, metrics = self.task_terms(m, d, info)
         info["ever_success"] = state.info["ever_success"] | success
         metrics = {**metrics, "nan": nan | state.metrics["nan"]}
@@ -363,7 +364,33 @@ class TaskEnv:
         return {"obj": 13 * len(self.roles), "prop": 27 * len(self.arms)}
 
     def task_terms(self, m: mjx.Model, d: mjx.Data, info: dict) -> tuple[jax.Array, jax.Array, dict]:
+        """(dense reward [], success [] bool, metrics dict) of one env after a step."""
         raise NotImplementedError
+
+    def initial_task_info(self) -> dict:
+        """Extra per-env task state carried in `info` (e.g. hold timers); arrays, set at reset."""
+        return {}
+
+    def update_task_info(self, info: dict, m: mjx.Model, d: mjx.Data) -> dict:
+        """Advance the extra task state after the physics substeps, before `task_terms`."""
+        return info
+
+    # ------------------------------------------------------------------ contacts
+    def geom_ids(self, prefix: str) -> np.ndarray:
+        """Ids of the collision geoms whose names start with `prefix` (e.g. 'right_hand', 'object_g')."""
+        m = self.mj_model
+        ids = [g for g in range(m.ngeom) if (m.geom(g).name or "").startswith(prefix) and (m.geom_contype[g] or m.geom_conaffinity[g])]
+        if not ids:
+            raise ValueError(f"no collision geoms named {prefix}*")
+        return np.asarray(ids)
+
+    def touching(self, d: mjx.Data, geoms_a: np.ndarray, geoms_b: np.ndarray, margin: float = 1e-3) -> jax.Array:
+        """[] bool: some active contact (distance < margin) between a geom of set a and one of set b."""
+        g1, g2 = d.contact.geom1, d.contact.geom2
+        a1, b1 = jnp.isin(g1, geoms_a), jnp.isin(g1, geoms_b)
+        a2, b2 = jnp.isin(g2, geoms_a), jnp.isin(g2, geoms_b)
+        pair = (a1 & b2) | (a2 & b1)
+        return jnp.any(pair & (d.contact.dist < margin))
 
     # ------------------------------------------------------------------ helpers for tasks and scripts
     def home_action(self) -> np.ndarray:

@@ -99,6 +99,10 @@ HAND_OPEN = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.1])
 HAND_CLOSED = np.array([1.4, 1.4, 1.4, 1.4, 0.6, 1.1])
 # Object centre relative to the `ee` frame for a power grasp: 2 cm nearer the palm than the site.
 GRASP_OFFSET = np.array([-0.02, 0.0, 0.0])
+HAND_FLAT = np.array([0.1, 0.1, 0.1, 0.1, 0.0, 0.0])  # fingers straight, thumb alongside: a flat palm
+HAND_PRESS = np.array([0.35, 0.35, 0.35, 0.35, 0.2, 0.0])  # fingers slightly curled against a large object
+PALM_TO_EE = 0.055  # the `ee` site sits this far in front of the palm (robot MJCF)
+SQUEEZE = 0.02  # how far past the object's surface the palms are commanded, to press on it
 TOP_GRASP = frame([0, 0, -1], [1, 0, 0])  # palm down, fingers pointing away from the robot
 SIDE_GRASP = frame([1, 0, 0], [0, 1, 0])  # palm facing away from the robot, fingers pointing left
 
@@ -153,7 +157,41 @@ def pour_script(env, spec):
     return actions, ends[:, None, :]
 
 
-SCRIPTS = {"grasp": grasp_script, "pour": pour_script}
+def lift_script(env, spec):
+    """Both palms against the object's sides (fingers forward), squeeze, lift 0.22 m together, hold."""
+    arrays = env.scene_arrays(spec)
+    centre = np.asarray(arrays.object_pose[0, :3], float)
+    half = np.asarray(arrays.object_half_extents[0], float)
+    yaw_rot = rot_z(dict(spec.poses)["object"][2])
+    keys_per_arm = []
+    for side in (+1.0, -1.0):  # left hand on the +y side, right hand on the -y side
+        rot = yaw_rot @ frame([0, -side, 0], [1, 0, 0])  # palm faces the object, fingers forward
+        contact = centre + yaw_rot @ np.array([0.0, side * (half[1] - PALM_TO_EE + SQUEEZE), 0.0])
+        outside = contact + yaw_rot @ np.array([0.0, side * 0.08, 0.03])
+        keys_per_arm.append(
+            [
+                Key(1.3, outside, rot, HAND_FLAT),
+                Key(0.8, contact, rot, HAND_FLAT),
+                Key(0.4, contact, rot, HAND_PRESS),
+                Key(1.5, contact + [0, 0, 0.22], rot, HAND_PRESS),
+            ]
+        )
+    return bimanual(env, keys_per_arm)
+
+
+def bimanual(env, keys_per_arm):
+    """Interpolate each arm's keyframes; actions [T, 30] and subtask_end [T, 2, n_subtasks]."""
+    actions, ends = [], []
+    for arm, keys in enumerate(keys_per_arm):
+        a, e = interpolate(*start(env, arm), keys, env.config.ctrl_dt, env.episode_steps)
+        actions.append(a)
+        ends.append(e)
+    n_sub = max(e.shape[1] for e in ends)
+    ends = [np.pad(e, ((0, 0), (0, n_sub - e.shape[1]))) for e in ends]
+    return np.concatenate(actions, axis=1), np.stack(ends, axis=1)
+
+
+SCRIPTS = {"grasp": grasp_script, "pour": pour_script, "lift": lift_script}
 
 
 def script(env, spec) -> tuple[np.ndarray, np.ndarray]:

@@ -113,19 +113,11 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
     if not sources:
         raise ValueError("no source demos given")
     cache = env_cache or _EnvCache(task, caug.env)
-    base_env = _base_env(task, sources[0], cache, caug)
-    if base_env.subtask_constraint not in CONSTRAINTS:
-        raise ValueError(f"{task}: unknown subtask_constraint {base_env.subtask_constraint!r}")
-    src: SourceSet = prepare_sources(sources, base_env)
-    configs = scene_configs(caug, base_env, sources[0], seed)
-    topos = [topology_key(base_env, s) for s in configs]
-    static = GenStatic(bridge_steps=int(caug.bridge_steps), action_noise=float(caug.action_noise), constraint=base_env.subtask_constraint)
-    if static.bridge_steps < 0 or static.action_noise < 0:
-        raise ValueError("bridge_steps and action_noise must be >= 0")
+    ctx = setup(sources, task, caug, seed, cache)
+    src, configs, topos, static = ctx.src, ctx.configs, ctx.topos, ctx.static
 
     stats = AugmentStats(task=task, caug_configs=len(configs), caug_objects=len({s.objects for s in configs}),
                          caug_envs=len({s.env_id for s in configs}), caug_poses=len({(s.pose_id, s.poses) for s in configs}))
-    scene_cache: dict = {}
     good, failed = [], []
     attempt = 0
     bar = _Progress(progress, num_wanted, task)
@@ -142,22 +134,16 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
                 cfg_ids.append(c)
                 attempt += 1
             env = cache.get(topo, configs[first].object_ids)
-            init_action = _home_action(env)
             specs, plans, meta = [], [], []
             for i, c in zip(idx, cfg_ids):
-                spec = configs[c]
-                if spec not in scene_cache:
-                    scene_cache[spec] = env.scene_arrays(spec)
-                rng = np.random.default_rng([seed, i, 2])
-                s = select_source(src, caug, np.asarray(scene_cache[spec].object_pose), rng)
-                off = attempt_offsets(src, env, caug, rng)
-                plans.append(make_plan(src, env, caug, s, off, attempt_key(seed, i), init_action))
+                spec, plan, m = plan_attempt(ctx, env, i, c)
                 specs.append(spec)
-                meta.append({"attempt": i, "source_index": s, "offsets": off.tolist(), "augment_seed": seed})
+                plans.append(plan)
+                meta.append(m)
             n_real = len(specs)
             pad = batch_size - n_real  # pad to one compiled shape; padded attempts are discarded
             specs_p, plans_p = specs + [specs[0]] * pad, plans + [plans[0]] * pad
-            scenes = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *[scene_cache[s] for s in specs_p])
+            scenes = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *[ctx.scene_cache[s] for s in specs_p])
             keys = jnp.stack([attempt_key(seed + 1, i) for i in idx] + [attempt_key(seed + 1, idx[0])] * pad)
             t0 = time.perf_counter()
             final, traj, actions, signals, compile_s = execute(env, static, scenes, keys, stack_plans(plans_p))
@@ -191,6 +177,53 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
     stats.num_poses = len({(ep.pose_id, ep.extra.get("poses")) for ep in good})
     stats.num_configs = len({(ep.object_ids, ep.env_id, ep.pose_id, ep.extra.get("poses")) for ep in good})
     return good + (failed if caug.keep_failed else []), stats
+
+
+@dataclass
+class Context:
+    """Everything an attempt needs besides its index: validated sources, C_aug configs, generator settings."""
+
+    task: str
+    caug: AugmentConfig
+    seed: int
+    src: SourceSet
+    configs: list
+    topos: list
+    static: GenStatic
+    cache: _EnvCache
+    scene_cache: dict = field(default_factory=dict)
+
+
+def setup(sources, task: str, caug: AugmentConfig, seed: int, cache: _EnvCache | None = None) -> Context:
+    """Validate sources and C_aug (ValueError naming the problem) and expand C_aug into configurations."""
+    sources = list(sources)
+    if not sources:
+        raise ValueError("no source demos given")
+    cache = cache or _EnvCache(task, caug.env)
+    base_env = _base_env(task, sources[0], cache, caug)
+    if base_env.subtask_constraint not in CONSTRAINTS:
+        raise ValueError(f"{task}: unknown subtask_constraint {base_env.subtask_constraint!r}")
+    src = prepare_sources(sources, base_env)
+    configs = scene_configs(caug, base_env, sources[0], seed)
+    topos = [topology_key(base_env, s) for s in configs]
+    static = GenStatic(bridge_steps=int(caug.bridge_steps), action_noise=float(caug.action_noise), constraint=base_env.subtask_constraint)
+    if static.bridge_steps < 0 or static.action_noise < 0:
+        raise ValueError("bridge_steps and action_noise must be >= 0")
+    return Context(task, caug, seed, src, configs, topos, static, cache)
+
+
+def plan_attempt(ctx: Context, env, attempt: int, config: int | None = None):
+    """(SceneSpec, numpy Plan dict, metadata) of attempt `attempt`, seeded by (seed, attempt) only."""
+    if config is None:
+        config = attempt_config(ctx.caug, len(ctx.configs), attempt, ctx.seed)
+    spec = ctx.configs[config]
+    if spec not in ctx.scene_cache:
+        ctx.scene_cache[spec] = env.scene_arrays(spec)
+    rng = np.random.default_rng([ctx.seed, attempt, 2])
+    s = select_source(ctx.src, ctx.caug, np.asarray(ctx.scene_cache[spec].object_pose), rng)
+    off = attempt_offsets(ctx.src, env, ctx.caug, rng)
+    plan = make_plan(ctx.src, env, ctx.caug, s, off, attempt_key(ctx.seed, attempt), _home_action(env))
+    return spec, plan, {"attempt": attempt, "source_index": s, "offsets": off.tolist(), "augment_seed": ctx.seed}
 
 
 def _base_env(task: str, source, cache: _EnvCache, caug: AugmentConfig):

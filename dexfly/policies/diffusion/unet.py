@@ -31,6 +31,54 @@ def sinusoidal_embedding(t: jax.Array, dim: int) -> jax.Array:
     return jnp.concatenate([jnp.sin(arg), jnp.cos(arg)], axis=-1)
 
 
+def _im2col(x: jax.Array, k: int, pad: tuple[int, int]) -> jax.Array:
+    """[B, T, C] -> [B, T + pad[0] + pad[1] - k + 1, k*C]: the k shifted windows stacked on the channel axis."""
+    xp = jnp.pad(x, ((0, 0), pad, (0, 0)))
+    n = xp.shape[1] - k + 1
+    return jnp.concatenate([xp[:, i : i + n] for i in range(k)], axis=-1)
+
+
+class Conv1d(nn.Module):
+    """1D convolution as im2col + one matmul. [B, T, Cin] -> [B, ceil(T/stride), features].
+
+    Padding defaults to 'SAME' ((k-1)//2 left, the rest right). Why not `nn.Conv`: on XLA:CPU the gradient
+    of `lax.conv_general_dilated` is pathologically slow for short, wide sequences (a 256-channel k=5 conv
+    on T=4: 346 ms vs 16 ms for im2col, batch 64); the matmul form is fast on CPU and GPU alike.
+    Parameters: kernel [k, Cin, features] (lecun normal), bias [features].
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: tuple[int, int] | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, cin = self.kernel_size, x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2),
+                            (k, cin, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        pad = self.padding if self.padding is not None else ((k - 1) // 2, k - 1 - (k - 1) // 2)
+        cols = _im2col(x, k, pad)
+        if self.stride > 1:
+            cols = cols[:, :: self.stride]
+        return cols @ kernel.reshape(k * cin, self.features) + bias
+
+
+class ConvTranspose1d(nn.Module):
+    """Stride-2 transposed convolution (kernel 4): zero-insert to 2T, then a k=4 conv. [B, T, C] -> [B, 2T, features]."""
+
+    features: int
+    kernel_size: int = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        B, T, C = x.shape
+        up = jnp.stack([x, jnp.zeros_like(x)], axis=2).reshape(B, 2 * T, C)
+        k = self.kernel_size
+        return Conv1d(self.features, k, padding=(k // 2, k - 1 - k // 2))(up)
+
+
 class Conv1dBlock(nn.Module):
     """Conv1d -> GroupNorm -> Mish. [B, T, Cin] -> [B, T, features]."""
 
@@ -40,7 +88,7 @@ class Conv1dBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Conv(self.features, (self.kernel_size,), padding="SAME")(x)
+        x = Conv1d(self.features, self.kernel_size)(x)
         x = nn.GroupNorm(num_groups=self.n_groups, epsilon=1e-5)(x)
         return jax.nn.mish(x)
 
@@ -62,7 +110,7 @@ class ConditionalResidualBlock1D(nn.Module):
         scale, bias = jnp.split(film[:, None, :], 2, axis=-1)
         out = scale * out + bias
         out = Conv1dBlock(self.features, self.kernel_size, self.n_groups)(out)
-        res = x if x.shape[-1] == self.features else nn.Conv(self.features, (1,))(x)
+        res = x if x.shape[-1] == self.features else nn.Dense(self.features)(x)
         return out + res
 
 
@@ -98,7 +146,7 @@ class ConditionalUnet1D(nn.Module):
             x = block(d)(x, cond)
             skips.append(x)
             if i < len(dims) - 1:
-                x = nn.Conv(d, (3,), strides=(2,), padding=((1, 1),))(x)  # T -> T/2
+                x = Conv1d(d, 3, stride=2, padding=(1, 1))(x)  # T -> T/2
         x = block(dims[-1])(x, cond)
         x = block(dims[-1])(x, cond)
         # Up path: as in the reference, the deepest len(dims)-1 skips are used (the first level's is not).
@@ -106,9 +154,9 @@ class ConditionalUnet1D(nn.Module):
             x = jnp.concatenate([x, skips.pop()], axis=-1)
             x = block(d)(x, cond)
             x = block(d)(x, cond)
-            x = nn.ConvTranspose(d, (4,), strides=(2,), padding="SAME")(x)  # T/2 -> T
+            x = ConvTranspose1d(d, 4)(x)  # T/2 -> T
         x = Conv1dBlock(dims[0], self.kernel_size, self.n_groups)(x)
-        return nn.Conv(self.action_dim, (1,))(x)
+        return nn.Dense(self.action_dim)(x)
 
 
 def make_model(config, action_dim: int) -> ConditionalUnet1D:

@@ -1,0 +1,56 @@
+"""Handover: the right hand picks an object up and passes it to the left hand (dual RM75-6F + G0-R).
+
+Objects: catalog entries with task `handover` (boxes, cans, bottles, balls, mugs, irregular; one-hand size).
+Episode: 8 s at 50 Hz (400 control steps).
+
+Reward (dense, per step, in [0, 4.5]):
+  reach_r = 1 - tanh(5 * |right ee - object|)                 (giver reaches the object)
+  lift    = clip(rise / 0.10, 0, 1)
+  reach_l = (1 - tanh(5 * |left ee - object|)) * lift         (receiver comes to the lifted object)
+  left    = left hand touches the object; right = right hand touches it
+  reward  = 0.3 reach_r + lift + 0.5 reach_l + 0.5 left * lift + (left and not right) * lift + success
+Success (bool, per step): only the receiving (left) hand touches the object (MJX contacts between hand and
+object geoms) and the object's centre is at least 0.10 m above its resting height. An episode succeeds if the
+last step succeeds.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from envs.base import TaskEnv
+
+LIFT_HEIGHT = 0.10
+
+
+class Handover(TaskEnv):
+    name = "handover"
+    robot_file = "rm75_g0r_bimanual.xml"
+    arms = ("left_", "right_")
+    arm_joint_format = "{arm}joint{i}"
+    roles = ("object",)
+    default_episode_seconds = 8.0
+    # Right (giver): grasp the object, then present it (no reference object: a fixed place in the workspace).
+    # Left (receiver): take the object (reference: the object, wherever the giver holds it).
+    subtasks = ((("receive", "object"),), (("grasp", "object"), ("present", None)))
+    subtask_constraint = "sequential"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.left_hand_geoms = self.geom_ids("left_hand")
+        self.right_hand_geoms = self.geom_ids("right_hand")
+        self.object_geoms = self.geom_ids("object_g")
+
+    def task_terms(self, m, d, info):
+        adr = self.obj_qpos_adr[0]
+        pos = d.qpos[adr : adr + 3]
+        rise = pos[2] - info["init_object_pose"][0, 2]
+        left_ee, right_ee = (d.site_xpos[a.site_id] for a in self.arm_index)
+        left = self.touching(d, self.left_hand_geoms, self.object_geoms)
+        right = self.touching(d, self.right_hand_geoms, self.object_geoms)
+        reach_r = 1.0 - jnp.tanh(5.0 * jnp.linalg.norm(right_ee - pos))
+        lift = jnp.clip(rise / LIFT_HEIGHT, 0.0, 1.0)
+        reach_l = (1.0 - jnp.tanh(5.0 * jnp.linalg.norm(left_ee - pos))) * lift
+        success = left & ~right & (rise >= LIFT_HEIGHT)
+        reward = 0.3 * reach_r + lift + 0.5 * reach_l + 0.5 * left * lift + (left & ~right) * lift + success
+        return reward, success, {"rise": rise, "left_touch": left, "right_touch": right}

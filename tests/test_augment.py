@@ -1,0 +1,236 @@
+"""Tests of the augmentation module (dexfly.augment): transforms, segmentation, generator schedule,
+constraints, errors, and one small batched MJX run (determinism, recording, round trip)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from dexfly import dataset, geometry
+from dexfly.augment import AugmentConfig, GenStatic, Plan, augment, generate_open_loop
+from dexfly.augment.constraints import SequentialDep, default_sequential_deps, dependency_arrays
+from dexfly.augment.segment import sample_offsets, segment_bounds, subtask_end_steps
+from dexfly.augment.sources import make_plan, prepare_sources, stack_plans
+from dexfly.augment.transform import apply_transform, relative_transform, transform_eef_poses
+from dexfly.paths import DEMOS_DIR
+from envs.base import EnvConfig
+
+
+def yaw_pose(x, y, z, yaw):
+    return np.concatenate([[x, y, z], np.asarray(geometry.quat_from_yaw(yaw))]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def grasp_seed():
+    return dataset.read_dataset(DEMOS_DIR / "grasp_seed.hdf5", task="grasp").episodes[0]
+
+
+@pytest.fixture(scope="module")
+def pour_seed():
+    return dataset.read_dataset(DEMOS_DIR / "pour_seed.hdf5", task="pour").episodes[0]
+
+
+# ---------------------------------------------------------------- transform (hand-computed)
+def test_transform_hand_computed():
+    src_obj = yaw_pose(1.0, 0.0, 0.0, 0.0)
+    new_obj = yaw_pose(0.0, 1.0, 0.0, np.pi / 2)
+    eef = np.array([1.5, 0.0, 0.2, 1, 0, 0, 0], np.float32)  # 0.5 m in front of the object, 0.2 up
+    out = np.asarray(transform_eef_poses(jnp.asarray(new_obj), jnp.asarray(src_obj), jnp.asarray(eef)))
+    # object rotated by +90 deg about z: the +x offset becomes +y; the ee orientation rotates the same way
+    np.testing.assert_allclose(out[:3], [0.0, 1.5, 0.2], atol=1e-6)
+    np.testing.assert_allclose(out[3:], np.asarray(geometry.quat_from_yaw(np.pi / 2)), atol=1e-6)
+
+
+def test_transform_translation_and_identity():
+    src_obj = yaw_pose(0.5, 0.0, 0.02, 0.3)
+    eef = np.array([[0.4, 0.1, 0.3, 0.0, 1.0, 0.0, 0.0], [0.6, -0.1, 0.1, 0.5, 0.5, 0.5, 0.5]], np.float32)
+    same = np.asarray(transform_eef_poses(jnp.asarray(src_obj), jnp.asarray(src_obj), jnp.asarray(eef)))
+    np.testing.assert_allclose(same[:, :3], eef[:, :3], atol=1e-6)
+    np.testing.assert_allclose(np.abs(np.sum(same[:, 3:] * eef[:, 3:], -1)), 1.0, atol=1e-6)  # same rotation (up to sign)
+    moved = yaw_pose(0.6, -0.05, 0.05, 0.3)  # pure translation by (0.1, -0.05, 0.03)
+    out = np.asarray(apply_transform(relative_transform(jnp.asarray(moved), jnp.asarray(src_obj)), jnp.asarray(eef)))
+    np.testing.assert_allclose(out[:, :3], eef[:, :3] + [0.1, -0.05, 0.03], atol=1e-6)
+
+
+# ---------------------------------------------------------------- segmentation
+def signals(T, ends):
+    """[T, n_arms, n_sub] from ends[arm][k]."""
+    s = np.zeros((T, len(ends), len(ends[0])), np.uint8)
+    for a, e in enumerate(ends):
+        for k, t in enumerate(e):
+            s[t:, a, k] = 1
+    return s
+
+
+def test_segmentation_edges_and_offsets():
+    s = signals(50, [[9, 29, 49], [19, 39, 49]])
+    ends = subtask_end_steps(s)
+    np.testing.assert_array_equal(ends, [[9, 29, 49], [19, 39, 49]])
+    starts, lens = segment_bounds(ends, 50)
+    np.testing.assert_array_equal(starts, [[0, 10, 30], [0, 20, 40]])
+    np.testing.assert_array_equal(lens, [[10, 20, 20], [20, 20, 10]])
+    starts, lens = segment_bounds(ends, 50, np.array([[3, -5, 4], [-2, 2, 0]]))
+    np.testing.assert_array_equal(starts, [[0, 13, 25], [0, 18, 42]])
+    assert (lens.sum(1) == 50).all()  # the last subtask always runs to the end of the source
+    # clipping: offsets can never make a segment empty or reorder the boundaries
+    starts, lens = segment_bounds(np.array([[2, 4, 49]]), 50, np.array([[-10, -10, 0]]))
+    assert (lens >= 1).all() and (np.diff(starts) > 0).all()
+    rng = np.random.default_rng(0)
+    off = sample_offsets(rng, 2, 3, 5, shared=False)
+    assert off.shape == (2, 3) and np.abs(off).max() <= 5
+    shared = sample_offsets(rng, 2, 3, 5, shared=True)
+    np.testing.assert_array_equal(shared[0], shared[1])
+
+
+def test_segmentation_errors():
+    with pytest.raises(ValueError, match="no subtask signals"):
+        subtask_end_steps(np.zeros((10, 1, 0), np.uint8))
+    with pytest.raises(ValueError, match="without a 0 -> 1 edge"):
+        subtask_end_steps(np.zeros((10, 1, 2), np.uint8))
+
+
+# ---------------------------------------------------------------- generator without physics
+def run_open_loop(static, plan_np, object_poses):
+    plan = jax.tree.map(lambda x: x[0], stack_plans([plan_np]))
+    a, s = jax.jit(generate_open_loop, static_argnums=0)(static, plan, jnp.asarray(object_poses))
+    return np.asarray(a), np.asarray(s)
+
+
+def test_round_trip_grasp_open_loop(grasp_seed):
+    """Augmenting a demo into its own scene (same object pose, zero offsets, no noise) reproduces its actions
+    after the bridge."""
+    env = envs.make("grasp")
+    src = prepare_sources([grasp_seed], env)
+    nb, T = 10, grasp_seed.num_samples
+    plan = make_plan(src, env, AugmentConfig(), 0, np.zeros((1, 1), int), jax.random.PRNGKey(0), env.home_action())
+    obj = np.concatenate([np.repeat(grasp_seed.object_poses[:1], nb, 0), grasp_seed.object_poses])[:T]
+    actions, sig = run_open_loop(GenStatic(bridge_steps=nb), plan, obj)
+    np.testing.assert_allclose(actions[nb:], grasp_seed.actions[: T - nb], atol=1e-5)
+    np.testing.assert_allclose(actions[0], env.home_action(), atol=1e-4)  # bridge starts at the current (home) target
+
+
+def test_round_trip_two_subtasks_open_loop(pour_seed):
+    """Two subtasks (grasp the cup, pour into the bowl; signals rebuilt at the hand-close step): each segment is
+    reproduced after its own bridge."""
+    env = envs.make("pour")
+    T, edge, nb = pour_seed.num_samples, 144, 5
+    ep = dataclasses.replace(pour_seed, subtask_end=signals(T, [[edge, T - 1]]))
+    src = prepare_sources([ep], env)
+    plan = make_plan(src, env, AugmentConfig(), 0, np.zeros((1, 2), int), jax.random.PRNGKey(0), env.home_action())
+    # object poses seen by the generator: the source's, delayed by the bridges already executed
+    src_t = np.concatenate([np.zeros(nb, int), np.arange(edge + 1), np.full(nb, edge + 1), np.arange(edge + 1, T)])[:T]
+    actions, sig = run_open_loop(GenStatic(bridge_steps=nb), plan, pour_seed.object_poses[src_t])
+    np.testing.assert_allclose(actions[nb : nb + edge + 1], pour_seed.actions[: edge + 1], atol=1e-5)
+    g1 = nb + edge + 1 + nb
+    np.testing.assert_allclose(actions[g1:], pour_seed.actions[edge + 1 : edge + 1 + T - g1], atol=1e-5)
+    assert sig[:, 0, 0].argmax() == nb + edge  # the generated subtask-end signal marks the executed segment's end
+
+
+def synthetic_plan(lens, *, ref_idx, has_ref, dep=None, constraint="none", T=60):
+    """A 2-arm plan over synthetic source arrays: ee x position = source step index (+ 10 for arm 1)."""
+    lens = np.asarray(lens)
+    n_arms, n_sub = lens.shape
+    starts = np.concatenate([np.zeros((n_arms, 1), int), np.cumsum(lens, 1)[:, :-1]], 1)
+    ee = np.zeros((T, n_arms, 7), np.float32)
+    ee[:, :, 3] = 1.0
+    ee[:, :, 0] = np.arange(T)[:, None] * 0.01 + np.arange(n_arms)[None] * 0.1
+    subtasks = [[(f"s{k}", None) for k in range(n_sub)] for _ in range(n_arms)]
+    dep_arm, dep_sub = dependency_arrays(constraint, subtasks, dep or ())
+    plan = dict(
+        src_ee=ee, src_hand=np.zeros((T, n_arms, 6), np.float32), seg_start=starts.astype(np.int32), seg_len=lens.astype(np.int32),
+        src_ref_pose=np.tile(np.array([0, 0, 0, 1, 0, 0, 0], np.float32), (n_arms, n_sub, 1)),
+        ref_idx=np.asarray(ref_idx, np.int32), has_ref=np.asarray(has_ref, bool), dep_arm=dep_arm, dep_sub=dep_sub,
+        init_pose=ee[0].copy(), init_hand=np.zeros((n_arms, 6), np.float32), key=np.asarray(jax.random.PRNGKey(0)),
+    )
+    return plan
+
+
+def first_on(sig, a, k):
+    return int(np.argmax(sig[:, a, k] > 0))
+
+
+def test_coordination_constraint():
+    nb, T = 3, 60
+    kw = dict(lens=[[10, 20], [15, 15]], ref_idx=[[0, 0], [1, 1]], has_ref=[[True, True], [True, True]])
+    obj = np.tile(np.array([[0, 0, 0, 1, 0, 0, 0], [0, 0, 0, 1, 0, 0, 0]], np.float32), (T, 1, 1))
+    obj[:, 0, 0] = 0.5  # object 0 moved by +0.5 m in x, object 1 not
+    _, free = run_open_loop(GenStatic(nb, 0.0, "none"), synthetic_plan(**kw), obj)
+    assert [first_on(free, 0, 0), first_on(free, 0, 1)] == [nb + 10 - 1, 2 * nb + 30 - 1]
+    actions, sig = run_open_loop(GenStatic(nb, 0.0, "coordination"), synthetic_plan(**kw, constraint="coordination"), obj)
+    # subtask 1 of both arms starts together, after the slower arm's subtask 0 (ends at step nb + 15 - 1)
+    assert first_on(sig, 0, 0) == nb + 10 - 1 and first_on(sig, 1, 0) == nb + 15 - 1
+    start1 = nb + 15
+    assert first_on(sig, 0, 1) == start1 + nb + 20 - 1 and first_on(sig, 1, 1) == start1 + nb + 15 - 1
+    # the faster arm holds its last target while it waits
+    a0 = actions.reshape(T, 2, 15)
+    np.testing.assert_allclose(a0[nb + 10 : start1, 0], np.repeat(a0[nb + 9 : nb + 10, 0], start1 - nb - 10, 0))
+    # both arms use the same object transform (arm 0's reference, object 0 moved by +0.5 m)
+    np.testing.assert_allclose(a0[nb + 5, 1, 0], 0.1 + 0.01 * 5 + 0.5, atol=1e-5)
+
+
+def test_sequential_constraint():
+    nb, T = 2, 60
+    dep = (SequentialDep(0, 1, 1, 1),)  # arm 0's subtask 1 waits until arm 1's subtask 1 has ended
+    plan = synthetic_plan([[5, 5], [10, 10]], ref_idx=[[0, 0], [0, 0]], has_ref=[[False] * 2] * 2, dep=dep, constraint="sequential")
+    actions, sig = run_open_loop(GenStatic(nb, 0.0, "sequential"), plan, np.tile(np.array([0, 0, 0, 1, 0, 0, 0], np.float32), (T, 1, 1)))
+    end_dep = first_on(sig, 1, 1)
+    assert end_dep == nb + 10 + nb + 10 - 1
+    assert first_on(sig, 0, 0) == nb + 5 - 1
+    assert first_on(sig, 0, 1) == end_dep + 1 + nb + 5 - 1  # starts the step after the other arm's subtask ended
+    a = actions.reshape(T, 2, 15)
+    np.testing.assert_allclose(a[nb + 5 : end_dep + 1, 0], np.repeat(a[nb + 4 : nb + 5, 0], end_dep + 1 - nb - 5, 0))
+    # default dependencies come from the subtask names (handover: receive waits for handover)
+    subtasks = ((("reach", None), ("receive", "object")), (("grasp", "object"), ("handover", "object")))
+    assert default_sequential_deps(subtasks) == (SequentialDep(0, 1, 1, 1),)
+    with pytest.raises(ValueError, match="cannot derive"):
+        default_sequential_deps(((("a", None),), (("b", None),)))
+
+
+# ---------------------------------------------------------------- errors
+def test_errors(grasp_seed, pour_seed):
+    no_signals = dataclasses.replace(grasp_seed, subtask_end=np.zeros((grasp_seed.num_samples, 1, 0), np.uint8))
+    with pytest.raises(ValueError, match="no subtask signals"):
+        augment([no_signals], "grasp", num_wanted=1, progress=False)
+    no_edge = dataclasses.replace(grasp_seed, subtask_end=np.zeros((grasp_seed.num_samples, 1, 1), np.uint8))
+    with pytest.raises(ValueError, match="without a 0 -> 1 edge"):
+        augment([no_edge], "grasp", num_wanted=1, progress=False)
+    with pytest.raises(ValueError, match="is not a 'grasp' demo"):
+        augment([pour_seed], "grasp", num_wanted=1, progress=False)
+    with pytest.raises(ValueError, match="unknown environment"):
+        augment([grasp_seed], "grasp", AugmentConfig(env_ids=("no_such_env",)), num_wanted=1, progress=False)
+    with pytest.raises(ValueError, match="unknown grasp pose"):
+        augment([grasp_seed], "grasp", AugmentConfig(pose_ids=("p999",)), num_wanted=1, progress=False)
+    with pytest.raises(ValueError, match="unknown object"):
+        augment([grasp_seed], "grasp", AugmentConfig(objects=(("object", ("no_such_obj",)),)), num_wanted=1, progress=False)
+    with pytest.raises(ValueError, match="role"):
+        augment([grasp_seed], "grasp", AugmentConfig(objects=(("bogus", ("box_tea",)),)), num_wanted=1, progress=False)
+
+
+# ---------------------------------------------------------------- one small batched MJX run
+def test_batched_run_recording_round_trip_and_determinism(grasp_seed, tmp_path):
+    caug = AugmentConfig(pose_ids=("p00", "p03"), env_ids=("studio",), keep_failed=True, bridge_steps=5, env=EnvConfig(episode_seconds=1.0))
+    kw = dict(num_wanted=2, batch_size=2, max_attempts=2, seed=3, progress=False)
+    eps, stats = augment([grasp_seed], "grasp", caug, **kw)
+    assert stats.attempts == 2 and len(eps) == 2  # 1 s is too short to lift: kept as failures
+    T = 50
+    for ep, pose in zip(eps, ("p00", "p03")):
+        assert ep.source == "augment" and ep.pose_id == pose and ep.env_id == "studio" and ep.object_ids == ("box_cube_5cm",)
+        assert ep.num_samples == T and ep.subtask_end.shape == (T, 1, 1) and ep.subtask_end[-1].all() and not ep.success
+        assert ep.obs["obj"].shape == (T, 13) and ep.states.shape[0] == T
+    # the seed's own scene: after the 5-step bridge the generated actions are the source's
+    np.testing.assert_allclose(eps[0].actions[5:], grasp_seed.actions[: T - 5], atol=1e-4)
+    # another pose: the ee targets follow the object (pure translation here, p03 yaw 0.1 rotates too)
+    assert np.linalg.norm(eps[1].actions[20, :2] - grasp_seed.actions[15, :2]) > 0.05
+    again, _ = augment([grasp_seed], "grasp", caug, **kw)
+    for a, b in zip(eps, again):
+        np.testing.assert_array_equal(a.actions, b.actions)
+        np.testing.assert_array_equal(a.states, b.states)
+        assert a.extra == b.extra and a.seed == b.seed
+    out = dataset.write_dataset(tmp_path / "aug.hdf5", eps, task="grasp", env_args=None)
+    back = dataset.read_dataset(out, task="grasp")
+    assert len(back) == 2 and back.episodes[1].pose_id == "p03"
