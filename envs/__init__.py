@@ -6,6 +6,8 @@
     states = env.step_batch(states, actions)        # actions [8, env.action_dim]
 """
 
+import functools
+
 import dexfly  # noqa: F401  (sets XLA flags and the compilation cache before jax is imported)
 from envs.base import EnvConfig, Scene, SceneSet, SceneSpec, SimulationError, State, TaskEnv
 
@@ -36,4 +38,10 @@ def make(task: str, config: EnvConfig | None = None, objects: dict[str, str] | N
     return registry[task](config or EnvConfig(), objects)
 
 
-__all__ = ["EnvConfig", "Scene", "SceneSet", "SceneSpec", "SimulationError", "State", "TaskEnv", "make", "TASKS"]
+@functools.lru_cache(maxsize=32)
+def make_cached(task: str, objects: tuple[tuple[str, str], ...] | None = None, config: EnvConfig | None = None) -> TaskEnv:
+    """`make`, memoised on (task, objects, config): reuse one env (and its compiled functions) per topology."""
+    return make(task, config, dict(objects) if objects else None)
+
+
+__all__ = ["EnvConfig", "Scene", "SceneSet", "SceneSpec", "SimulationError", "State", "TaskEnv", "make", "make_cached", "TASKS"]

@@ -212,6 +212,22 @@ class TaskEnv:
             poses=tuple((r, tuple(float(v) for v in poses[r])) for r in self.roles),
         )
 
+    def scene_from_episode(self, episode) -> SceneSpec:
+        """The scene a dataset episode was recorded in (objects, environment and exact initial poses)."""
+        import json
+
+        roles = json.loads(episode.extra["roles"]) if "roles" in episode.extra else list(self.roles)
+        if len(roles) != len(episode.object_ids):
+            raise ValueError(f"episode records {len(episode.object_ids)} objects for roles {roles}")
+        objects = dict(zip(roles, episode.object_ids))
+        if "poses" in episode.extra:
+            poses = {r: tuple(float(v) for v in p) for r, p in json.loads(episode.extra["poses"]).items()}
+            for role in self.roles:
+                self._object_for_role(role, objects[role])
+            self.catalog.environment(episode.env_id)
+            return SceneSpec(tuple((r, objects[r]) for r in self.roles), episode.env_id, episode.pose_id, tuple((r, poses[r]) for r in self.roles))
+        return self.scene_spec(objects, episode.env_id, episode.pose_id)
+
     def sample_scenes(self, key: jax.Array, n: int, scene_set: SceneSet = SceneSet()) -> list[SceneSpec]:
         """n scenes drawn uniformly (seeded by `key`) from the scene set; deterministic given key."""
         pose_set = self.catalog.poses_for(self.name)

@@ -157,8 +157,20 @@ def pour_script(env, spec):
     return actions, ends[:, None, :]
 
 
+# Lift: where the G0-R hand's parts lie in its `ee` frame (measured on the model, fingers straight, thumb rotation
+# 0): palm face at x = -0.032; fingers from z = 0 to 0.08; the thumb reaches 1-2.7 cm in front of the palm face at
+# y in [-0.11, -0.023], so it must pass over the object's top edge for the palm to touch the object's side.
+PALM_FACE = 0.032  # palm face behind the ee site, along the palm normal (m)
+THUMB_CLEAR = 0.03  # lowest thumb point above the ee site when the fingers point forward (ee y = world -z) (m)
+LIFT_SQUEEZE = 0.01  # how far past the object's side the palm faces are commanded (press force ~ stiffness x this)
+LIFT_RISE = 0.22
+LIFT_PALM_CENTRE = 0.07  # palm centre behind the ee site, along the fingers (m)
+LIFT_HAND = np.array([0.3, 0.3, 0.3, 0.3, 0.0, 0.0])  # fingers slightly curled, thumb flat along the palm
+
+
 def lift_script(env, spec):
-    """Both palms against the object's sides (fingers forward), squeeze, lift 0.22 m together, hold."""
+    """Palms flat on the object's +-y sides, fingers pointing forward, thumbs passing over the top edge, palm centred
+    on the object's centre of mass in x; press, lift together, hold."""
     arrays = env.scene_arrays(spec)
     centre = np.asarray(arrays.object_pose[0, :3], float)
     half = np.asarray(arrays.object_half_extents[0], float)
@@ -166,14 +178,16 @@ def lift_script(env, spec):
     keys_per_arm = []
     for side in (+1.0, -1.0):  # left hand on the +y side, right hand on the -y side
         rot = yaw_rot @ frame([0, -side, 0], [1, 0, 0])  # palm faces the object, fingers forward
-        contact = centre + yaw_rot @ np.array([0.0, side * (half[1] - PALM_TO_EE + SQUEEZE), 0.0])
-        outside = contact + yaw_rot @ np.array([0.0, side * 0.08, 0.03])
+        local = np.array([LIFT_PALM_CENTRE, side * (half[1] - LIFT_SQUEEZE - PALM_FACE), half[2] - THUMB_CLEAR])
+        contact = centre + yaw_rot @ local
+        outside = contact + yaw_rot @ np.array([0.0, side * 0.06, 0.0])
         keys_per_arm.append(
             [
-                Key(1.3, outside, rot, HAND_FLAT),
-                Key(0.8, contact, rot, HAND_FLAT),
-                Key(0.4, contact, rot, HAND_PRESS),
-                Key(1.5, contact + [0, 0, 0.22], rot, HAND_PRESS),
+                Key(1.0, outside + [0, 0, 0.04], rot, LIFT_HAND),
+                Key(0.7, outside, rot, LIFT_HAND),
+                Key(0.6, contact, rot, LIFT_HAND),
+                Key(0.3, contact, rot, LIFT_HAND),
+                Key(1.6, contact + [0, 0, LIFT_RISE], rot, LIFT_HAND),
             ]
         )
     return bimanual(env, keys_per_arm)

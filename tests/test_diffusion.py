@@ -11,7 +11,7 @@ import pytest
 
 from dexfly.policies.diffusion import (DiffusionConfig, DiffusionPolicy, MinMax, Normalizer, add_noise,
                                        batch_indices, ddim_sample, fit, history_init, history_push,
-                                       init_train_state, load_policy, make_schedule, make_window_data,
+                                       init_train_state, latest_step, load_policy, restore, make_schedule, make_window_data,
                                        restore_latest, sample_actions, save_checkpoint, train_steps,
                                        window_indices)
 from dexfly.policies.diffusion.schedule import ddim_timesteps, squaredcos_cap_v2_betas
@@ -41,9 +41,15 @@ def _tree_equal(a, b):
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """300 steps of the tiny model (3 scan chunks of 100: one compile shared with the resume test)."""
-    return fit(EPISODES, CFG, num_steps=300, scan_steps=100, progress=False)
+def ckpt_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("diffusion") / "run")
+
+
+@pytest.fixture(scope="module")
+def trained(ckpt_dir):
+    """300 steps of the tiny model (3 scan chunks of 100, one compile), checkpointed at 100, 200, 300."""
+    return fit(EPISODES, CFG, num_steps=300, scan_steps=100, progress=False, checkpoint_dir=ckpt_dir,
+               checkpoint_every=100)
 
 
 # ---------------------------------------------------------------- normaliser
@@ -177,15 +183,17 @@ def test_checkpoint_round_trip_identical_outputs(trained, tmp_path):
     assert restore_latest(str(tmp_path / "empty"), CFG) is None
 
 
-def test_resume_equals_straight_training(tmp_path):
+def test_resume_equals_straight_training(trained, ckpt_dir, tmp_path):
+    """Train 200, save, restore, train 100 more == train 300 straight (the fixture), bit for bit."""
+    assert latest_step(ckpt_dir) == 300
+    mid = restore(ckpt_dir, CFG, step=200)
+    assert int(mid.step) == 200
     d = str(tmp_path / "resume")
-    straight = fit(EPISODES, CFG, num_steps=200, scan_steps=100, progress=False)
-    part1 = fit(EPISODES, CFG, num_steps=100, scan_steps=100, progress=False, checkpoint_dir=d)
-    assert int(part1.state.step) == 100
-    part2 = fit(EPISODES, CFG, num_steps=100, scan_steps=100, progress=False, checkpoint_dir=d)
-    assert int(part2.state.step) == 200
-    assert _tree_equal(part2.state, straight.state)
-    np.testing.assert_array_equal(np.concatenate([part1.losses, part2.losses]), straight.losses)
+    save_checkpoint(d, mid, CFG)
+    resumed = fit(EPISODES, CFG, num_steps=100, scan_steps=100, progress=False, checkpoint_dir=d)  # resumes at 200
+    assert int(resumed.state.step) == 300 and latest_step(d) == 300
+    assert _tree_equal(resumed.state, trained.state)
+    np.testing.assert_array_equal(resumed.losses, trained.losses[200:])
 
 
 def test_mismatched_config_raises(trained, tmp_path):

@@ -1,0 +1,66 @@
+"""Small shared helpers: atomic writes, learning-curve plots, grouping scenes by compiled topology."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text to a temp file in the same folder, then rename over `path` (never a partial file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def plot_curve(path, values, *, title: str, ylabel: str, xlabel: str = "step", log: bool = False, smooth: int = 50):
+    """Save a learning curve (raw and moving average) as a PNG, atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(values, alpha=0.35, lw=0.8, label="raw")
+    if values.size > smooth:
+        kernel = np.ones(smooth) / smooth
+        ax.plot(np.arange(smooth - 1, values.size), np.convolve(values, kernel, mode="valid"), lw=1.5, label=f"mean of {smooth}")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def group_by_topology(task: str, specs):
+    """{((role, representative object id), ...): [specs]}: scenes that can share one compiled env."""
+    from dexfly.catalog import load_catalog
+
+    cat = load_catalog()
+    groups: dict[tuple, list] = {}
+    reps: dict[tuple, tuple] = {}
+    for spec in specs:
+        topo = tuple((role, cat.object(oid).topology) for role, oid in spec.objects)
+        reps.setdefault(topo, spec.objects)
+        groups.setdefault(reps[topo], []).append(spec)
+    return groups
