@@ -157,40 +157,85 @@ def pour_script(env, spec):
     return actions, ends[:, None, :]
 
 
-# Lift: where the G0-R hand's parts lie in its `ee` frame (measured on the model, fingers straight, thumb rotation
-# 0): palm face at x = -0.032; fingers from z = 0 to 0.08; the thumb reaches 1-2.7 cm in front of the palm face at
-# y in [-0.11, -0.023], so it must pass over the object's top edge for the palm to touch the object's side.
-PALM_FACE = 0.032  # palm face behind the ee site, along the palm normal (m)
-THUMB_CLEAR = 0.03  # lowest thumb point above the ee site when the fingers point forward (ee y = world -z) (m)
-LIFT_SQUEEZE = 0.01  # how far past the object's side the palm faces are commanded (press force ~ stiffness x this)
+# Lift. Where the G0-R hand's collision geoms lie in its `ee` frame (measured on the model; x = palm normal,
+# z = along the fingers): palm face at x = -0.032; with the four fingers curled to 0.5 rad their middle phalanges
+# reach x = 0.0 at z in [0.02, 0.06]; the thumb (rotation 0, bend 0.6) stays behind them (x <= -0.017).
+# The hands keep the home posture (palms facing each other, fingers down) and press the curled fingertips on
+# the object's +-y sides: a row of four compliant contacts 8 cm long on each side, slightly above the centre of
+# mass, so the object hangs level between them and cannot pivot about the line joining the hands.
+LIFT_FINGERS = np.array([0.5, 0.5, 0.5, 0.5, 0.6, 0.0])  # curled fingers, thumb bent and tucked
+LIFT_TIP_X = 0.0  # fingertips' reach along the palm normal from the ee site with LIFT_FINGERS (m)
+LIFT_TIP_Z = 0.04  # fingertips' middle along the fingers from the ee site (m)
+LIFT_TIP_ABOVE_COM = 0.01  # fingertip row height above the object's centre (m)
+LIFT_SQUEEZE = 0.01  # fingertips commanded this far past the object's sides (the fingers yield; press force)
 LIFT_RISE = 0.22
-LIFT_PALM_CENTRE = 0.07  # palm centre behind the ee site, along the fingers (m)
-LIFT_HAND = np.array([0.3, 0.3, 0.3, 0.3, 0.0, 0.0])  # fingers slightly curled, thumb flat along the palm
 
 
 def lift_script(env, spec):
-    """Palms flat on the object's +-y sides, fingers pointing forward, thumbs passing over the top edge, palm centred
-    on the object's centre of mass in x; press, lift together, hold."""
+    """Both hands (home posture: palms facing each other, fingers down) lowered beside the object's +-y sides,
+    fingers curled, pressed on the sides just above the centre of mass, lifted together, held."""
     arrays = env.scene_arrays(spec)
     centre = np.asarray(arrays.object_pose[0, :3], float)
     half = np.asarray(arrays.object_half_extents[0], float)
     yaw_rot = rot_z(dict(spec.poses)["object"][2])
     keys_per_arm = []
-    for side in (+1.0, -1.0):  # left hand on the +y side, right hand on the -y side
-        rot = yaw_rot @ frame([0, -side, 0], [1, 0, 0])  # palm faces the object, fingers forward
-        local = np.array([LIFT_PALM_CENTRE, side * (half[1] - LIFT_SQUEEZE - PALM_FACE), half[2] - THUMB_CLEAR])
+    for arm, side in enumerate((+1.0, -1.0)):  # left hand on the +y side, right hand on the -y side
+        _, home_rot, home_hand = start(env, arm)
+        rot = yaw_rot @ frame([0, -side, 0], [0, 0, -1])  # palm faces the object, fingers down
+        local = np.array([0.0, side * (half[1] + LIFT_TIP_X - LIFT_SQUEEZE), LIFT_TIP_ABOVE_COM + LIFT_TIP_Z])
         contact = centre + yaw_rot @ local
-        outside = contact + yaw_rot @ np.array([0.0, side * 0.06, 0.0])
+        outside = contact + yaw_rot @ np.array([0.0, side * 0.05, 0.0])
         keys_per_arm.append(
             [
-                Key(1.0, outside + [0, 0, 0.04], rot, LIFT_HAND),
-                Key(0.7, outside, rot, LIFT_HAND),
-                Key(0.6, contact, rot, LIFT_HAND),
-                Key(0.3, contact, rot, LIFT_HAND),
-                Key(1.6, contact + [0, 0, LIFT_RISE], rot, LIFT_HAND),
+                Key(1.0, outside + [0, 0, 0.06], rot, LIFT_FINGERS),
+                Key(0.6, outside, rot, LIFT_FINGERS),
+                Key(0.7, contact, rot, LIFT_FINGERS),
+                Key(0.3, contact, rot, LIFT_FINGERS),
+                Key(1.6, contact + [0, 0, LIFT_RISE], rot, LIFT_FINGERS),
             ]
         )
     return bimanual(env, keys_per_arm)
+
+
+HANDOVER_POINT = np.array([0.45, -0.02])  # (x, y) where the giver presents the object, between the hands
+HANDOVER_RISE = 0.15  # object rise at the hand-over (m)
+HANDOVER_GRASP_Z = 0.4  # grasp heights along the object's half height: giver below the centre, receiver above
+
+
+def handover_script(env, spec):
+    """Right hand: side grasp of the object's lower part from behind (palm forward, fingers pointing left, thumb
+    below), lift and carry it to the hand-over point, hold it there until the left hand has closed on the object's
+    upper part (palm forward, fingers pointing right), open, retreat. Left hand: wait at home, then grasp and hold."""
+    arrays = env.scene_arrays(spec)
+    obj = np.asarray(arrays.object_pose[0, :3], float)
+    half = np.asarray(arrays.object_half_extents[0], float)
+    yaw_rot = rot_z(dict(spec.poses)["object"][2])
+    right_rot = yaw_rot @ SIDE_GRASP  # palm facing +x, fingers +y: the right hand's thumb is below its fingers
+    left_rot = frame([1, 0, 0], [0, -1, 0])  # palm facing +x, fingers -y: the left hand's thumb is below too
+    low = np.array([0.0, 0.0, -HANDOVER_GRASP_Z * half[2]])
+    high = np.array([0.0, 0.0, HANDOVER_GRASP_Z * half[2]])
+    r_grasp = obj + low - right_rot @ GRASP_OFFSET
+    presented = np.array([*HANDOVER_POINT, obj[2] + HANDOVER_RISE])  # object centre at the hand-over
+    r_present = presented + low - right_rot @ GRASP_OFFSET  # assumes the object keeps its yaw in the hand
+    l_grasp = presented + high - left_rot @ GRASP_OFFSET
+    back = np.array([-0.08, 0.0, 0.0])
+    right = [
+        Key(1.2, r_grasp + back + [0, 0, 0.03], right_rot, HAND_OPEN),
+        Key(0.8, r_grasp, right_rot, HAND_OPEN),
+        Key(0.2, r_grasp, right_rot, HAND_OPEN),
+        Key(0.7, r_grasp, right_rot, HAND_CLOSED, subtask_end=0),  # grasp
+        Key(1.4, r_present, right_rot, HAND_CLOSED),  # present
+        Key(1.8, r_present, right_rot, HAND_CLOSED),  # hold while the left hand takes it
+        Key(0.5, r_present, right_rot, HAND_OPEN),
+        Key(0.7, r_present + back + [0, -0.05, -0.02], right_rot, HAND_OPEN, subtask_end=1),  # present: ends with the episode
+    ]
+    left = [
+        Key(3.3, start(env, 0)[0], start(env, 0)[1], start(env, 0)[2]),  # wait at home
+        Key(1.2, l_grasp + back + [0, 0, 0.02], left_rot, HAND_OPEN),
+        Key(0.6, l_grasp, left_rot, HAND_OPEN),
+        Key(0.7, l_grasp, left_rot, HAND_CLOSED),  # receive (ends with the episode)
+    ]
+    return bimanual(env, [left, right])
 
 
 def bimanual(env, keys_per_arm):
@@ -205,7 +250,7 @@ def bimanual(env, keys_per_arm):
     return np.concatenate(actions, axis=1), np.stack(ends, axis=1)
 
 
-SCRIPTS = {"grasp": grasp_script, "pour": pour_script, "lift": lift_script}
+SCRIPTS = {"grasp": grasp_script, "pour": pour_script, "lift": lift_script, "handover": handover_script}
 
 
 def script(env, spec) -> tuple[np.ndarray, np.ndarray]:

@@ -28,8 +28,8 @@ ARCH_FIELDS = (
 class DiffusionConfig:
     """Diffusion Policy configuration.
 
-    Defaults are a CPU-sized U-Net (about 4M parameters) that fits a 20-demo state-based dataset
-    on a 2-core CPU in well under 30 minutes; `DiffusionConfig.paper()` gives the paper's widths.
+    Defaults are a CPU-sized U-Net (4.7M parameters at obs_dim 40, action_dim 15) and a 1500-step schedule
+    that trains on a 20-demo state-based dataset on a 2-core CPU in under 30 minutes; `DiffusionConfig.paper()` gives the paper's widths.
     """
 
     # windows
@@ -53,13 +53,15 @@ class DiffusionConfig:
     clip_sample: bool = True
     """clip the predicted clean sample to [-1, 1] at each denoising step"""
     # optimisation
-    lr: float = 1e-4
+    lr: float = 3e-4
+    """paper: 1e-4 over thousands of epochs; 3e-4 suits the short CPU budget of `total_steps`"""
     weight_decay: float = 1e-6
     adam_b1: float = 0.95
     adam_b2: float = 0.999
-    warmup_steps: int = 500
-    total_steps: int = 20_000
-    """optimizer steps (the cosine decay reaches 0 here)"""
+    warmup_steps: int = 100
+    total_steps: int = 1_500
+    """optimizer steps (the cosine decay reaches 0 here); 1500 x 256 is ~25 min on a 2-core CPU (~100
+    epochs of 20 demos x 200 steps). Raise it (and lower lr) on a GPU."""
     batch_size: int = 256
     # EMA (power schedule of diffusers' EMAModel as used by Chi et al.)
     ema_power: float = 0.75
@@ -87,8 +89,9 @@ class DiffusionConfig:
 
     @classmethod
     def paper(cls, **overrides: Any) -> DiffusionConfig:
-        """The paper's CNN-based state policy widths (256, 512, 1024), step-embed 256 (~65M parameters)."""
-        kw: dict[str, Any] = dict(down_dims=(256, 512, 1024), diffusion_step_embed_dim=256)
+        """The paper's CNN-based state-policy widths (256, 512, 1024), step-embed 256, lr 1e-4 (~65M params)."""
+        kw: dict[str, Any] = dict(down_dims=(256, 512, 1024), diffusion_step_embed_dim=256, lr=1e-4,
+                                  warmup_steps=500, total_steps=100_000)
         kw.update(overrides)
         return cls(**kw)
 
