@@ -119,6 +119,11 @@ class TaskEnv:
     def __init__(self, config: EnvConfig = EnvConfig(), objects: dict[str, str] | None = None):
         if config.impl not in ("jax", "warp"):
             raise ValueError(f"unknown MJX impl {config.impl!r}; use 'jax' or 'warp'")
+        if config.impl == "warp":
+            try:
+                import mujoco_warp  # noqa: F401
+            except ImportError as exc:
+                raise ValueError("impl='warp' needs MuJoCo Warp: pip install -e '.[warp]'") from exc
         self.config = config
         self.catalog = catalog_lib.load_catalog()
         self.robot_path = str(scene_lib.robot_path(self.robot_file))
