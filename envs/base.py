@@ -304,7 +304,10 @@ class TaskEnv:
 
     # ------------------------------------------------------------------ dynamics
     def model_for(self, scene: Scene) -> mjx.Model:
-        return self.mjx_model.replace(**scene.params)
+        """The MJX model of one env's scene (per-scene fields replaced; C-model layouts reshaped to the
+        impl's, e.g. warp stores `geom_aabb` as [ngeom, 2, 3])."""
+        m = self.mjx_model
+        return m.replace(**{k: v.reshape(jnp.shape(getattr(m, k))) for k, v in scene.params.items()})
 
     def reset(self, scene: Scene, key: jax.Array) -> State:
         """Initial state of one env in `scene` (pure; vmap for batches). `key` seeds nothing physical yet

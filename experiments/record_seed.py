@@ -163,6 +163,7 @@ def pour_script(env, spec):
 # The hands keep the home posture (palms facing each other, fingers down) and press the curled fingertips on
 # the object's +-y sides: a row of four compliant contacts 8 cm long on each side, slightly above the centre of
 # mass, so the object hangs level between them and cannot pivot about the line joining the hands.
+PALM_FACE = 0.032  # G0-R palm face behind the ee site, along the palm normal (m)
 LIFT_FINGERS = np.array([0.5, 0.5, 0.5, 0.5, 0.6, 0.0])  # curled fingers, thumb bent and tucked
 LIFT_TIP_X = 0.0  # fingertips' reach along the palm normal from the ee site with LIFT_FINGERS (m)
 LIFT_TIP_Z = 0.04  # fingertips' middle along the fingers from the ee site (m)
@@ -200,6 +201,11 @@ def lift_script(env, spec):
 HANDOVER_POINT = np.array([0.45, -0.02])  # (x, y) where the giver presents the object, between the hands
 HANDOVER_RISE = 0.15  # object rise at the hand-over (m)
 HANDOVER_GRASP_Z = 0.4  # grasp heights along the object's half height: giver below the centre, receiver above
+HANDOVER_SQUEEZE = 0.004  # object commanded this far into the palm face (m)
+HANDOVER_FINGER_BASE = 0.025  # object centre this far behind the finger bases, along the fingers (m)
+HANDOVER_BACK = 0.12  # approach from this far behind the grasp (m)
+HANDOVER_OPEN = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.1])
+HANDOVER_CLOSED = np.array([1.4, 1.4, 1.4, 1.4, 0.6, 1.1])
 
 
 def handover_script(env, spec):
@@ -214,26 +220,31 @@ def handover_script(env, spec):
     left_rot = frame([1, 0, 0], [0, -1, 0])  # palm facing +x, fingers -y: the left hand's thumb is below too
     low = np.array([0.0, 0.0, -HANDOVER_GRASP_Z * half[2]])
     high = np.array([0.0, 0.0, HANDOVER_GRASP_Z * half[2]])
-    r_grasp = obj + low - right_rot @ GRASP_OFFSET
+    # object centre in the ee frame: touching the palm face, in front of the finger bases
+    offset = np.array([-(PALM_FACE + half[0] - HANDOVER_SQUEEZE), 0.0, -HANDOVER_FINGER_BASE])
+    r_grasp = obj + low - right_rot @ offset
     presented = np.array([*HANDOVER_POINT, obj[2] + HANDOVER_RISE])  # object centre at the hand-over
-    r_present = presented + low - right_rot @ GRASP_OFFSET  # assumes the object keeps its yaw in the hand
-    l_grasp = presented + high - left_rot @ GRASP_OFFSET
-    back = np.array([-0.08, 0.0, 0.0])
+    r_present = presented + low - right_rot @ offset  # assumes the object keeps its yaw in the hand
+    l_grasp = presented + high - left_rot @ offset
+    back = np.array([-HANDOVER_BACK, 0.0, 0.0])
+    r_home_pos, r_home_rot, r_home_hand = start(env, 1)
     right = [
-        Key(1.2, r_grasp + back + [0, 0, 0.03], right_rot, HAND_OPEN),
-        Key(0.8, r_grasp, right_rot, HAND_OPEN),
-        Key(0.2, r_grasp, right_rot, HAND_OPEN),
-        Key(0.7, r_grasp, right_rot, HAND_CLOSED, subtask_end=0),  # grasp
-        Key(1.4, r_present, right_rot, HAND_CLOSED),  # present
-        Key(1.8, r_present, right_rot, HAND_CLOSED),  # hold while the left hand takes it
-        Key(0.5, r_present, right_rot, HAND_OPEN),
-        Key(0.7, r_present + back + [0, -0.05, -0.02], right_rot, HAND_OPEN, subtask_end=1),  # present: ends with the episode
+        Key(0.6, r_home_pos + [0, 0, 0.08], r_home_rot, r_home_hand),  # the hand starts just above the object
+        Key(1.0, r_grasp + back + [0, 0, 0.06], right_rot, HANDOVER_OPEN),
+        Key(0.5, r_grasp + back, right_rot, HANDOVER_OPEN),
+        Key(0.8, r_grasp, right_rot, HANDOVER_OPEN),
+        Key(0.2, r_grasp, right_rot, HANDOVER_OPEN),
+        Key(0.7, r_grasp, right_rot, HANDOVER_CLOSED, subtask_end=0),  # grasp
+        Key(1.4, r_present, right_rot, HANDOVER_CLOSED),  # present
+        Key(1.5, r_present, right_rot, HANDOVER_CLOSED),  # hold while the left hand takes it
+        Key(0.5, r_present, right_rot, HANDOVER_OPEN),
+        Key(0.6, r_present + back + [0, -0.05, -0.02], right_rot, HANDOVER_OPEN, subtask_end=1),  # present: ends with the episode
     ]
     left = [
         Key(3.3, start(env, 0)[0], start(env, 0)[1], start(env, 0)[2]),  # wait at home
-        Key(1.2, l_grasp + back + [0, 0, 0.02], left_rot, HAND_OPEN),
-        Key(0.6, l_grasp, left_rot, HAND_OPEN),
-        Key(0.7, l_grasp, left_rot, HAND_CLOSED),  # receive (ends with the episode)
+        Key(1.2, l_grasp + back + [0, 0, 0.02], left_rot, HANDOVER_OPEN),
+        Key(0.6, l_grasp, left_rot, HANDOVER_OPEN),
+        Key(0.7, l_grasp, left_rot, HANDOVER_CLOSED),  # receive (ends with the episode)
     ]
     return bimanual(env, [left, right])
 

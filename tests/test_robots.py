@@ -228,21 +228,19 @@ def _mjx_stability(path, n_env=64, n_steps=1000, hold=25, seed=0):
     lo, hi = jp.asarray(m.actuator_ctrlrange[:, 0]), jp.asarray(m.actuator_ctrlrange[:, 1])
 
     def rollout(key):
-        def outer(carry, k):
+        # ONE flat scan over steps (targets resampled every `hold` steps by indexing a pre-drawn table).
+        # A nested scan (outer: resample, inner: `hold` steps) deadlocked XLA:CPU on this 2-core machine for the
+        # bimanual model at >= 32 envs (all threads idle in block_until_ready); the flat scan does not.
+        ctrls = jax.random.uniform(key, (n_steps // hold + 1, n_env, m.nu), minval=lo, maxval=hi)
+
+        def body(carry, t):
             d, vmax = carry
-            ctrl = jax.random.uniform(k, (n_env, m.nu), minval=lo, maxval=hi)
-            d = d.replace(ctrl=ctrl)
-
-            def inner(d, _):
-                d = jax.vmap(mjx.step, in_axes=(None, 0))(mx, d)
-                return d, jp.abs(d.qvel).max()
-
-            d, v = jax.lax.scan(inner, d, None, length=hold)
-            return (d, jp.maximum(vmax, v.max())), None
+            d = d.replace(ctrl=ctrls[t // hold])
+            d = jax.vmap(mjx.step, in_axes=(None, 0))(mx, d)
+            return (d, jp.maximum(vmax, jp.abs(d.qvel).max())), None
 
         d = jax.tree_util.tree_map(lambda x: jp.broadcast_to(x, (n_env,) + x.shape), d0)
-        keys = jax.random.split(key, n_steps // hold)
-        (d, vmax), _ = jax.lax.scan(outer, (d, jp.zeros(())), keys)
+        (d, vmax), _ = jax.lax.scan(body, (d, jp.zeros(())), jp.arange(n_steps))
         return d.qpos, d.qvel, vmax
 
     f = jax.jit(rollout)
@@ -255,7 +253,7 @@ def _mjx_stability(path, n_env=64, n_steps=1000, hold=25, seed=0):
     print(f"{path.name}: compile {t1 - t0:.1f} s, run {t2 - t1:.1f} s "
           f"({n_env * n_steps / (t2 - t1):.0f} steps/s), max |qvel| {vmax:.2f}")
     assert np.isfinite(qpos).all() and np.isfinite(qvel).all() and np.isfinite(vmax)
-    assert vmax < 50.0, vmax
+    assert vmax < 30.0, vmax  # rated joint speeds are 2-4.5 rad/s
     # final state still satisfies the joint limits of actuated joints (soft limits: small tolerance)
     lim = m.jnt_limited.astype(bool)
     rng = m.jnt_range[lim]
