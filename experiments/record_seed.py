@@ -180,8 +180,7 @@ def lift_script(env, spec):
     half = np.asarray(arrays.object_half_extents[0], float)
     yaw_rot = rot_z(dict(spec.poses)["object"][2])
     keys_per_arm = []
-    for arm, side in enumerate((+1.0, -1.0)):  # left hand on the +y side, right hand on the -y side
-        _, home_rot, home_hand = start(env, arm)
+    for side in (+1.0, -1.0):  # left hand on the +y side, right hand on the -y side
         rot = yaw_rot @ frame([0, -side, 0], [0, 0, -1])  # palm faces the object, fingers down
         local = np.array([0.0, side * (half[1] + LIFT_TIP_X - LIFT_SQUEEZE), LIFT_TIP_ABOVE_COM + LIFT_TIP_Z])
         contact = centre + yaw_rot @ local
@@ -201,17 +200,23 @@ def lift_script(env, spec):
 HANDOVER_POINT = np.array([0.45, -0.02])  # (x, y) where the giver presents the object, between the hands
 HANDOVER_RISE = 0.15  # object rise at the hand-over (m)
 HANDOVER_GRASP_Z = 0.4  # grasp heights along the object's half height: giver below the centre, receiver above
-HANDOVER_SQUEEZE = 0.004  # object commanded this far into the palm face (m)
-HANDOVER_FINGER_BASE = 0.025  # object centre this far behind the finger bases, along the fingers (m)
+HANDOVER_SQUEEZE = 0.012  # object commanded this far into the palm face (as GRASP_OFFSET does for pour) (m)
+HANDOVER_FINGER_BASE = 0.0  # object centre this far behind the finger bases, along the fingers (m)
 HANDOVER_BACK = 0.12  # approach from this far behind the grasp (m)
-HANDOVER_OPEN = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.1])
+HANDOVER_OPEN = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # thumb alongside the palm while approaching
 HANDOVER_CLOSED = np.array([1.4, 1.4, 1.4, 1.4, 0.6, 1.1])
 
 
 def handover_script(env, spec):
     """Right hand: side grasp of the object's lower part from behind (palm forward, fingers pointing left, thumb
     below), lift and carry it to the hand-over point, hold it there until the left hand has closed on the object's
-    upper part (palm forward, fingers pointing right), open, retreat. Left hand: wait at home, then grasp and hold."""
+    upper part (palm forward, fingers pointing right), open, retreat. Left hand: wait at home, then grasp and hold.
+
+    NOT WORKING YET (C MuJoCo prototype): the approach is collision-free, but when the right hand closes, its
+    thumb pushes the 4.8 cm bar forward out of the fingers (it slides ~7 cm and topples) instead of pinning it
+    against the palm; `record_seed.py --task handover` therefore refuses to write a seed. The left-hand part is
+    untested.
+    """
     arrays = env.scene_arrays(spec)
     obj = np.asarray(arrays.object_pose[0, :3], float)
     half = np.asarray(arrays.object_half_extents[0], float)
@@ -221,7 +226,7 @@ def handover_script(env, spec):
     low = np.array([0.0, 0.0, -HANDOVER_GRASP_Z * half[2]])
     high = np.array([0.0, 0.0, HANDOVER_GRASP_Z * half[2]])
     # object centre in the ee frame: touching the palm face, in front of the finger bases
-    offset = np.array([-(PALM_FACE + half[0] - HANDOVER_SQUEEZE), 0.0, -HANDOVER_FINGER_BASE])
+    offset = np.array([half[0] - PALM_FACE - HANDOVER_SQUEEZE, 0.0, -HANDOVER_FINGER_BASE])
     r_grasp = obj + low - right_rot @ offset
     presented = np.array([*HANDOVER_POINT, obj[2] + HANDOVER_RISE])  # object centre at the hand-over
     r_present = presented + low - right_rot @ offset  # assumes the object keeps its yaw in the hand
@@ -230,8 +235,8 @@ def handover_script(env, spec):
     r_home_pos, r_home_rot, r_home_hand = start(env, 1)
     right = [
         Key(0.6, r_home_pos + [0, 0, 0.08], r_home_rot, r_home_hand),  # the hand starts just above the object
-        Key(1.0, r_grasp + back + [0, 0, 0.06], right_rot, HANDOVER_OPEN),
-        Key(0.5, r_grasp + back, right_rot, HANDOVER_OPEN),
+        Key(0.9, np.array([*(r_grasp + back)[:2], r_home_pos[2] + 0.08]), right_rot, HANDOVER_OPEN),  # turn up high
+        Key(0.7, r_grasp + back, right_rot, HANDOVER_OPEN),
         Key(0.8, r_grasp, right_rot, HANDOVER_OPEN),
         Key(0.2, r_grasp, right_rot, HANDOVER_OPEN),
         Key(0.7, r_grasp, right_rot, HANDOVER_CLOSED, subtask_end=0),  # grasp

@@ -90,6 +90,8 @@ class AugmentStats:
 
 
 class _EnvCache:
+    """Envs of one task and EnvConfig, one per object topology (shared process-wide via `shared_env_cache`)."""
+
     def __init__(self, task: str, config):
         self.task, self.config, self.envs = task, config, {}
 
@@ -97,6 +99,14 @@ class _EnvCache:
         if topo not in self.envs:
             self.envs[topo] = envs.make(self.task, self.config, objects=objects)
         return self.envs[topo]
+
+
+_ENV_CACHES: dict = {}
+
+
+def shared_env_cache(task: str, config) -> _EnvCache:
+    """The process-wide env cache of (task, EnvConfig): repeated `augment` calls reuse envs and compiled executors."""
+    return _ENV_CACHES.setdefault((task, config), _EnvCache(task, config))
 
 
 def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wanted: int = 100, batch_size: int = 64,
@@ -112,7 +122,7 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
     sources = list(sources)
     if not sources:
         raise ValueError("no source demos given")
-    cache = env_cache or _EnvCache(task, caug.env)
+    cache = env_cache or shared_env_cache(task, caug.env)
     ctx = setup(sources, task, caug, seed, cache)
     src, configs, topos, static = ctx.src, ctx.configs, ctx.topos, ctx.static
 
@@ -199,7 +209,7 @@ def setup(sources, task: str, caug: AugmentConfig, seed: int, cache: _EnvCache |
     sources = list(sources)
     if not sources:
         raise ValueError("no source demos given")
-    cache = cache or _EnvCache(task, caug.env)
+    cache = cache or shared_env_cache(task, caug.env)
     base_env = _base_env(task, sources[0], cache, caug)
     if base_env.subtask_constraint not in CONSTRAINTS:
         raise ValueError(f"{task}: unknown subtask_constraint {base_env.subtask_constraint!r}")
