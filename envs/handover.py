@@ -30,10 +30,13 @@ class Handover(TaskEnv):
     arm_joint_format = "{arm}joint{i}"
     roles = ("object",)
     default_episode_seconds = 8.0
-    # Right (giver): grasp the object, then present it (no reference object: a fixed place in the workspace).
-    # Left (receiver): take the object (reference: the object, wherever the giver holds it).
-    subtasks = ((("receive", "object"),), (("grasp", "object"), ("present", None)))
+    # Right (giver): grasp the object, present it at a fixed place in the workspace (no reference object),
+    # release it once the left hand holds it. Left (receiver): wait, take the object (reference: the object,
+    # wherever the giver holds it), hold. Sequential constraints (DexMimicGen): the left's `receive` starts after
+    # the right's `present` ends; the right's `release` starts after the left's `receive` ends.
+    subtasks = ((("wait", None), ("receive", "object"), ("hold", None)), (("grasp", "object"), ("present", None), ("release", None)))
     subtask_constraint = "sequential"
+    sequential_order = (((0, 1), (1, 1)), ((1, 2), (0, 1)))  # ((arm, subtask) starts after (arm, subtask) ends)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

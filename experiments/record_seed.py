@@ -197,61 +197,54 @@ def lift_script(env, spec):
     return bimanual(env, keys_per_arm)
 
 
-HANDOVER_POINT = np.array([0.45, -0.02])  # (x, y) where the giver presents the object, between the hands
-HANDOVER_RISE = 0.15  # object rise at the hand-over (m)
-HANDOVER_GRASP_Z = 0.4  # grasp heights along the object's half height: giver below the centre, receiver above
-HANDOVER_SQUEEZE = 0.012  # object commanded this far into the palm face (as GRASP_OFFSET does for pour) (m)
-HANDOVER_FINGER_BASE = 0.0  # object centre this far behind the finger bases, along the fingers (m)
-HANDOVER_BACK = 0.12  # approach from this far behind the grasp (m)
-HANDOVER_OPEN = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # thumb alongside the palm while approaching
-HANDOVER_CLOSED = np.array([1.4, 1.4, 1.4, 1.4, 0.6, 1.1])
 
 
 def handover_script(env, spec):
-    """Right hand: side grasp of the object's lower part from behind (palm forward, fingers pointing left, thumb
-    below), lift and carry it to the hand-over point, hold it there until the left hand has closed on the object's
-    upper part (palm forward, fingers pointing right), open, retreat. Left hand: wait at home, then grasp and hold.
-
-    NOT WORKING YET (C MuJoCo prototype): the approach is collision-free, but when the right hand closes, its
-    thumb pushes the 4.8 cm bar forward out of the fingers (it slides ~7 cm and topples) instead of pinning it
-    against the palm; `record_seed.py --task handover` therefore refuses to write a seed. The left-hand part is
-    untested.
+    """Right hand: top grasp of the object's upper end, lift, carry it to the hand-over point and hold it there.
+    Left hand: wait, then a side grasp of the object's lower part (palm towards +x, fingers pointing right).
+    Right hand: open and withdraw upwards; the left hand holds the object alone.
     """
     arrays = env.scene_arrays(spec)
     obj = np.asarray(arrays.object_pose[0, :3], float)
     half = np.asarray(arrays.object_half_extents[0], float)
     yaw_rot = rot_z(dict(spec.poses)["object"][2])
-    right_rot = yaw_rot @ SIDE_GRASP  # palm facing +x, fingers +y: the right hand's thumb is below its fingers
-    left_rot = frame([1, 0, 0], [0, -1, 0])  # palm facing +x, fingers -y: the left hand's thumb is below too
-    low = np.array([0.0, 0.0, -HANDOVER_GRASP_Z * half[2]])
-    high = np.array([0.0, 0.0, HANDOVER_GRASP_Z * half[2]])
-    # object centre in the ee frame: touching the palm face, in front of the finger bases
-    offset = np.array([half[0] - PALM_FACE - HANDOVER_SQUEEZE, 0.0, -HANDOVER_FINGER_BASE])
-    r_grasp = obj + low - right_rot @ offset
+    right_rot = yaw_rot @ TOP_GRASP
+    grip_top = np.array([0.0, 0.0, half[2] - HANDOVER_TOP_GRIP])  # grasp point below the object's top face
+    r_grasp = obj + grip_top - right_rot @ HANDOVER_OFFSET
     presented = np.array([*HANDOVER_POINT, obj[2] + HANDOVER_RISE])  # object centre at the hand-over
-    r_present = presented + low - right_rot @ offset  # assumes the object keeps its yaw in the hand
-    l_grasp = presented + high - left_rot @ offset
-    back = np.array([-HANDOVER_BACK, 0.0, 0.0])
-    r_home_pos, r_home_rot, r_home_hand = start(env, 1)
+    r_present = presented + grip_top - right_rot @ HANDOVER_OFFSET  # assumes the object keeps its pose in the hand
+    left_rot = frame([1, 0, 0], [0, -1, 0])
+    l_grasp = presented + np.array([0.0, 0.0, -HANDOVER_LOW_GRIP * half[2]]) - left_rot @ HANDOVER_OFFSET
+    l_pos, l_rot, l_hand = start(env, 0)
     right = [
-        Key(0.6, r_home_pos + [0, 0, 0.08], r_home_rot, r_home_hand),  # the hand starts just above the object
-        Key(0.9, np.array([*(r_grasp + back)[:2], r_home_pos[2] + 0.08]), right_rot, HANDOVER_OPEN),  # turn up high
-        Key(0.7, r_grasp + back, right_rot, HANDOVER_OPEN),
-        Key(0.8, r_grasp, right_rot, HANDOVER_OPEN),
-        Key(0.2, r_grasp, right_rot, HANDOVER_OPEN),
-        Key(0.7, r_grasp, right_rot, HANDOVER_CLOSED, subtask_end=0),  # grasp
-        Key(1.4, r_present, right_rot, HANDOVER_CLOSED),  # present
-        Key(1.5, r_present, right_rot, HANDOVER_CLOSED),  # hold while the left hand takes it
-        Key(0.5, r_present, right_rot, HANDOVER_OPEN),
-        Key(0.6, r_present + back + [0, -0.05, -0.02], right_rot, HANDOVER_OPEN, subtask_end=1),  # present: ends with the episode
+        Key(1.0, r_grasp + [0, 0, 0.12], right_rot, HAND_OPEN),
+        Key(0.8, r_grasp, right_rot, HAND_OPEN),
+        Key(0.2, r_grasp, right_rot, HAND_OPEN),
+        Key(0.6, r_grasp, right_rot, HAND_CLOSED, subtask_end=0),  # grasp
+        Key(1.0, r_present, right_rot, HAND_CLOSED, subtask_end=1),  # present (ends at 3.6 s)
+        Key(2.2, r_present, right_rot, HAND_CLOSED),  # release: hold until the left hand has closed, ...
+        Key(0.5, r_present, right_rot, HAND_OPEN),  # ... open ...
+        Key(0.8, r_present + [0, 0, 0.10], right_rot, HAND_OPEN),  # ... and withdraw (ends with the episode)
     ]
     left = [
-        Key(3.3, start(env, 0)[0], start(env, 0)[1], start(env, 0)[2]),  # wait at home
-        Key(1.2, l_grasp + back + [0, 0, 0.02], left_rot, HANDOVER_OPEN),
-        Key(0.6, l_grasp, left_rot, HANDOVER_OPEN),
-        Key(0.7, l_grasp, left_rot, HANDOVER_CLOSED),  # receive (ends with the episode)
+        Key(3.6, l_pos, l_rot, l_hand, subtask_end=0),  # wait until the right hand has presented the object
+        Key(1.0, l_grasp - HANDOVER_APPROACH * left_rot[:, 0], left_rot, HAND_OPEN),
+        Key(0.6, l_grasp, left_rot, HAND_OPEN),
+        Key(0.6, l_grasp, left_rot, HAND_CLOSED, subtask_end=1),  # receive (ends at 5.8 s, hand closed)
+        Key(0.2, l_grasp, left_rot, HAND_CLOSED),  # hold (ends with the episode)
     ]
     return bimanual(env, [left, right])
+
+
+# From batched MJX sweeps (tools: run_actions on many script variants at once): with these timings the right
+# hand's top grasp holds the bar only for a top grip of ~0.045 m and an offset of ~0.015 m; the rise and the
+# left grip height have wide margins.
+HANDOVER_TOP_GRIP = 0.045  # top grasp point this far below the object's top face (m)
+HANDOVER_LOW_GRIP = 0.3  # left grasp point, as a fraction of the half-height below the centre
+HANDOVER_POINT = (0.45, -0.02)  # where the object is handed over (x, y)
+HANDOVER_RISE = 0.22  # object centre this far above its resting height at the hand-over (m)
+HANDOVER_OFFSET = np.array([-0.015, 0.0, 0.0])
+HANDOVER_APPROACH = 0.12  # the left hand approaches from this far behind its grasp, along its palm normal (m)  # object centre relative to the ee frame in both grasps
 
 
 def bimanual(env, keys_per_arm):
