@@ -52,7 +52,9 @@ def interpolate(start_pos, start_rot, start_hand, keys: list[Key], ctrl_dt: floa
 
     Returns actions [T, 15] and subtask_end [T, n_subtasks] (uint8 0 -> 1 at each subtask's end).
     """
-    n_sub = 1 + max([k.subtask_end for k in keys if k.subtask_end is not None] + [0])
+    # Keyframes mark the ends of all but the last subtask; the last one ends with the episode.
+    marked = [k.subtask_end for k in keys if k.subtask_end is not None]
+    n_sub = 2 + max(marked) if marked else 1
     actions, ends = [], np.zeros((total_steps, n_sub), np.uint8)
     pos, quat, hand = np.asarray(start_pos), np.asarray(geometry.mat_to_quat(jnp.asarray(start_rot))), np.asarray(start_hand)
     t = 0
@@ -104,6 +106,10 @@ HAND_PRESS = np.array([0.35, 0.35, 0.35, 0.35, 0.2, 0.0])  # fingers slightly cu
 PALM_TO_EE = 0.055  # the `ee` site sits this far in front of the palm (robot MJCF)
 SQUEEZE = 0.02  # how far past the object's surface the palms are commanded, to press on it
 TOP_GRASP = frame([0, 0, -1], [1, 0, 0])  # palm down, fingers pointing away from the robot
+# Panda top grasp: palm down, fingers pointing left. With fingers pointing away (TOP_GRASP) the Panda's wrist
+# (joint 5) sits at its limit, so grasps rotated with the object's yaw fail; this keeps >= 0.6 rad of margin
+# on every joint for object yaws in [-0.5, 0.5] (C-MuJoCo check).
+PANDA_TOP_GRASP = frame([0, 0, -1], [0, 1, 0])
 SIDE_GRASP = frame([1, 0, 0], [0, 1, 0])  # palm facing away from the robot, fingers pointing left
 
 
@@ -116,7 +122,7 @@ def grasp_script(env, spec):
     """Reach over the object, descend, close the hand, lift 0.3 m and hold."""
     pose = dict(spec.poses)["object"]
     obj = np.asarray(env.scene_arrays(spec).object_pose[0, :3], float)
-    rot = rot_z(pose[2]) @ TOP_GRASP
+    rot = rot_z(pose[2]) @ PANDA_TOP_GRASP
     grasp = obj - rot @ GRASP_OFFSET
     keys = [
         Key(1.2, grasp + [0, 0, 0.10], rot, HAND_OPEN),
@@ -273,6 +279,9 @@ def main(args: Args) -> None:
     env = envs.make(args.task)
     spec = env.default_scene()
     actions, subtask_end = script(env, spec)
+    declared = [len(arm_subtasks) for arm_subtasks in env.subtasks]
+    if subtask_end.shape[1:] != (len(declared), max(declared)):
+        raise SystemExit(f"{args.task}: script marks subtask ends {subtask_end.shape[1:]}, env declares {declared} per arm")
     scenes = env.make_scenes([spec])
     final, traj = run_actions(env, scenes, actions[None], jax.random.PRNGKey(args.seed))
     success = bool(np.asarray(traj.success)[0, -1])
