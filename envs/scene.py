@@ -122,7 +122,8 @@ def scene_xml(
   <visual><headlight ambient="0.25 0.25 0.25" diffuse="0.4 0.4 0.4"/><global offwidth="1280" offheight="960"/></visual>
   <asset>
     <texture name="table_tex" type="2d" builtin="{tex}" rgb1="{_fmt(env.table_rgba[:3])}" rgb2="{_fmt(env.table_texture_rgb2)}" width="256" height="256"/>
-    <material name="table_mat" texture="table_tex" texrepeat="4 4" rgba="1 1 1 1" reflectance="0.05"/>
+    <material name="table_mat" texture="table_tex" texrepeat="4 4" rgba="1 1 1 1"/>
+    <texture name="sky" type="skybox" builtin="gradient" rgb1="0.62 0.7 0.8" rgb2="0.12 0.14 0.18" width="256" height="256"/>
   </asset>
   <worldbody>
     <light name="key" directional="true" pos="0 0 3" dir="{_fmt(env.light_dir)}" diffuse="{_fmt(env.light_diffuse)}" ambient="{_fmt(env.light_ambient)}" castshadow="false"/>
@@ -130,7 +131,7 @@ def scene_xml(
     <geom name="table" type="plane" size="{tx} {ty} 0.05" pos="{TABLE_CENTRE_X} 0 {h:.4f}" material="table_mat"
           friction="{env.table_friction:.4g} 0.01 0.001" contype="1" conaffinity="0" condim="3"/>
     <geom name="table_slab" type="box" size="{tx} {ty} 0.02" pos="{TABLE_CENTRE_X} 0 {h - 0.021:.4f}" rgba="{_fmt(env.table_rgba)}" contype="0" conaffinity="0" group="1"/>
-    {_camera("front", (cx + 0.85, cy, cz + 0.5), camera_target)}
+    {_camera("front", (cx + 0.75, cy + 0.55, cz + 0.55), camera_target)}
     {_camera("close", (cx + 0.4, cy - 0.4, cz + 0.2), (cx, cy, cz - 0.05))}
     {_camera("side", (cx + 0.1, cy - 0.95, cz + 0.45), camera_target)}
 {body_xml}

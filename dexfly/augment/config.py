@@ -35,8 +35,11 @@ class AugmentConfig:
     source_selection: Literal["random", "nearest"] = "random"
     """Which source demo each attempt replays: random, or nearest by initial object poses."""
     sequential: tuple[tuple[int, int, int, int], ...] = ()
-    """Sequential-constraint dependencies (arm, subtask, after_arm, after_subtask); empty = derived from the
-    env's subtask names (see dexfly.augment.constraints)."""
+    """Sequential-constraint dependencies (arm, subtask, after_arm, after_subtask); empty = the env's
+    `sequential_order` if it has one, else derived from its subtask names (see dexfly.augment.constraints)."""
+    skip_source_wait: bool = True
+    """A subtask that waits for another arm's subtask replays its source only from the step after that
+    subtask's source end (the source's own wait is not replayed on top of the generated wait)."""
     keep_failed: bool = False
     """Also return failed attempts (success=False) instead of dropping them."""
     env: EnvConfig = field(default_factory=EnvConfig)

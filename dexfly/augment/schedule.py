@@ -11,7 +11,8 @@ generated demo. Per arm, the generator runs its subtasks in order; each subtask 
      position, slerp rotation, linear hand targets);
   3. the transformed source segment (ee poses transformed, hand targets replayed), one source step per step.
 
-An arm that is waiting to start, or that has finished its last subtask, holds its last target. A subtask's
+An arm that is waiting to start, or that has finished its last subtask (arm a has `plan.n_sub[a]` subtasks;
+the rest of the [n_arms, max n_sub] arrays is padding), holds its last target. A subtask's
 end signal turns on at the step that executes its last source step. Optional Gaussian noise (metres) is added
 to the commanded positions.
 """
@@ -52,6 +53,7 @@ class Plan:
     dep_sub: jax.Array  # [n_arms, n_sub] int32
     init_pose: jax.Array  # [n_arms, 7] target before the first step (the home ee pose)
     init_hand: jax.Array  # [n_arms, 6]
+    n_sub: jax.Array  # [n_arms] int32 subtasks of each arm (columns beyond are padding, never run)
     key: jax.Array  # PRNG key for the action noise
 
 
@@ -154,7 +156,7 @@ def gen_step(static: GenStatic, plan: Plan, c: Carry, obj_now: jax.Array, t: jax
     local = local + started.astype(jnp.int32)
     seg_done = started & (local >= nb + length)
     done = c.done | (seg_done[:, None] & (jnp.arange(n_sub)[None, :] == k[:, None]))
-    last = k + 1 >= n_sub
+    last = k + 1 >= plan.n_sub
     finished = c.finished | (seg_done & last)
     k = jnp.where(seg_done & ~last, k + 1, k)
     started = started & ~seg_done

@@ -5,6 +5,10 @@ edge; a 1 at t = 0 counts as an edge at 0). Subtask k of an arm spans source ste
 ``[end[k-1] + 1, end[k]]`` (``end[-1] = -1``); the *last* subtask always runs to the end of the source demo
 (its tail, e.g. the final hold, is part of it). Every inner boundary is moved by a random offset per attempt
 (clipped so that each segment keeps at least one step and the order is preserved).
+
+Arms may have different subtask counts (`counts[arm]`, from `env.subtasks`): the signal array has
+max(counts) columns and arm a uses its first counts[a] columns; the rest are padding (ignored, end step -1,
+segment start T - 1 and length 1, never executed).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import json
 import numpy as np
 
 
-def subtask_end_steps(subtask_end: np.ndarray, *, where: str = "source") -> np.ndarray:
+def subtask_end_steps(subtask_end: np.ndarray, counts=None, *, where: str = "source") -> np.ndarray:
     """[T, n_arms, n_sub] signals -> [n_arms, n_sub] step of each subtask's first 0 -> 1 edge.
 
+    `counts[arm]`: subtasks of that arm (default: all columns); columns beyond it are ignored (-1).
     Raises ValueError if there are no subtasks or a subtask never ends.
     """
     s = np.asarray(subtask_end)
@@ -26,39 +31,52 @@ def subtask_end_steps(subtask_end: np.ndarray, *, where: str = "source") -> np.n
     if n_sub == 0:
         raise ValueError(f"{where}: has no subtask signals (subtask_end has n_subtasks = 0); augmentation needs "
                          "per-subtask end signals (datagen/subtask_end)")
+    counts = _counts(counts, n_arms, n_sub, where)
+    used = np.arange(n_sub)[None, :] < counts[:, None]  # [n_arms, n_sub]
     on = s > 0
     prev = np.concatenate([np.zeros((1, n_arms, n_sub), bool), on[:-1]], axis=0)
     edge = on & ~prev
     has = edge.any(axis=0)
-    if not has.all():
-        missing = [(int(a), int(k)) for a, k in zip(*np.nonzero(~has))]
+    if not has[used].all():
+        missing = [(int(a), int(k)) for a, k in zip(*np.nonzero(~has & used))]
         raise ValueError(f"{where}: subtask signal(s) without a 0 -> 1 edge for (arm, subtask) {missing}; "
                          "cannot find where those subtasks end")
-    steps = np.argmax(edge, axis=0).astype(np.int64)
+    steps = np.where(used, np.argmax(edge, axis=0), -1).astype(np.int64)
     for a in range(n_arms):
-        if np.any(np.diff(steps[a]) <= 0):
+        if np.any(np.diff(steps[a, : counts[a]]) <= 0):
             raise ValueError(f"{where}: subtask ends of arm {a} are not strictly increasing: {steps[a].tolist()}")
     return steps
 
 
-def segment_bounds(ends: np.ndarray, T: int, offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _counts(counts, n_arms: int, n_sub: int, where: str = "source") -> np.ndarray:
+    if counts is None:
+        return np.full(n_arms, n_sub, np.int64)
+    counts = np.asarray(counts, np.int64)
+    if counts.shape != (n_arms,) or (counts < 1).any() or (counts > n_sub).any():
+        raise ValueError(f"{where}: per-arm subtask counts {counts.tolist()} do not fit {n_arms} arm(s) x {n_sub} signal column(s)")
+    return counts
+
+
+def segment_bounds(ends: np.ndarray, T: int, offsets: np.ndarray | None = None, counts=None) -> tuple[np.ndarray, np.ndarray]:
     """Subtask ends [n_arms, n_sub] (+ offsets, same shape) -> (starts, lengths) [n_arms, n_sub] in source steps.
 
-    The last subtask of each arm runs to T - 1; inner ends are shifted by the offsets and clipped so every
-    segment has >= 1 step.
+    The last subtask of each arm (counts[arm] - 1; default n_sub - 1) runs to T - 1; inner ends are shifted by
+    the offsets and clipped so every segment has >= 1 step. Padding subtasks get start T - 1, length 1.
     """
     ends = np.asarray(ends, np.int64)
     n_arms, n_sub = ends.shape
+    counts = _counts(counts, n_arms, n_sub)
     off = np.zeros_like(ends) if offsets is None else np.asarray(offsets, np.int64)
-    starts = np.zeros_like(ends)
-    lens = np.zeros_like(ends)
+    starts = np.full_like(ends, T - 1)
+    lens = np.ones_like(ends)
     for a in range(n_arms):  # host-side, tiny (n_arms x n_sub)
         prev_end = -1
-        for k in range(n_sub):
-            if k == n_sub - 1:
+        n = int(counts[a])
+        for k in range(n):
+            if k == n - 1:
                 e = T - 1
             else:
-                hi = T - 1 - (n_sub - 1 - k)
+                hi = T - 1 - (n - 1 - k)
                 e = int(np.clip(ends[a, k] + off[a, k], prev_end + 1, hi))
             starts[a, k] = prev_end + 1
             lens[a, k] = e - prev_end
@@ -103,9 +121,10 @@ def validate_source(ep, env, index: int = 0) -> np.ndarray:
     if ep.actions.shape[1] != env.action_dim or ep.n_arms != len(env.arms):
         raise ValueError(f"{where} is not a {task!r} demo: action dim {ep.actions.shape[1]} / {ep.n_arms} arm(s), "
                          f"{task!r} has {env.action_dim} / {len(env.arms)}")
-    ends = subtask_end_steps(ep.subtask_end, where=where)
-    for a, subs in enumerate(env.subtasks):
-        if ends.shape[1] != len(subs):
-            raise ValueError(f"{where}: has {ends.shape[1]} subtask signal(s) for arm {a}, but {task!r} declares "
-                             f"{len(subs)} subtasks {[n for n, _ in subs]}")
-    return ends
+    counts = [len(subs) for subs in env.subtasks]
+    se = np.asarray(ep.subtask_end)
+    if se.ndim == 3 and se.shape[2] > 0 and se.shape[2] != max(counts):
+        a = int(np.argmax(counts))
+        raise ValueError(f"{where}: has {se.shape[2]} subtask signal column(s), but {task!r} declares {max(counts)} subtasks "
+                         f"for arm {a} {[n for n, _ in env.subtasks[a]]} (per-arm counts {counts})")
+    return subtask_end_steps(se, counts, where=where)

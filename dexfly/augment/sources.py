@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dexfly.augment.config import AugmentConfig
-from dexfly.augment.constraints import dependency_arrays
+from dexfly.augment.constraints import dependency_arrays, env_sequential_order
 from dexfly.augment.schedule import Plan
 from dexfly.augment.segment import sample_offsets, segment_bounds, validate_source
 
@@ -79,22 +79,51 @@ def select_source(src: SourceSet, caug: AugmentConfig, init_object_pose: np.ndar
 
 def make_plan(src: SourceSet, env, caug: AugmentConfig, s: int, offsets: np.ndarray, key, init_action: np.ndarray) -> dict:
     """Numpy arrays of one attempt's Plan (source `s`, boundary offsets [n_arms, n_sub])."""
-    starts, lens = segment_bounds(src.ends[s], int(src.lengths[s]), offsets)
+    counts = subtask_counts(env)
+    starts, lens = segment_bounds(src.ends[s], int(src.lengths[s]), offsets, counts)
     n_arms, n_sub = starts.shape
+    dep_arm, dep_sub = dependency_arrays(env.subtask_constraint, env.subtasks, caug.sequential, env_sequential_order(env))
+    if caug.skip_source_wait:
+        starts, lens = skip_source_waits(starts, lens, dep_arm, dep_sub)
     ref_pose = np.where(
         src.has_ref[..., None],
         src.object_poses[s][starts, src.ref_idx],  # [n_arms, n_sub, 7]: reference object at the segment's first step
         _IDENTITY7,
     )
-    dep_arm, dep_sub = dependency_arrays(env.subtask_constraint, env.subtasks, caug.sequential)
     a = init_action.reshape(n_arms, 15)
     init_pose = np.concatenate([a[:, :3], np.asarray(_rot6d_to_quat(a[:, 3:9]))], -1)
     return dict(
         src_ee=src.ee[s], src_hand=src.hand[s], seg_start=starts.astype(np.int32), seg_len=lens.astype(np.int32),
         src_ref_pose=ref_pose.astype(np.float32), ref_idx=src.ref_idx, has_ref=src.has_ref,
         dep_arm=dep_arm, dep_sub=dep_sub, init_pose=init_pose.astype(np.float32),
-        init_hand=a[:, 9:15].astype(np.float32), key=np.asarray(key),
+        init_hand=a[:, 9:15].astype(np.float32), n_sub=counts.astype(np.int32), key=np.asarray(key),
     )
+
+
+def subtask_counts(env) -> np.ndarray:
+    """[n_arms] subtasks per arm (env.subtasks); coordination needs the same count on every arm."""
+    counts = np.array([len(subs) for subs in env.subtasks], np.int64)
+    if env.subtask_constraint == "coordination" and len(set(counts.tolist())) > 1:
+        raise ValueError(f"{env.name}: the coordination constraint needs the same number of subtasks on every arm, "
+                         f"got {counts.tolist()}")
+    return counts
+
+
+def skip_source_waits(starts, lens, dep_arm, dep_sub):
+    """A subtask that waits for another arm's subtask starts, in the source, no earlier than the step after that
+    subtask's source end: the source steps before it are the source's own wait (the arm holding while the
+    other one finishes), which the generator already reproduces by holding. Without this the wait would be
+    executed twice (e.g. Handover's right `release`, recorded from step 180 but idle until the left hand has
+    received the object at 289). The segment keeps >= 1 step."""
+    starts, lens = starts.copy(), lens.copy()
+    for a, k in zip(*np.nonzero(dep_arm >= 0)):
+        b, j = dep_arm[a, k], dep_sub[a, k]
+        dep_end = starts[b, j] + lens[b, j] - 1
+        last = starts[a, k] + lens[a, k] - 1
+        new_start = min(max(starts[a, k], dep_end + 1), last)
+        lens[a, k] = last - new_start + 1
+        starts[a, k] = new_start
+    return starts, lens
 
 
 def stack_plans(plans: list[dict]) -> Plan:
@@ -103,6 +132,7 @@ def stack_plans(plans: list[dict]) -> Plan:
 
 def attempt_offsets(src: SourceSet, env, caug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     n_arms, n_sub = src.ends.shape[1:]
+    subtask_counts(env)
     return sample_offsets(rng, n_arms, n_sub, caug.offset_range, shared=env.subtask_constraint == "coordination")
 
 
