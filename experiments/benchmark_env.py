@@ -5,7 +5,7 @@ all envs counted) and control steps/s (the full env `step`: IK + `n_substeps` ph
 compile time (reported separately). In the same run, C MuJoCo `mj_step` on the same scene, one env, one
 thread, and the C twin's full control step (`dexfly.cpu_sim.CpuEnv`).
 
-    python experiments/benchmark_env.py --tasks grasp pour --batch-sizes 1 16 64 256 1024
+    python experiments/benchmark_env.py --tasks grasp pour lift handover --batch-sizes 1 16 64 256 1024
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from envs.base import EnvConfig
 
 @dataclass(frozen=True)
 class Args:
-    tasks: tuple[str, ...] = ("grasp", "pour")
+    tasks: tuple[str, ...] = ("grasp", "pour", "lift", "handover")
     batch_sizes: tuple[int, ...] = (1, 16, 64, 256, 1024)
     """Batch sizes to time (add 4096 on a GPU)."""
     steps: int = 50
