@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -27,6 +26,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
+
+from dexfly.utils import atomic_path
 
 __all__ = [
     "FORMAT",
@@ -253,9 +254,7 @@ def write_dataset(path: str | os.PathLike, episodes: Iterable[Episode], *, task:
     path = Path(path)
     env_args_full = make_env_args(task, env_args)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["dexfly_format"] = FORMAT
             data = f.create_group("data")
@@ -278,13 +277,6 @@ def write_dataset(path: str | os.PathLike, episodes: Iterable[Episode], *, task:
             mask = f.create_group("mask")
             for k, v in _split_masks(names, train_fraction, seed).items():
                 mask.create_dataset(k, data=_bytes_array(v))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from dexfly.utils import atomic_path
 
 import dexfly  # noqa: F401  (MUJOCO_GL before mujoco is imported)
 import mujoco
@@ -169,9 +170,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 30.0) 
     if ext not in (".mp4", ".gif"):
         raise ValueError(f"unsupported video extension {ext!r} (use .mp4 or .gif)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=ext, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=ext) as tmp:
         if ext == ".mp4":
             # yuv420p needs even sizes: pad by edge replication
             H, W = frames.shape[1:3]
@@ -183,11 +182,4 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 30.0) 
                     w.append_data(fr)
         else:
             iio.mimsave(tmp, list(frames), format="GIF", duration=1000.0 / fps, loop=0)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text to a temp file in the same folder, then rename over `path` (never a partial file)."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
+    """Yield a temp path next to `path`; on success rename it over `path`, on any error delete it.
+
+    Readers never see a partial file, and an existing file survives a failed write.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text atomically (temp file in the same folder, then rename)."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+    return Path(path)
 
 
 def plot_curve(path, values, *, title: str, ylabel: str, xlabel: str = "step", log: bool = False, smooth: int = 50):
@@ -42,14 +53,10 @@ def plot_curve(path, values, *, title: str, ylabel: str, xlabel: str = "step", l
         ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def group_by_topology(task: str, specs):

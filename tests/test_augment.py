@@ -13,7 +13,7 @@ import pytest
 import envs
 from dexfly import dataset, geometry
 from dexfly.augment import AugmentConfig, GenStatic, Plan, augment, generate_open_loop
-from dexfly.augment.constraints import SequentialDep, default_sequential_deps, dependency_arrays
+from dexfly.augment.constraints import SequentialDep, default_sequential_deps, dependency_arrays, deps_from_order
 from dexfly.augment.segment import sample_offsets, segment_bounds, subtask_end_steps
 from dexfly.augment.sources import make_plan, prepare_sources, stack_plans
 from dexfly.augment.transform import apply_transform, relative_transform, transform_eef_poses
@@ -131,21 +131,23 @@ def test_round_trip_two_subtasks_open_loop(pour_seed):
     assert sig[:, 0, 0].argmax() == nb + edge  # the generated subtask-end signal marks the executed segment's end
 
 
-def synthetic_plan(lens, *, ref_idx, has_ref, dep=None, constraint="none", T=60):
+def synthetic_plan(lens, *, ref_idx, has_ref, dep=None, constraint="none", T=60, counts=None):
     """A 2-arm plan over synthetic source arrays: ee x position = source step index (+ 10 for arm 1)."""
     lens = np.asarray(lens)
     n_arms, n_sub = lens.shape
+    counts = np.full(n_arms, n_sub) if counts is None else np.asarray(counts)
     starts = np.concatenate([np.zeros((n_arms, 1), int), np.cumsum(lens, 1)[:, :-1]], 1)
     ee = np.zeros((T, n_arms, 7), np.float32)
     ee[:, :, 3] = 1.0
     ee[:, :, 0] = np.arange(T)[:, None] * 0.01 + np.arange(n_arms)[None] * 0.1
-    subtasks = [[(f"s{k}", None) for k in range(n_sub)] for _ in range(n_arms)]
+    subtasks = [[(f"s{k}", None) for k in range(counts[a])] for a in range(n_arms)]
     dep_arm, dep_sub = dependency_arrays(constraint, subtasks, dep or ())
     plan = dict(
         src_ee=ee, src_hand=np.zeros((T, n_arms, 6), np.float32), seg_start=starts.astype(np.int32), seg_len=lens.astype(np.int32),
         src_ref_pose=np.tile(np.array([0, 0, 0, 1, 0, 0, 0], np.float32), (n_arms, n_sub, 1)),
         ref_idx=np.asarray(ref_idx, np.int32), has_ref=np.asarray(has_ref, bool), dep_arm=dep_arm, dep_sub=dep_sub,
-        init_pose=ee[0].copy(), init_hand=np.zeros((n_arms, 6), np.float32), key=np.asarray(jax.random.PRNGKey(0)),
+        init_pose=ee[0].copy(), init_hand=np.zeros((n_arms, 6), np.float32), n_sub=counts.astype(np.int32),
+        key=np.asarray(jax.random.PRNGKey(0)),
     )
     return plan
 
@@ -189,6 +191,88 @@ def test_sequential_constraint():
     assert default_sequential_deps(subtasks) == (SequentialDep(0, 1, 1, 1),)
     with pytest.raises(ValueError, match="cannot derive"):
         default_sequential_deps(((("a", None),), (("b", None),)))
+
+
+def test_per_arm_subtask_counts():
+    """Arms with different subtask counts: arm 0 has 1 subtask, arm 1 has 3 (arm 0's extra columns are padding)."""
+    T, nb = 60, 2
+    s = signals(T, [[59, 0, 0], [9, 19, 59]])
+    s[:, 0, 1:] = 0  # padding columns carry no signal at all
+    with pytest.raises(ValueError, match="without a 0 -> 1 edge"):
+        subtask_end_steps(s)
+    ends = subtask_end_steps(s, [1, 3])
+    np.testing.assert_array_equal(ends, [[59, -1, -1], [9, 19, 59]])
+    starts, lens = segment_bounds(ends, T, np.array([[4, 4, 4], [0, 0, 0]]), counts=[1, 3])
+    assert starts[0, 0] == 0 and lens[0, 0] == T  # arm 0's only subtask runs to the end; padding never runs
+    plan = synthetic_plan([[30, 1, 1], [10, 10, 10]], ref_idx=[[0] * 3] * 2, has_ref=[[False] * 3] * 2, counts=[1, 3])
+    actions, sig = run_open_loop(GenStatic(nb, 0.0, "none"), plan, np.tile(np.array([0, 0, 0, 1, 0, 0, 0], np.float32), (T, 1, 1)))
+    assert first_on(sig, 0, 0) == nb + 30 - 1 and not sig[:, 0, 1:].any()  # arm 0 finishes, padding never ends
+    assert [first_on(sig, 1, k) for k in range(3)] == [nb + 9, 2 * nb + 19, 3 * nb + 29]
+    a = actions.reshape(T, 2, 15)
+    np.testing.assert_allclose(a[nb + 30 :, 0], np.repeat(a[nb + 29 : nb + 30, 0], T - nb - 30, 0))  # then holds
+
+
+def test_env_sequential_order_and_cycles():
+    from envs.handover import Handover
+
+    deps = deps_from_order(Handover.sequential_order)
+    assert deps == (SequentialDep(0, 1, 1, 1), SequentialDep(1, 2, 0, 1))
+    dep_arm, dep_sub = dependency_arrays("sequential", Handover.subtasks, (), Handover.sequential_order)
+    np.testing.assert_array_equal(dep_arm, [[-1, 1, -1], [-1, -1, 0]])
+    np.testing.assert_array_equal(dep_sub, [[-1, 1, -1], [-1, -1, 1]])
+    # explicit AugmentConfig.sequential wins over the env's order; no order and no telling names: error
+    dep_arm, _ = dependency_arrays("sequential", Handover.subtasks, ((0, 2, 1, 0),), Handover.sequential_order)
+    assert (dep_arm >= 0).sum() == 1 and dep_arm[0, 2] == 1
+    with pytest.raises(ValueError, match="cannot derive"):
+        dependency_arrays("sequential", Handover.subtasks, ())
+    # a cycle (left 1 after right 1, right 1 after left 1) can never be satisfied
+    with pytest.raises(ValueError, match="cycle"):
+        dependency_arrays("sequential", Handover.subtasks, ((0, 1, 1, 1), (1, 1, 0, 1)))
+    with pytest.raises(ValueError, match="does not have"):
+        dependency_arrays("sequential", Handover.subtasks, ((0, 3, 1, 1),))
+
+
+@pytest.fixture(scope="module")
+def handover_env_seed():
+    return envs.make("handover"), dataset.read_dataset(DEMOS_DIR / "handover_seed.hdf5", task="handover").episodes[0]
+
+
+def test_dual_arm_seeds_segment(handover_env_seed):
+    """The recorded dual-arm seeds are accepted as they are (per-arm counts from env.subtasks)."""
+    env, ep = handover_env_seed
+    src = prepare_sources([ep], env)
+    np.testing.assert_array_equal(src.ends[0], [[179, 289, 399], [129, 179, 399]])
+    lift = envs.make("lift")
+    lift_ep = dataset.read_dataset(DEMOS_DIR / "lift_seed.hdf5", task="lift").episodes[0]
+    lsrc = prepare_sources([lift_ep], lift)
+    assert lsrc.ends.shape == (1, 2, 1)
+    plan = make_plan(lsrc, lift, AugmentConfig(), 0, np.zeros((2, 1), int), jax.random.PRNGKey(0), lift.home_action())
+    assert (plan["dep_arm"] < 0).all() and plan["n_sub"].tolist() == [1, 1]
+    np.testing.assert_array_equal(plan["seg_len"], [[300], [300]])
+
+
+def test_handover_schedule_order(handover_env_seed):
+    """Handover from env.sequential_order: left `receive` starts after right `present` has ended, right `release`
+    after left `receive` has ended; the waiting arm holds. Release replays its source only from the step after
+    the left's source receive end (the source's own wait is not replayed twice)."""
+    env, ep = handover_env_seed
+    nb, T = 10, 460
+    src = prepare_sources([ep], env)
+    plan = make_plan(src, env, AugmentConfig(), 0, np.zeros((2, 3), int), jax.random.PRNGKey(0), env.home_action())
+    assert plan["seg_start"][1, 2] == 290 and plan["seg_len"][1, 2] == 110  # release: source 290..399
+    obj = np.repeat(ep.object_poses[:1], T, 0)
+    actions, sig = run_open_loop(GenStatic(nb, 0.0, "sequential"), plan, obj)
+    L, R = 0, 1
+    present_end, receive_end, release_end = first_on(sig, R, 1), first_on(sig, L, 1), first_on(sig, R, 2)
+    assert first_on(sig, R, 0) == nb + 130 - 1 and present_end == first_on(sig, R, 0) + nb + 50
+    assert first_on(sig, L, 0) == nb + 180 - 1 < present_end  # left's wait ends before the right has presented
+    assert receive_end == present_end + nb + 110  # receive starts the step after present ended
+    assert release_end == receive_end + nb + 110  # release starts the step after receive ended
+    a = actions.reshape(T, 2, 15)
+    for arm, frm, to in ((L, first_on(sig, L, 0) + 1, present_end + 1), (R, present_end + 1, receive_end + 1)):
+        np.testing.assert_allclose(a[frm:to, arm], np.repeat(a[frm - 1 : frm, arm], to - frm, 0))  # holds while waiting
+    with pytest.raises(AssertionError):  # the hold ends with the wait: the bridge moves the arm
+        np.testing.assert_allclose(a[receive_end + nb + 15, R], a[receive_end, R])
 
 
 # ---------------------------------------------------------------- errors
