@@ -8,15 +8,35 @@ control step, then `n_substeps` calls to `mj_step`. Rewards and success reuse th
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
-import mujoco
+import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
+from flax import struct
 
 from dexfly import geometry
 from envs.base import ACTION_DIM_PER_ARM, SceneSpec, TaskEnv
 from envs.scene import scene_xml
+
+
+MAX_CONTACTS = 128  # contacts passed to task functions (padded), so the jitted terms compile once
+
+
+@struct.dataclass
+class _Contacts:
+    geom1: jax.Array
+    geom2: jax.Array
+    dist: jax.Array
+
+
+@struct.dataclass
+class _DataView:
+    """The fields of `mjx.Data` that task functions read, filled from the C data."""
+
+    qpos: jax.Array
+    qvel: jax.Array
+    site_xpos: jax.Array
+    contact: _Contacts
 
 
 class CpuEnv:
@@ -31,6 +51,9 @@ class CpuEnv:
         self._jacp = np.zeros((3, self.model.nv))
         self._jacr = np.zeros((3, self.model.nv))
         self.scene = None
+        # The task's reward/success functions are jnp code: jit them once instead of dispatching op by op.
+        self._terms = jax.jit(lambda view, info: env.task_terms(None, view, info))
+        self._update = jax.jit(lambda info, view: env.update_task_info(info, None, view))
 
     def reset(self, spec: SceneSpec) -> None:
         scene = self.env.scene_arrays(spec)
@@ -80,21 +103,21 @@ class CpuEnv:
         for _ in range(env.n_substeps):
             mujoco.mj_step(m, d)
         self.info["step"] += 1
-        self.info = self.env.update_task_info(self.info, None, self._view())
+        self.info = self._update(self.info, self._view())
         return self.terms()
 
-    def _view(self):
-        """The fields of `mjx.Data` that task functions read, from the C data."""
+    def _view(self) -> _DataView:
         d = self.data
-        view = SimpleNamespace(**{k: jnp.asarray(getattr(d, k)) for k in ("qpos", "qvel", "site_xpos")})
-        view.contact = SimpleNamespace(
-            geom1=jnp.asarray(d.contact.geom1[: d.ncon]), geom2=jnp.asarray(d.contact.geom2[: d.ncon]), dist=jnp.asarray(d.contact.dist[: d.ncon])
-        )
-        return view
+        n = min(d.ncon, MAX_CONTACTS)
+        g1, g2 = np.full(MAX_CONTACTS, -1, np.int32), np.full(MAX_CONTACTS, -1, np.int32)
+        dist = np.full(MAX_CONTACTS, np.inf, np.float32)
+        g1[:n], g2[:n], dist[:n] = d.contact.geom1[:n], d.contact.geom2[:n], d.contact.dist[:n]
+        as32 = lambda x: np.asarray(x, np.float32)  # noqa: E731  (the MJX envs run in float32)
+        return _DataView(as32(d.qpos), as32(d.qvel), as32(d.site_xpos), _Contacts(g1, g2, dist))
 
     def terms(self):
         """(reward, success, metrics) of the current state, from the task's own `task_terms`."""
-        reward, success, metrics = self.env.task_terms(None, self._view(), self.info)
+        reward, success, metrics = self._terms(self._view(), self.info)
         return float(reward), bool(success), {k: np.asarray(v) for k, v in metrics.items()}
 
     def object_pose(self) -> np.ndarray:

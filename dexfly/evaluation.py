@@ -37,6 +37,17 @@ def obs_vector(obs: dict[str, jax.Array]) -> jax.Array:
     return jnp.concatenate([obs["obj"], obs["prop"]], axis=-1)
 
 
+def obs_quaternion_slots(env: TaskEnv) -> tuple[int, ...]:
+    """Start indices of the unit quaternions (w, x, y, z) in `obs_vector` of the env's observation: each
+    object's pose quaternion (obs["obj"]: per role pos 3, quat 4, vel 6) and each arm's end-effector quaternion
+    (obs["prop"]: per arm joint qpos 7, qvel 7, hand qpos 6, ee pos 3, ee quat 4). Their sign is arbitrary
+    (the ee quaternion flips between steps), so policies should not read the raw components."""
+    n_obj = len(env.roles)
+    if env.obs_dims != {"obj": 13 * n_obj, "prop": 27 * len(env.arms)}:
+        raise ValueError(f"{env.name}: unexpected observation layout {env.obs_dims}")
+    return tuple(13 * r + 3 for r in range(n_obj)) + tuple(13 * n_obj + 27 * a + 23 for a in range(len(env.arms)))
+
+
 @dataclass(frozen=True)
 class EvalResult:
     success_rate_mean: float
@@ -131,4 +142,5 @@ def evaluate(
     return EvalResult(float(np.mean(rates)), float(np.std(rates)), tuple(rates), np.stack(per_scene), first_qpos)
 
 
-__all__ = ["ChunkPolicy", "EvalResult", "check_policy_fits", "evaluate", "obs_vector", "rollout_policy"]
+__all__ = ["ChunkPolicy", "EvalResult", "check_policy_fits", "evaluate", "obs_quaternion_slots", "obs_vector",
+           "rollout_policy"]

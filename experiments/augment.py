@@ -59,6 +59,8 @@ class Args:
     bridge_steps: int = 10
     action_noise: float = 0.0
     source_selection: Literal["random", "nearest"] = "random"
+    skip_source_wait: bool = True
+    """A subtask waiting for another arm's subtask replays its source from that subtask's source end on."""
     keep_failed: bool = False
     impl: str = "jax"
     progress: bool = True
@@ -83,7 +85,7 @@ def build_caug(args: Args, first_source) -> AugmentConfig:
     return AugmentConfig(
         objects=tuple(objects.items()), env_ids=env_ids, pose_ids=pose_ids, num_sampled_poses=args.num_sampled_poses,
         mode=args.mode, offset_range=args.offset_range, bridge_steps=args.bridge_steps, action_noise=args.action_noise,
-        source_selection=args.source_selection, keep_failed=args.keep_failed, env=EnvConfig(impl=args.impl),
+        source_selection=args.source_selection, skip_source_wait=args.skip_source_wait, keep_failed=args.keep_failed, env=EnvConfig(impl=args.impl),
     )
 
 
@@ -106,6 +108,7 @@ def main(args: Args):
                               max_attempts=args.max_attempts, seed=args.seed, progress=args.progress)
     console = Console()
     console.print(stats.table())
+    console.print(stats.breakdown(), markup=False)
     if episodes:
         out = dataset.write_dataset(
             args.out, episodes, task=args.task, env_args=env_args, seed=args.seed,

@@ -44,6 +44,8 @@ class Args:
     eval_scenes: int = 20
     eval_seeds: tuple[int, ...] = (0, 1, 2)
     checkpoint_every: int = 1000
+    quat_features: bool = True
+    """Feed observation quaternions to the network as sign-invariant rot6d features (sets policy.obs_quat_at)."""
     policy: DiffusionConfig = field(default_factory=DiffusionConfig)
     """Network and schedule settings (horizons, widths, DDIM steps); --size paper overrides the widths."""
 
@@ -83,6 +85,8 @@ def main(args: Args) -> float:
                             warmup_steps=min(config.warmup_steps, max(args.steps // 10, 1)))
     first = episodes[0]
     env = envs.make_cached(args.task, tuple(zip(json.loads(first.extra["roles"]), first.object_ids)))
+    if args.quat_features:
+        config = config.replace(obs_quat_at=evaluation.obs_quaternion_slots(env))
     specs = []
     for e in episodes:
         s = env.scene_from_episode(e)

@@ -214,3 +214,37 @@ def test_config_validation():
         DiffusionConfig(pred_horizon=10)
     assert DiffusionConfig.paper().down_dims == (256, 512, 1024)
     assert DiffusionConfig.from_dict(CFG.to_dict()) == CFG
+
+
+# ---------------------------------------------------------------- quaternion observation features
+
+def test_obs_features_sign_invariant_and_policy_dims(tmp_path):
+    from dexfly.geometry import quat_normalize
+    from dexfly.policies.diffusion.data import obs_features
+
+    rng = np.random.default_rng(1)
+    q = np.asarray(quat_normalize(rng.normal(size=(7, 4))), np.float32)
+    obs = np.concatenate([rng.normal(size=(7, 2)), q, rng.normal(size=(7, 1))], -1).astype(np.float32)
+    flipped = obs.copy()
+    flipped[:, 2:6] *= -1
+    f, g = obs_features(obs, (2,)), np.asarray(obs_features(jnp.asarray(flipped), (2,)))
+    assert f.shape == (7, 9) and np.allclose(f, g, atol=1e-6)
+    assert np.array_equal(f[:, :2], obs[:, :2]) and np.array_equal(f[:, -1], obs[:, -1])
+    assert obs_features(obs, ()) is obs
+
+    cfg = CFG.replace(obs_quat_at=(2,))
+    assert DiffusionConfig.from_dict(cfg.to_dict()) == cfg and cfg.obs_extra_dims == 2
+    eps = [{"obs": obs, "actions": rng.normal(size=(7, ACT_DIM)).astype(np.float32)}]
+    d = str(tmp_path / "q")
+    res = fit(eps, cfg, num_steps=2, progress=False, checkpoint_dir=d)
+    policy = DiffusionPolicy.from_state(res.state, cfg)
+    assert policy.obs_dim == 7 and res.state.obs_dim == 9
+    hist = jnp.asarray(obs[None, :2]).repeat(2, 0)
+    a = policy(hist, jax.random.PRNGKey(0))
+    b = policy(hist.at[:, :, 2:6].multiply(-1), jax.random.PRNGKey(0))
+    assert a.shape == (2, cfg.pred_horizon, ACT_DIM) and np.allclose(a, b, atol=1e-5)
+    loaded, lcfg = load_policy(d)
+    assert lcfg.obs_quat_at == (2,) and loaded.obs_dim == 7
+    assert restore_latest(d, cfg, obs_dim=9) is not None
+    with pytest.raises(ValueError, match="obs_quat_at"):
+        restore_latest(d, cfg.replace(obs_quat_at=()))

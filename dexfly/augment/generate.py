@@ -54,6 +54,14 @@ class AugmentStats:
     run_seconds: float = 0.0  # execution, excluding compilation
     batches: int = 0
     per_topology: dict = field(default_factory=dict)  # topology -> [attempts, successes]
+    per_env: dict = field(default_factory=dict)  # environment id -> [attempts, successes]
+    per_pose: dict = field(default_factory=dict)  # pose id -> [attempts, successes]
+
+    def breakdown(self) -> str:
+        """One line per axis: successes/attempts per environment and per pose (where failures come from)."""
+        def fmt(d):
+            return " ".join(f"{k}:{s}/{n}" for k, (n, s) in sorted(d.items()))
+        return f"per env: {fmt(self.per_env)}\nper pose: {fmt(self.per_pose)}"
 
     @property
     def success_rate(self) -> float:
@@ -177,6 +185,11 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
             pt = stats.per_topology.setdefault(_topo_name(topo), [0, 0])
             pt[0] += n_real
             pt[1] += int(success.sum())
+            for spec, ok in zip(specs, success):
+                for d, key in ((stats.per_env, spec.env_id), (stats.per_pose, spec.pose_id)):
+                    c = d.setdefault(key, [0, 0])
+                    c[0] += 1
+                    c[1] += int(ok)
             bar.update(min(len(good), num_wanted), stats)
     finally:
         bar.close()

@@ -3,6 +3,7 @@
 Layout under an absolute directory `D` (orbax CheckpointManager, atomic tmp-dir + rename per step):
     D/<step>/state/   StandardSave of TrainState {step, params, ema_params, opt_state, normalizer}
     D/<step>/meta/    JsonSave {"format", "config": DiffusionConfig.to_dict(), "obs_dim", "action_dim", "step"}
+"obs_dim" is the normaliser's (observation-feature) dimension: raw obs_dim + config.obs_extra_dims.
 """
 
 from __future__ import annotations

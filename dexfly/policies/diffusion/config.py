@@ -21,6 +21,7 @@ ARCH_FIELDS = (
     "n_groups",
     "diffusion_step_embed_dim",
     "num_train_timesteps",
+    "obs_quat_at",
 )
 
 
@@ -39,6 +40,10 @@ class DiffusionConfig:
     """length of the predicted action chunk (must be divisible by 2**(len(down_dims)-1))"""
     action_horizon: int = 8
     """how many of the predicted actions are executed before re-planning"""
+    obs_quat_at: tuple[int, ...] = ()
+    """start indices of unit quaternions (w, x, y, z) in the raw observation vector. The network sees each
+    as the rot6d of its rotation (continuous and invariant to the quaternion's sign, which flips in the
+    observations), i.e. 2 more input numbers per quaternion. Set from the env by train_diffusion.py."""
     # network
     down_dims: tuple[int, ...] = (64, 128, 256)
     """U-Net channel widths per level (paper: 256, 512, 1024)"""
@@ -72,6 +77,9 @@ class DiffusionConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "down_dims", tuple(int(d) for d in self.down_dims))
+        object.__setattr__(self, "obs_quat_at", tuple(sorted(int(i) for i in self.obs_quat_at)))
+        if any(b - a < 4 for a, b in zip(self.obs_quat_at, self.obs_quat_at[1:])) or any(i < 0 for i in self.obs_quat_at):
+            raise ValueError(f"obs_quat_at={self.obs_quat_at} must be non-negative, non-overlapping quaternion starts")
         n_down = len(self.down_dims) - 1
         if self.pred_horizon % (2**n_down):
             raise ValueError(
@@ -109,6 +117,7 @@ class DiffusionConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["down_dims"] = list(self.down_dims)
+        d["obs_quat_at"] = list(self.obs_quat_at)
         return d
 
     def to_json(self) -> str:
@@ -120,4 +129,11 @@ class DiffusionConfig:
         kw = {k: v for k, v in d.items() if k in names}
         if "down_dims" in kw:
             kw["down_dims"] = tuple(kw["down_dims"])
+        if "obs_quat_at" in kw:
+            kw["obs_quat_at"] = tuple(kw["obs_quat_at"])
         return cls(**kw)
+
+    @property
+    def obs_extra_dims(self) -> int:
+        """How many more numbers the network's observation features have than the raw observation."""
+        return 2 * len(self.obs_quat_at)

@@ -16,7 +16,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dexfly.geometry import quat_to_mat, rot6d_from_mat
 from dexfly.policies.diffusion.normalizer import Normalizer
+
+
+def obs_features(obs, quat_at: Sequence[int] = ()):
+    """Raw observations [..., D] -> network features [..., D + 2 len(quat_at)] (numpy or jax).
+
+    Each unit quaternion (w, x, y, z) starting at an index in `quat_at` is replaced by the rot6d (first two
+    rotation-matrix columns) of its rotation: q and -q give the same features, and they vary continuously,
+    whereas raw quaternion components jump by 2 where the observation's sign flips. Identity if empty.
+    """
+    if not quat_at:
+        return obs
+    xp = jnp if isinstance(obs, jax.Array) else np
+    parts, prev = [], 0
+    for i in sorted(quat_at):
+        q = obs[..., i : i + 4]
+        q = q / xp.maximum(xp.linalg.norm(q, axis=-1, keepdims=True), 1e-9)
+        parts += [obs[..., prev:i], rot6d_from_mat(quat_to_mat(q)).astype(obs.dtype)]
+        prev = i + 4
+    parts.append(obs[..., prev:])
+    return xp.concatenate(parts, axis=-1)
 
 
 def window_indices(
@@ -81,9 +102,13 @@ def make_window_data(
     obs_horizon: int,
     pred_horizon: int,
     normalizer: Normalizer | None = None,
+    quat_at: Sequence[int] = (),
 ) -> tuple[WindowData, Normalizer]:
-    """Build the device dataset; fits a Normalizer on all steps unless one is given."""
+    """Build the device dataset; fits a Normalizer on all steps unless one is given.
+
+    Observations are turned into `obs_features(obs, quat_at)` first (the normaliser is fitted on those)."""
     obs, act, lengths = concat_episodes(episodes)
+    obs = obs_features(obs, tuple(quat_at))
     if normalizer is None:
         normalizer = Normalizer.fit(obs, act)
     oi, ai = window_indices(lengths, obs_horizon, pred_horizon)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from dexfly.policies.diffusion.config import DiffusionConfig
+from dexfly.policies.diffusion.data import obs_features
 from dexfly.policies.diffusion.normalizer import Normalizer
 from dexfly.policies.diffusion.schedule import ddim_sample, make_schedule
 from dexfly.policies.diffusion.unet import make_model
@@ -61,7 +62,8 @@ class DiffusionPolicy:
 
     @property
     def obs_dim(self) -> int:
-        return int(self.normalizer.obs.lo.shape[-1])
+        """Raw observation dimension (the normaliser works on features with config.obs_extra_dims more)."""
+        return int(self.normalizer.obs.lo.shape[-1]) - self.config.obs_extra_dims
 
     @property
     def action_dim(self) -> int:
@@ -77,7 +79,8 @@ class DiffusionPolicy:
             return self.sample(obs_history[None], key)[0]
         cfg = self.config
         B = obs_history.shape[0]
-        cond = self.normalizer.obs.normalize(obs_history.astype(jnp.float32)).reshape(B, -1)
+        feats = obs_features(obs_history.astype(jnp.float32), cfg.obs_quat_at)
+        cond = self.normalizer.obs.normalize(feats).reshape(B, -1)
         model = make_model(cfg, self.action_dim)
         x_T = jax.random.normal(key, (B, cfg.pred_horizon, self.action_dim), jnp.float32)
         denoise = lambda x, t: model.apply({"params": self.params}, x, t, cond)  # noqa: E731

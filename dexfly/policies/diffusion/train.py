@@ -30,7 +30,8 @@ class TrainState:
     """Everything needed to resume training (and to build a policy).
 
     step: int32 [] optimizer steps taken; params / ema_params: U-Net parameter pytrees;
-    opt_state: optax AdamW state; normalizer: the data normaliser (fixes obs_dim and action_dim).
+    opt_state: optax AdamW state; normalizer: the data normaliser (fixes obs_dim and action_dim; obs_dim is
+    the dimension of the observation features, i.e. raw obs_dim + config.obs_extra_dims).
     """
 
     step: jax.Array
@@ -192,9 +193,10 @@ def fit(
 
     if state is None and checkpoint_dir is not None:
         od, ad = (np.shape(episodes[0]["obs"])[-1], np.shape(episodes[0]["actions"])[-1])
-        state = ckpt.restore_latest(checkpoint_dir, config, obs_dim=od, action_dim=ad)
+        state = ckpt.restore_latest(checkpoint_dir, config, obs_dim=od + config.obs_extra_dims, action_dim=ad)
     data, normalizer = make_window_data(
-        episodes, config.obs_horizon, config.pred_horizon, None if state is None else state.normalizer
+        episodes, config.obs_horizon, config.pred_horizon, None if state is None else state.normalizer,
+        quat_at=config.obs_quat_at,
     )
     if state is None:
         state = init_train_state(config, normalizer)
