@@ -74,7 +74,7 @@ def _rollout_fn(env: TaskEnv, num_chunks: int, record_qpos: bool):
     def rollout(policy, scenes, key):
         batch = scenes.object_pose.shape[0]
         k_reset, k_policy = jax.random.split(key)
-        states = jax.vmap(env.reset)(scenes, jax.random.split(k_reset, batch))
+        states = env.batched(env.reset)(scenes, jax.random.split(k_reset, batch))
         history = jnp.repeat(obs_vector(states.obs)[:, None, :], policy.obs_horizon, axis=1)
 
         def chunk_step(carry, k):
@@ -83,7 +83,7 @@ def _rollout_fn(env: TaskEnv, num_chunks: int, record_qpos: bool):
 
             def env_step(c, action):
                 s, h = c
-                s = jax.vmap(env.step)(s, action)
+                s = env.batched(env.step)(s, action)
                 h = jnp.concatenate([h[:, 1:], obs_vector(s.obs)[:, None]], axis=1)
                 return (s, h), (s.success, s.data.qpos if record_qpos else s.success)
 

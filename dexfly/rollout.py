@@ -59,7 +59,7 @@ def _rollout_fn(env: TaskEnv):
         final, rec = jax.lax.scan(body, state, actions)
         return final, Trajectory(**rec)
 
-    return jax.jit(jax.vmap(one_env))
+    return jax.jit(env.batched(one_env))
 
 
 def run_actions(env: TaskEnv, scenes: Scene, actions, key: jax.Array, *, check_finite: bool = True):

@@ -115,6 +115,10 @@ class TaskEnv:
     # Per arm: ((subtask name, reference object role or None), ...) for augmentation.
     subtasks: ClassVar[tuple[tuple[tuple[str, str | None], ...], ...]]
     subtask_constraint: ClassVar[str] = "none"  # "none" | "coordination" | "sequential"
+    # XLA:CPU intermittently hangs (threads parked, 0% CPU) when MJX's solver loops run for >= 32 envs of the
+    # bimanual model in one vmap; <= 16 never did (measured: tests/test_robots.py). On the CPU backend,
+    # `batched` therefore maps over chunks of this many envs; None = plain vmap.
+    cpu_vmap_chunk: ClassVar[int | None] = None
 
     def __init__(self, config: EnvConfig = EnvConfig(), objects: dict[str, str] | None = None):
         if config.impl not in ("jax", "warp"):
@@ -146,8 +150,26 @@ class TaskEnv:
         self.mjx_model = mjx.put_model(self.mj_model, impl=config.impl)
         self._data_template = mjx.make_data(self.mj_model, impl=config.impl)
         self._index_model()
-        self.reset_batch = jax.jit(jax.vmap(self.reset))
-        self.step_batch = jax.jit(jax.vmap(self.step))
+        self.reset_batch = jax.jit(self.batched(self.reset))
+        self.step_batch = jax.jit(self.batched(self.step))
+
+    def batched(self, fn):
+        """`jax.vmap(fn)` over the leading axis of every argument; on the CPU backend, for tasks that set
+        `cpu_vmap_chunk`, a `lax.map` over chunks of that many envs (same results, avoids an XLA:CPU hang)."""
+        vfn = jax.vmap(fn)
+        chunk = self.cpu_vmap_chunk
+        if not chunk or jax.default_backend() != "cpu":
+            return vfn
+
+        def chunked(*args):
+            batch = jax.tree.leaves(args)[0].shape[0]
+            if batch <= chunk or batch % chunk:
+                return vfn(*args)
+            split = jax.tree.map(lambda x: x.reshape(batch // chunk, chunk, *x.shape[1:]), args)
+            out = jax.lax.map(lambda a: vfn(*a), split)
+            return jax.tree.map(lambda x: x.reshape(batch, *x.shape[2:]), out)
+
+        return chunked
 
     # ------------------------------------------------------------------ static model indices
     def _index_model(self):

@@ -26,6 +26,7 @@ LIFT_HEIGHT = 0.10
 class Handover(TaskEnv):
     name = "handover"
     robot_file = "rm75_g0r_bimanual.xml"
+    cpu_vmap_chunk = 16
     arms = ("left_", "right_")
     arm_joint_format = "{arm}joint{i}"
     roles = ("object",)

@@ -30,6 +30,7 @@ HOLD_SECONDS = 0.5
 class Lift(TaskEnv):
     name = "lift"
     robot_file = "rm75_g0r_bimanual.xml"
+    cpu_vmap_chunk = 16
     arms = ("left_", "right_")
     arm_joint_format = "{arm}joint{i}"
     roles = ("object",)

@@ -62,12 +62,12 @@ def bench_mjx(env, batch: int, steps: int):
             m = env.model_for(scene)
             return jax.lax.fori_loop(0, n_phys, lambda _, dd: mjx.step(m, dd), d)
 
-        return jax.vmap(one)(states.info["scene"], states.data).qpos
+        return env.batched(one)(states.info["scene"], states.data).qpos
 
     @jax.jit
     def control(states):
         def body(s, _):
-            return jax.vmap(env.step)(s, action), None
+            return env.batched(env.step)(s, action), None
 
         return jax.lax.scan(body, states, None, length=steps)[0].data.qpos
 
