@@ -1,5 +1,6 @@
 """Batched, jitted execution of generation attempts in an MJX task: one `lax.scan` over time, `vmap` over
-attempts, `env.reset` / `env.step`, recorded exactly like `dexfly.rollout.run_actions`."""
+attempts (`env.batched`: in chunks of `env.cpu_vmap_chunk` on the CPU backend for the bimanual tasks),
+`env.reset` / `env.step`, recorded exactly like `dexfly.rollout.run_actions`."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def _one_attempt(env: TaskEnv, static: GenStatic, scene: Scene, key, plan: Plan)
 
 @functools.lru_cache(maxsize=16)
 def _jitted(env: TaskEnv, static: GenStatic):
-    return jax.jit(jax.vmap(functools.partial(_one_attempt, env, static)))
+    # env.batched: vmap, or on the CPU backend for the bimanual tasks a lax.map over vmapped chunks of
+    # env.cpu_vmap_chunk attempts (XLA:CPU hangs with >= 32 bimanual envs in one vmap)
+    return jax.jit(env.batched(functools.partial(_one_attempt, env, static)))
 
 
 _COMPILED: dict = {}
