@@ -46,7 +46,8 @@ def test_defaults(cat):
         first = [o for o in cat.objects if task in o.tasks]
         for role, obj in cat.default_objects(task).items():
             assert obj == [o for o in first if o.role == cat.default_object(task, role).role][0]
-    assert cat.default_object("grasp").id == cat.objects[0].id
+    assert cat.default_object("grasp").id == next(o.id for o in cat.objects if "grasp" in o.tasks)
+    assert cat.default_object("handover").id == "box_tall_bar"
     assert cat.default_object("pour", "source").role == "source_container"
     assert cat.default_object("pour", "target").role == "target_container"
     assert cat.default_env is cat.environments[0] and cat.default_env.table_height == 0.0
