@@ -194,14 +194,14 @@ def _edit_objects(d, fn):
 @pytest.mark.parametrize(
     "mutate, expect",
     [
-        (lambda o: o.append(dict(o[3])), ["duplicate id", "box_cereal_mini", "first at entry 3"]),
-        (lambda o: o[2].pop("mass"), ["entry 2", "box_block_6cm", "missing field 'mass'"]),
-        (lambda o: o[1].__setitem__("mass", 0), ["box_tea", "'mass' must be positive"]),
-        (lambda o: o[4]["geoms"][0].__setitem__("type", "cylinder"), ["box_soap", "geoms[0]", "'type'", "cylinder"]),
-        (lambda o: o[8]["geoms"][1].__setitem__("size", [0.03]), ["can_soda", "geoms[1]", "'size'", "2 entries"]),
-        (lambda o: o[0].__setitem__("tasks", ["grasp", "juggle"]), ["box_cube_5cm", "unknown task 'juggle'"]),
-        (lambda o: o[0].__setitem__("role", "thing"), ["box_cube_5cm", "'role'", "thing"]),
-        (lambda o: o[0]["geoms"][0].__setitem__("pos", [0, 0, 0.05]), ["box_cube_5cm", "bounding-box centre"]),
+        (lambda o: o.append(dict(o[4])), ["duplicate id", "box_cereal_mini", "first at entry 4"]),
+        (lambda o: o[3].pop("mass"), ["entry 3", "box_block_6cm", "missing field 'mass'"]),
+        (lambda o: o[2].__setitem__("mass", 0), ["box_tea", "'mass' must be positive"]),
+        (lambda o: o[5]["geoms"][0].__setitem__("type", "cylinder"), ["box_soap", "geoms[0]", "'type'", "cylinder"]),
+        (lambda o: o[9]["geoms"][1].__setitem__("size", [0.03]), ["can_soda", "geoms[1]", "'size'", "2 entries"]),
+        (lambda o: o[1].__setitem__("tasks", ["grasp", "juggle"]), ["box_cube_5cm", "unknown task 'juggle'"]),
+        (lambda o: o[1].__setitem__("role", "thing"), ["box_cube_5cm", "'role'", "thing"]),
+        (lambda o: o[1]["geoms"][0].__setitem__("pos", [0, 0, 0.05]), ["box_cube_5cm", "bounding-box centre"]),
     ],
 )
 def test_malformed_objects(tmp_path, mutate, expect):
