@@ -37,7 +37,7 @@ class Args:
     """'default' (CPU-sized U-Net) or 'paper' (256, 512, 1024 widths)."""
     steps: int = 3000
     batch_size: int = 256
-    lr: float = 3e-4
+    lr: float = 1e-3
     seed: int = 0
     eval_every: int = 0
     """Closed-loop evaluation every N steps (0: only at the end)."""

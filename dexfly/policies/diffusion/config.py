@@ -58,8 +58,9 @@ class DiffusionConfig:
     clip_sample: bool = True
     """clip the predicted clean sample to [-1, 1] at each denoising step"""
     # optimisation
-    lr: float = 3e-4
-    """paper: 1e-4 over thousands of epochs; 3e-4 suits the short CPU budget of `total_steps`"""
+    lr: float = 1e-3
+    """paper: 1e-4 over thousands of epochs. The short CPU budget needs more: on 20 Grasp demos, 800 steps at
+    batch 256 reach a noise MSE of 0.028 at 1e-3 against 0.098 at 3e-4 (which leaves the policy unconditioned)"""
     weight_decay: float = 1e-6
     adam_b1: float = 0.95
     adam_b2: float = 0.999
