@@ -26,6 +26,7 @@ HOLD_SPEED = 0.5
 class Grasp(TaskEnv):
     name = "grasp"
     robot_file = "panda_inspire.xml"
+    cpu_vmap_chunk = 64  # a 256-env vmap of this model hung XLA:CPU once (benchmark, 2026-11-21); 64 never did
     arms = ("",)
     arm_joint_format = "panda_joint{i}"
     roles = ("object",)
