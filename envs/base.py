@@ -115,9 +115,9 @@ class TaskEnv:
     # Per arm: ((subtask name, reference object role or None), ...) for augmentation.
     subtasks: ClassVar[tuple[tuple[tuple[str, str | None], ...], ...]]
     subtask_constraint: ClassVar[str] = "none"  # "none" | "coordination" | "sequential"
-    # XLA:CPU intermittently hangs (threads parked, 0% CPU) when MJX's solver loops run for >= 32 envs of the
-    # bimanual model in one vmap; <= 16 never did (measured: tests/test_robots.py). On the CPU backend,
-    # `batched` therefore maps over chunks of this many envs; None = plain vmap.
+    # XLA:CPU intermittently hangs (threads parked, 0% CPU) when MJX's solver loops run for many envs in one
+    # vmap: >= 32 envs of the bimanual model (tests/test_robots.py), 256 of the Panda one (benchmark). On the
+    # CPU backend, `batched` therefore maps over chunks of this many envs; None = plain vmap.
     cpu_vmap_chunk: ClassVar[int | None] = None
 
     def __init__(self, config: EnvConfig = EnvConfig(), objects: dict[str, str] | None = None):
