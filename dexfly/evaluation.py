@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs.base import SceneSpec, TaskEnv
+from envs.base import SceneSpec, TaskEnv, obs_vector
 
 
 class ChunkPolicy(Protocol):
@@ -30,11 +30,6 @@ class ChunkPolicy(Protocol):
     action_dim: int
 
     def sample(self, obs_history: jax.Array, key: jax.Array) -> jax.Array: ...
-
-
-def obs_vector(obs: dict[str, jax.Array]) -> jax.Array:
-    """Policy input of a dexfly observation: concat(obs['obj'], obs['prop']) on the last axis."""
-    return jnp.concatenate([obs["obj"], obs["prop"]], axis=-1)
 
 
 def obs_quaternion_slots(env: TaskEnv) -> tuple[int, ...]:

@@ -9,7 +9,7 @@
 import functools
 
 import dexfly  # noqa: F401  (sets XLA flags and the compilation cache before jax is imported)
-from envs.base import EnvConfig, Scene, SceneSet, SceneSpec, SimulationError, State, TaskEnv
+from envs.base import EnvConfig, Scene, SceneSet, SceneSpec, SimulationError, State, TaskEnv, episode_objects, obs_vector
 
 
 def _registry():
@@ -44,4 +44,4 @@ def make_cached(task: str, objects: tuple[tuple[str, str], ...] | None = None, c
     return make(task, config, dict(objects) if objects else None)
 
 
-__all__ = ["EnvConfig", "Scene", "SceneSet", "SceneSpec", "SimulationError", "State", "TaskEnv", "make", "make_cached", "TASKS"]
+__all__ = ["EnvConfig", "Scene", "SceneSet", "SceneSpec", "SimulationError", "State", "TaskEnv", "make", "make_cached", "TASKS", "episode_objects", "obs_vector"]

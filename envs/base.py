@@ -12,7 +12,6 @@ least-squares IK step on the current MJX data to get arm joint targets, then `n_
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -243,10 +242,7 @@ class TaskEnv:
         """The scene a dataset episode was recorded in (objects, environment and exact initial poses)."""
         import json
 
-        roles = json.loads(episode.extra["roles"]) if "roles" in episode.extra else list(self.roles)
-        if len(roles) != len(episode.object_ids):
-            raise ValueError(f"episode records {len(episode.object_ids)} objects for roles {roles}")
-        objects = dict(zip(roles, episode.object_ids))
+        objects = dict(episode_objects(episode))
         if "poses" in episode.extra:
             poses = {r: tuple(float(v) for v in p) for r, p in json.loads(episode.extra["poses"]).items()}
             for role in self.roles:
@@ -466,5 +462,18 @@ class TaskEnv:
             raise SimulationError(f"{self.name}: simulation produced NaN/inf in env(s) {bad.tolist()[:20]} (of {np.asarray(state.metrics['nan']).size})")
 
 
-def replace_config(config: EnvConfig, **kwargs) -> EnvConfig:
-    return dataclasses.replace(config, **kwargs)
+def episode_objects(episode) -> tuple[tuple[str, str], ...]:
+    """((role, object id), ...) of a dataset episode, from the roles recorded in its `extra` attrs."""
+    import json
+
+    if "roles" not in episode.extra:
+        raise ValueError("episode does not record its object roles (extra attr 'roles')")
+    roles = json.loads(episode.extra["roles"])
+    if len(roles) != len(episode.object_ids):
+        raise ValueError(f"episode records {len(episode.object_ids)} objects for roles {roles}")
+    return tuple(zip(roles, episode.object_ids))
+
+
+def obs_vector(obs: dict[str, jax.Array]) -> jax.Array:
+    """Policy input of a dexfly observation: concat(obs['obj'], obs['prop']) on the last axis."""
+    return jnp.concatenate([obs["obj"], obs["prop"]], axis=-1)

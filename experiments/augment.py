@@ -20,6 +20,7 @@ import dexfly  # noqa: F401  (XLA flags before jax)
 import tyro
 from rich.console import Console
 
+import envs
 from dexfly import catalog as catalog_lib
 from dexfly import dataset
 from dexfly.augment import AugmentConfig, augment
@@ -77,8 +78,7 @@ def build_caug(args: Args, first_source) -> AugmentConfig:
         role, ids = entry.split("=", 1)
         objects[role] = tuple(i for i in ids.split(",") if i)
     if args.num_objects and not objects:
-        roles = _roles(args.task, first_source)
-        for role, oid in zip(roles, first_source.object_ids):
+        for role, oid in envs.episode_objects(first_source):
             obj = cat.object(oid)
             same = [o.id for o in cat.objects if o.role == obj.role and args.task in o.tasks and o.topology == obj.topology]
             objects[role] = tuple(same[: args.num_objects])
@@ -87,13 +87,6 @@ def build_caug(args: Args, first_source) -> AugmentConfig:
         mode=args.mode, offset_range=args.offset_range, bridge_steps=args.bridge_steps, action_noise=args.action_noise,
         source_selection=args.source_selection, skip_source_wait=args.skip_source_wait, keep_failed=args.keep_failed, env=EnvConfig(impl=args.impl),
     )
-
-
-def _roles(task, ep):
-    import json
-
-    r = ep.extra.get("roles")
-    return json.loads(r) if isinstance(r, str) else list(r)
 
 
 def main(args: Args):

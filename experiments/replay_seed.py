@@ -47,9 +47,8 @@ def main(args: Args) -> float:
         raise SystemExit("--num-envs must be >= 1")
     data = dataset.read_dataset(args.demo or DEMOS_DIR / f"{args.task}_seed.hdf5", task=args.task)
     demo = data.episodes[0]
-    roles = dataset_roles(demo)
-    env = envs.make(args.task, EnvConfig(impl=args.impl), objects=dict(zip(roles, demo.object_ids)))
-    spec = env.scene_spec(dict(zip(roles, demo.object_ids)), demo.env_id, demo.pose_id)
+    env = envs.make(args.task, EnvConfig(impl=args.impl), objects=dict(envs.episode_objects(demo)))
+    spec = env.scene_from_episode(demo)
     scenes = env.make_scenes([spec] * args.num_envs)
     actions = np.broadcast_to(demo.actions, (args.num_envs, *demo.actions.shape))
     t0 = time.perf_counter()
@@ -73,16 +72,6 @@ def main(args: Args) -> float:
     Console().print(table)
     print(f"success_rate={rate}")
     return rate
-
-
-def dataset_roles(episode) -> list[str]:
-    """Task roles of an episode's objects (recorded in its `extra` attrs)."""
-    import json
-
-    roles = episode.extra.get("roles")
-    if roles is None:
-        raise ValueError("episode does not record its object roles (extra attr 'roles')")
-    return json.loads(roles) if isinstance(roles, str) else list(roles)
 
 
 if __name__ == "__main__":

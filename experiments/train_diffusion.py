@@ -61,7 +61,6 @@ def load_episodes(paths, task):
 
 def evaluate_state(task, specs, state, config, seeds):
     policy = DiffusionPolicy.from_state(state, config)
-    rates = []
     results = []
     for env_objects, group in group_by_topology(task, specs).items():
         env = envs.make_cached(task, tuple(env_objects))
@@ -84,7 +83,7 @@ def main(args: Args) -> float:
     config = config.replace(total_steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             warmup_steps=min(config.warmup_steps, max(args.steps // 10, 1)))
     first = episodes[0]
-    env = envs.make_cached(args.task, tuple(zip(json.loads(first.extra["roles"]), first.object_ids)))
+    env = envs.make_cached(args.task, envs.episode_objects(first))
     if args.quat_features:
         config = config.replace(obs_quat_at=evaluation.obs_quaternion_slots(env))
     specs = []

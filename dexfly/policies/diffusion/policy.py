@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import flax.struct
@@ -14,11 +13,7 @@ from dexfly.policies.diffusion.data import obs_features
 from dexfly.policies.diffusion.normalizer import Normalizer
 from dexfly.policies.diffusion.schedule import ddim_sample, make_schedule
 from dexfly.policies.diffusion.unet import make_model
-
-
-def obs_vector(obs: Mapping[str, jax.Array]) -> jax.Array:
-    """The policy input of a dexfly observation dict: concat(obs["obj"], obs["prop"]) on the last axis."""
-    return jnp.concatenate([obs["obj"], obs["prop"]], axis=-1)
+from envs.base import obs_vector  # noqa: F401  (the observation layout is the envs'; re-exported)
 
 
 def history_init(obs: jax.Array, obs_horizon: int) -> jax.Array:
