@@ -15,6 +15,7 @@ import numpy as np
 from flax import struct
 
 from dexfly import geometry
+from dexfly.ik import joint_targets
 from envs.base import ACTION_DIM_PER_ARM, SceneSpec, TaskEnv
 from envs.scene import scene_xml
 
@@ -76,20 +77,8 @@ class CpuEnv:
         mujoco.mj_jacSite(m, d, self._jacp, self._jacr, arm.site_id)
         jac = np.concatenate([self._jacp[:, arm.dof_adr], cfg.rot_weight * self._jacr[:, arm.dof_adr]])
         ee_mat = d.site_xmat[arm.site_id].reshape(3, 3)
-        rot_err = np.asarray(geometry.orientation_error(target_mat, ee_mat))
-        err = np.concatenate([target_pos - d.site_xpos[arm.site_id], cfg.rot_weight * rot_err])
-        jjt = jac @ jac.T + cfg.damping**2 * np.eye(6)
-        inv = np.linalg.inv(jjt)
-        dq = jac.T @ inv @ err
-        q = d.qpos[arm.qpos_adr]
-        null = np.eye(7) - jac.T @ inv @ jac
-        dq = cfg.gain * dq + null @ (cfg.posture_gain * (arm.rest - q))
-        scale = min(1.0, cfg.max_joint_step / (np.abs(dq).max() + 1e-9))
-        if cfg.integrate:
-            q_new = np.clip(q_command + scale * dq, q - cfg.max_lead, q + cfg.max_lead)
-        else:
-            q_new = q + scale * dq
-        return np.clip(q_new, arm.lower, arm.upper)
+        q = d.qpos[arm.qpos_adr].copy()
+        return joint_targets(jac, d.site_xpos[arm.site_id].copy(), ee_mat, q, q_command, arm, target_pos, target_mat, cfg)
 
     def step(self, action: np.ndarray):
         env, m, d = self.env, self.model, self.data

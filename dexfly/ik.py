@@ -65,27 +65,28 @@ def dls_ik(m: mjx.Model, d: mjx.Data, arm: ArmIndex, target_pos, target_mat, cfg
     ee_mat = d.site_xmat[arm.site_id].reshape(3, 3)
     jacp, jacr = mjx.jac(m, d, ee_pos, jnp.asarray(arm.body_id))  # [nv, 3] each
     jac = jnp.concatenate([jacp[arm.dof_adr].T, cfg.rot_weight * jacr[arm.dof_adr].T], axis=0)  # [6, 7]
-    err = jnp.concatenate(
-        [target_pos - ee_pos, cfg.rot_weight * geometry.orientation_error(target_mat, ee_mat)]
-    )
-    jjt = jac @ jac.T + (cfg.damping**2) * jnp.eye(6, dtype=jac.dtype)
-    dq = jac.T @ jnp.linalg.solve(jjt, err)
-    q = d.qpos[arm.qpos_adr]
+    return joint_targets(jac, ee_pos, ee_mat, d.qpos[arm.qpos_adr], q_command, arm, target_pos, target_mat, cfg)
+
+
+def joint_targets(jac, ee_pos, ee_mat, q, q_command, arm: ArmIndex, target_pos, target_mat, cfg: IKConfig):
+    """The damped-least-squares step from a [6, 7] Jacobian (position rows, then `rot_weight` x rotation rows).
+
+    Array-library generic (numpy in the C-MuJoCo twin, jax.numpy in MJX), so both run the same control.
+    """
+    xp = geometry._xp(jac, q)
+    err = xp.concatenate([target_pos - ee_pos, cfg.rot_weight * geometry.orientation_error(target_mat, ee_mat)])
+    jjt = jac @ jac.T + (cfg.damping**2) * xp.eye(6, dtype=jac.dtype)
+    dq = jac.T @ xp.linalg.solve(jjt, err)
     # Null-space posture bias keeps the redundant 7th DoF away from limits without moving the hand.
-    pinv = jac.T @ jnp.linalg.inv(jjt)
-    null = jnp.eye(7, dtype=jac.dtype) - pinv @ jac
-    dq = cfg.gain * dq + null @ (cfg.posture_gain * (jnp.asarray(arm.rest) - q))
-    scale = jnp.minimum(1.0, cfg.max_joint_step / (jnp.max(jnp.abs(dq)) + 1e-9))
+    pinv = jac.T @ xp.linalg.inv(jjt)
+    null = xp.eye(7, dtype=jac.dtype) - pinv @ jac
+    dq = cfg.gain * dq + null @ (cfg.posture_gain * (xp.asarray(arm.rest) - q))
+    scale = xp.minimum(1.0, cfg.max_joint_step / (xp.max(xp.abs(dq)) + 1e-9))
     if cfg.integrate:
-        q_new = jnp.clip(q_command + scale * dq, q - cfg.max_lead, q + cfg.max_lead)
+        q_new = xp.clip(q_command + scale * dq, q - cfg.max_lead, q + cfg.max_lead)
     else:
         q_new = q + scale * dq
-    return jnp.clip(q_new, arm.lower, arm.upper)
+    return xp.clip(q_new, arm.lower, arm.upper)
 
 
-def target_from_action(pose9):
-    """Split a [9] (pos, rot6d) action into (pos [3], mat [3, 3])."""
-    return pose9[:3], geometry.mat_from_rot6d(pose9[3:9])
-
-
-__all__ = ["IKConfig", "ArmIndex", "dls_ik", "target_from_action"]
+__all__ = ["IKConfig", "ArmIndex", "dls_ik", "joint_targets"]
