@@ -25,10 +25,8 @@ FORMAT = "dexfly.diffusion/1"
 
 
 def _abs(directory: str | os.PathLike) -> str:
-    path = os.fspath(directory)
-    if not os.path.isabs(path):
-        raise ValueError(f"checkpoint directory must be an absolute path, got {path!r}")
-    return path
+    # orbax wants absolute paths; users pass relative ones
+    return os.path.abspath(os.fspath(directory))
 
 
 def _manager(directory: str | os.PathLike, max_to_keep: int | None = 3, create: bool = True) -> ocp.CheckpointManager:
