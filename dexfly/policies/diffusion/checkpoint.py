@@ -1,6 +1,6 @@
 """Orbax checkpoints of Diffusion Policy training.
 
-Layout under an absolute directory `D` (orbax CheckpointManager, atomic tmp-dir + rename per step):
+Layout under a directory `D` (made absolute) (orbax CheckpointManager, atomic tmp-dir + rename per step):
     D/<step>/state/   StandardSave of TrainState {step, params, ema_params, opt_state, normalizer}
     D/<step>/meta/    JsonSave {"format", "config": DiffusionConfig.to_dict(), "obs_dim", "action_dim", "step"}
 "obs_dim" is the normaliser's (observation-feature) dimension: raw obs_dim + config.obs_extra_dims.

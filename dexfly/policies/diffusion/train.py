@@ -182,7 +182,7 @@ def fit(
         num_steps: optional cap on steps run by this call.
         callback: called as callback(step, state) every `callback_every` steps (and at the end), e.g. for
             closed-loop evaluation with `DiffusionPolicy.from_state(state, config)`.
-        checkpoint_dir: absolute path; if it holds a checkpoint, training resumes from the latest one
+        checkpoint_dir: directory (relative paths are made absolute); if it holds a checkpoint, training resumes from the latest one
             (ValueError if its architecture differs); saves every `checkpoint_every` steps and at the end.
         scan_steps: steps per jitted lax.scan chunk (chunks are cut shorter at callback/checkpoint steps).
         state: start from this state instead (the normaliser is taken from it).
