@@ -45,6 +45,10 @@ class Args:
     videos: int = 4
     """Episodes (of the first group, first seed) to render into one tiled video; 0 disables."""
     out: Path = Path("outputs/eval")
+    action_horizon: int = 0
+    """Actions executed per sampled chunk before re-planning (0: the checkpoint's, 8 by default)."""
+    ddim_steps: int = 0
+    """DDIM denoising steps at inference (0: the checkpoint's); must divide the training timesteps (100)."""
 
 
 def resolve_checkpoint(path: Path) -> tuple[Path, dict]:
@@ -79,7 +83,13 @@ def main(args: Args) -> tuple[float, float]:
     ckpt_dir, meta = resolve_checkpoint(args.checkpoint)
     if meta["task"] != args.task:
         raise SystemExit(f"checkpoint {args.checkpoint} was trained for task {meta['task']!r}, not {args.task!r}")
-    policy, _ = load_policy(ckpt_dir)
+    policy, config = load_policy(ckpt_dir)
+    overrides = {k: v for k, v in (("action_horizon", args.action_horizon), ("num_inference_steps", args.ddim_steps)) if v}
+    if overrides:
+        try:
+            policy = policy.replace(config=config.replace(**overrides))
+        except ValueError as e:
+            raise SystemExit(f"invalid inference override: {e}") from None
     specs, n_obj, n_env, n_pose = scene_set(args.task, args)
     from dexfly.utils import group_by_topology
 
