@@ -253,7 +253,6 @@ def write_dataset(path: str | os.PathLike, episodes: Iterable[Episode], *, task:
     """
     path = Path(path)
     env_args_full = make_env_args(task, env_args)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["dexfly_format"] = FORMAT

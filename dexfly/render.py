@@ -169,7 +169,6 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 30.0) 
     ext = path.suffix.lower()
     if ext not in (".mp4", ".gif"):
         raise ValueError(f"unsupported video extension {ext!r} (use .mp4 or .gif)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix=ext) as tmp:
         if ext == ".mp4":
             # yuv420p needs even sizes: pad by edge replication

@@ -12,6 +12,7 @@ least-squares IK step on the current MJX data to get arm joint targets, then `n_
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -240,8 +241,6 @@ class TaskEnv:
 
     def scene_from_episode(self, episode) -> SceneSpec:
         """The scene a dataset episode was recorded in (objects, environment and exact initial poses)."""
-        import json
-
         objects = dict(episode_objects(episode))
         if "poses" in episode.extra:
             poses = {r: tuple(float(v) for v in p) for r, p in json.loads(episode.extra["poses"]).items()}
@@ -464,8 +463,6 @@ class TaskEnv:
 
 def episode_objects(episode) -> tuple[tuple[str, str], ...]:
     """((role, object id), ...) of a dataset episode, from the roles recorded in its `extra` attrs."""
-    import json
-
     if "roles" not in episode.extra:
         raise ValueError("episode does not record its object roles (extra attr 'roles')")
     roles = json.loads(episode.extra["roles"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import jax
@@ -79,10 +80,9 @@ def select_source(src: SourceSet, caug: AugmentConfig, init_object_pose: np.ndar
 
 def make_plan(src: SourceSet, env, caug: AugmentConfig, s: int, offsets: np.ndarray, key, init_action: np.ndarray) -> dict:
     """Numpy arrays of one attempt's Plan (source `s`, boundary offsets [n_arms, n_sub])."""
-    counts = subtask_counts(env)
+    counts, dep_arm, dep_sub = plan_structure(env, caug.sequential)
     starts, lens = segment_bounds(src.ends[s], int(src.lengths[s]), offsets, counts)
     n_arms, n_sub = starts.shape
-    dep_arm, dep_sub = dependency_arrays(env.subtask_constraint, env.subtasks, caug.sequential, env_sequential_order(env))
     if caug.skip_source_wait:
         starts, lens = skip_source_waits(starts, lens, dep_arm, dep_sub)
     ref_pose = np.where(
@@ -98,6 +98,18 @@ def make_plan(src: SourceSet, env, caug: AugmentConfig, s: int, offsets: np.ndar
         dep_arm=dep_arm, dep_sub=dep_sub, init_pose=init_pose.astype(np.float32),
         init_hand=a[:, 9:15].astype(np.float32), n_sub=counts.astype(np.int32), key=np.asarray(key),
     )
+
+
+@functools.lru_cache(maxsize=32)
+def plan_structure(env, sequential) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(subtask counts [n_arms], dep_arm [n_arms, n_sub], dep_sub [n_arms, n_sub]) of an env and explicit
+    sequential dependencies (`AugmentConfig.sequential`): the same for every attempt, so validated and built
+    once (read-only arrays)."""
+    counts = subtask_counts(env)
+    dep_arm, dep_sub = dependency_arrays(env.subtask_constraint, env.subtasks, sequential, env_sequential_order(env))
+    for a in (counts, dep_arm, dep_sub):
+        a.setflags(write=False)
+    return counts, dep_arm, dep_sub
 
 
 def subtask_counts(env) -> np.ndarray:
@@ -132,7 +144,6 @@ def stack_plans(plans: list[dict]) -> Plan:
 
 def attempt_offsets(src: SourceSet, env, caug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     n_arms, n_sub = src.ends.shape[1:]
-    subtask_counts(env)
     return sample_offsets(rng, n_arms, n_sub, caug.offset_range, shared=env.subtask_constraint == "coordination")
 
 
