@@ -163,11 +163,16 @@ class TaskEnv:
 
         def chunked(*args):
             batch = jax.tree.leaves(args)[0].shape[0]
-            if batch <= chunk or batch % chunk:
+            if batch <= chunk:
                 return vfn(*args)
-            split = jax.tree.map(lambda x: x.reshape(batch // chunk, chunk, *x.shape[1:]), args)
+            # A batch that is not a multiple of the chunk is padded with copies of its first env (a full-width
+            # vmap is what hangs), and the padding is dropped from the result.
+            padded = -(-batch // chunk) * chunk
+            if padded != batch:
+                args = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], padded - batch, axis=0)]), args)
+            split = jax.tree.map(lambda x: x.reshape(padded // chunk, chunk, *x.shape[1:]), args)
             out = jax.lax.map(lambda a: vfn(*a), split)
-            return jax.tree.map(lambda x: x.reshape(batch, *x.shape[2:]), out)
+            return jax.tree.map(lambda x: x.reshape(padded, *x.shape[2:])[:batch], out)
 
         return chunked
 
