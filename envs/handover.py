@@ -1,7 +1,7 @@
 """Handover: the right hand picks an object up and passes it to the left hand (dual RM75-6F + G0-R).
 
 Objects: catalog entries with task `handover` (boxes, cans, bottles, balls, mugs, irregular; one-hand size).
-Episode: 8 s at 50 Hz (400 control steps).
+Episode: 10 s at 50 Hz (500 control steps): grasp, lift, carry, let the object settle, exchange, release.
 
 Reward (dense, per step, in [0, 4.5]):
   reach_r = 1 - tanh(5 * |right ee - object|)                 (giver reaches the object)
@@ -30,7 +30,7 @@ class Handover(TaskEnv):
     arms = ("left_", "right_")
     arm_joint_format = "{arm}joint{i}"
     roles = ("object",)
-    default_episode_seconds = 8.0
+    default_episode_seconds = 10.0
     # Right (giver): grasp the object, present it at a fixed place in the workspace (no reference object),
     # release it once the left hand holds it. Left (receiver): wait, take the object (reference: the object,
     # wherever the giver holds it), hold. Sequential constraints (DexMimicGen): the left's `receive` starts after

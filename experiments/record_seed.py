@@ -206,51 +206,92 @@ def lift_script(env, spec):
 
 
 def handover_script(env, spec):
-    """Right hand: top grasp of the object's upper end, lift, carry it to the hand-over point and hold it there.
-    Left hand: wait, then a side grasp of the object's lower part (palm towards +x, fingers pointing right).
-    Right hand: open and withdraw upwards; the left hand holds the object alone.
+    """Right hand: cap grasp of the object's upper end (palm down, fingers diagonal across the top), lift, carry it
+    to the hand-over point and hold it there. Left hand: wait, then a side grasp of the object's lower part (palm
+    towards the object's +x face, fingers along its -y axis). Right hand: open and withdraw upwards; the left hand
+    holds the object alone.
+
+    Like an operator who looks before reaching, the left grasp is placed on the object where it actually is at the
+    hand-over: a first pass runs the right arm's part in MJX and reads the object's pose there (the cap grasp
+    holds the bar tilted by ~15 deg, which an assumed upright pose would miss by centimetres).
     """
+    actions, _ = _handover_keys(env, spec, None)
+    actions[:, :15] = env.home_action()[:15]  # first pass: the left arm stays out of the way
+    _, traj = run_actions(env, env.make_scenes([spec]), actions[None], jax.random.PRNGKey(0))
+    presented_pose = np.asarray(traj.object_pose)[0, HANDOVER_LOOK_STEP, 0]  # [7] pos + quat (wxyz)
+    return _handover_keys(env, spec, presented_pose)
+
+
+def _handover_keys(env, spec, presented_pose):
+    """The handover keyframes; the left grasp relative to `presented_pose` [7] (None: assumed upright, first pass)."""
     arrays = env.scene_arrays(spec)
     obj = np.asarray(arrays.object_pose[0, :3], float)
     half = np.asarray(arrays.object_half_extents[0], float)
-    yaw_rot = rot_z(dict(spec.poses)["object"][2])
-    right_rot = yaw_rot @ TOP_GRASP
+    object_yaw = dict(spec.poses)["object"][2]
+    right_rot = rot_z(object_yaw + HANDOVER_GRASP_YAW) @ TOP_GRASP
+    present_rot = rot_z(HANDOVER_PRESENT_YAW) @ TOP_GRASP
     grip_top = np.array([0.0, 0.0, half[2] - HANDOVER_TOP_GRIP])  # grasp point below the object's top face
     r_grasp = obj + grip_top - right_rot @ HANDOVER_OFFSET
     presented = np.array([*HANDOVER_POINT, obj[2] + HANDOVER_RISE])  # object centre at the hand-over
-    r_present = presented + grip_top - right_rot @ HANDOVER_OFFSET  # assumes the object keeps its pose in the hand
-    left_rot = frame([1, 0, 0], [0, -1, 0])
-    l_grasp = presented + np.array([0.0, 0.0, -HANDOVER_LOW_GRIP * half[2]]) - left_rot @ HANDOVER_OFFSET
+    r_present = presented + grip_top - present_rot @ HANDOVER_OFFSET  # assumes the object keeps its pose in the hand
+    if presented_pose is None:  # the object's yaw at the hand-over: the hand's yaw minus the grasp's relative yaw
+        obj_pos, obj_rot = presented, rot_z(HANDOVER_PRESENT_YAW - HANDOVER_GRASP_YAW)
+    else:
+        obj_pos, obj_rot = presented_pose[:3], np.asarray(geometry.quat_to_mat(jnp.asarray(presented_pose[3:])))
+    # The left hand stays upright (palm horizontal-facing) and turns with the object's yaw only; its grasp point is
+    # the object's lower part where it actually hangs.
+    left_rot = rot_z(np.arctan2(obj_rot[1, 0], obj_rot[0, 0])) @ frame([1, 0, 0], [0, -1, 0])
+    l_grasp = obj_pos + obj_rot @ np.array([0.0, 0.0, -HANDOVER_LOW_GRIP * half[2]]) - left_rot @ HANDOVER_OFFSET
     l_pos, l_rot, l_hand = start(env, 0)
     right = [
-        Key(1.0, r_grasp + [0, 0, 0.12], right_rot, HAND_OPEN),
+        Key(1.0, r_grasp + [0, 0, HANDOVER_APPROACH_HEIGHT], right_rot, HAND_OPEN),  # turn the hand high above
         Key(0.8, r_grasp, right_rot, HAND_OPEN),
         Key(0.2, r_grasp, right_rot, HAND_OPEN),
-        Key(0.6, r_grasp, right_rot, HAND_CLOSED, subtask_end=0),  # grasp
-        Key(1.0, r_present, right_rot, HAND_CLOSED, subtask_end=1),  # present (ends at 3.6 s)
-        Key(2.2, r_present, right_rot, HAND_CLOSED),  # release: hold until the left hand has closed, ...
-        Key(0.5, r_present, right_rot, HAND_OPEN),  # ... open ...
-        Key(0.8, r_present + [0, 0, 0.10], right_rot, HAND_OPEN),  # ... and withdraw (ends with the episode)
+        Key(0.6, r_grasp, right_rot, HAND_CLOSED),
+        Key(0.6, r_grasp + [0, 0, HANDOVER_LIFT], right_rot, HAND_CLOSED, subtask_end=0),  # grasp (and lift)
+        Key(1.0, r_present, present_rot, HAND_CLOSED),  # present: carry to the hand-over point, ...
+        Key(HANDOVER_SETTLE, r_present, present_rot, HAND_CLOSED, subtask_end=1),  # ... let the object settle (5.4 s)
+        Key(2.2, r_present, present_rot, HAND_CLOSED),  # release: hold until the left hand has closed, ...
+        Key(0.5, r_present, present_rot, HAND_OPEN),  # ... open ...
+        Key(0.8, r_present + [0, 0, 0.10], present_rot, HAND_OPEN),  # ... and withdraw (ends with the episode)
     ]
     left = [
-        Key(3.6, l_pos, l_rot, l_hand, subtask_end=0),  # wait until the right hand has presented the object
+        Key(4.2 + HANDOVER_SETTLE, l_pos, l_rot, l_hand, subtask_end=0),  # wait until the object is presented
         Key(1.0, l_grasp - HANDOVER_APPROACH * left_rot[:, 0], left_rot, HAND_OPEN),
         Key(0.6, l_grasp, left_rot, HAND_OPEN),
-        Key(0.6, l_grasp, left_rot, HAND_CLOSED, subtask_end=1),  # receive (ends at 5.8 s, hand closed)
+        Key(0.6, l_grasp, left_rot, HAND_CLOSED, subtask_end=1),  # receive (ends at 7.6 s, hand closed)
         Key(0.2, l_grasp, left_rot, HAND_CLOSED),  # hold (ends with the episode)
     ]
     return bimanual(env, [left, right])
 
 
-# From batched MJX sweeps (tools: run_actions on many script variants at once): with these timings the right
-# hand's top grasp holds the bar only for a top grip of ~0.045 m and an offset of ~0.015 m; the rise and the
-# left grip height have wide margins.
+# From batched MJX sweeps (run_actions on many script variants and poses at once, 2026-11-21). The right RM75's
+# palm-down grasp is kinematically comfortable only with the fingers turned 0.3-1.0 rad clockwise (towards -y) from
+# straight ahead: with the fingers straight ahead (yaw 0) joint 2 sits at its limit over most of the pose range and
+# the hand misses by 1-4 cm. Grasping at -0.7 rad from the object's faces keeps every augmented grasp (object yaw
+# +-0.5) inside that window; the bar's square top is then held across a corner. The scripted demo succeeds at 15 of
+# the first 16 catalog poses with these values (grasp yaw -0.85: 8/16; approach 0.12 m above the grasp: the turning
+# fingers knock the bar over at 4/16).
+HANDOVER_GRASP_YAW = -0.7  # right grasp yaw relative to the object (rad)
+HANDOVER_PRESENT_YAW = -0.6  # right hand yaw at the hand-over (world, rad): the bar is presented at yaw +0.1
+HANDOVER_APPROACH_HEIGHT = 0.20  # the right hand turns palm-down this far above its grasp point (m)
 HANDOVER_TOP_GRIP = 0.045  # top grasp point this far below the object's top face (m)
 HANDOVER_LOW_GRIP = 0.3  # left grasp point, as a fraction of the half-height below the centre
 HANDOVER_POINT = (0.45, -0.02)  # where the object is handed over (x, y)
 HANDOVER_RISE = 0.22  # object centre this far above its resting height at the hand-over (m)
-HANDOVER_OFFSET = np.array([-0.015, 0.0, 0.0])
-HANDOVER_APPROACH = 0.12  # the left hand approaches from this far behind its grasp, along its palm normal (m)  # object centre relative to the ee frame in both grasps
+HANDOVER_OFFSET = np.array([-0.015, 0.0, 0.0])  # object centre relative to the ee frame in both grasps
+# The cap grasp holds the bar like a pinch at its top corner: once presented, the bar swings in the hand until its
+# centre of mass hangs below the pinch (about 16 deg when it arrives, 30-34 deg 1.2-2 s later). The right hand
+# holds still for HANDOVER_SETTLE s before `present` ends, so the left hand's reference pose (read at the start of
+# `receive`, in the seed and in every augmented demo) is one the bar keeps while the left hand reaches it.
+HANDOVER_SETTLE = 1.2  # s
+# `grasp` ends with the object lifted straight up (in the object's frame), so in augmented demos the world-frame
+# `present` segment starts in the air: the bridge from the new grasp place to the seed's carry path then moves a
+# lifted object instead of dragging it along the table (which knocked it out of the hand at poses 6-8 cm from the
+# seed's).
+HANDOVER_LIFT = 0.12  # m
+HANDOVER_LOOK_STEP = 269  # the step (end of `present`) at which the left hand's grasp is fixed on the object
+HANDOVER_APPROACH = 0.12  # the left hand approaches from this far behind its grasp, along its palm normal (m)
 
 
 def bimanual(env, keys_per_arm):

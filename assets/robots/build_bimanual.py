@@ -483,6 +483,10 @@ RM_MASS = [(1.862, (0.0005, 0.0001, 0.0600))] + [
 # the shoulder (reach d3+d5 = 0.466), and forward-tilted grasps at x=0.6 need only ~0.3 m; hands meet at y=0.
 RM_BASE_POS = {"left": (0.05, 0.25, 0.20), "right": (0.05, -0.25, 0.20)}
 RM_BASE_PITCH = np.deg2rad(30.0)
+# Home: ee sites at (0.45, +-0.20, 0.30), fingers down, palms facing each other. 0.30 m keeps the open hands'
+# fingertips (~0.09 m below the ee site) above every Handover object standing anywhere in its pose range (the
+# 0.18 m bar included); from 0.20 m the right hand started inside objects placed near (0.45, -0.20).
+RM_HOME_EE = (0.45, 0.20, 0.30)
 # G0-R hand on the RM75-6F flange: dex-urdf rm75_inspire mount (facts 2.10), zero offset, rpy(-pi/2, 0, pi):
 # fingers along flange +z, palm normal along flange +x. ee frame = flange frame + (0.055, 0.005/-0.005, 0.135)*scale.
 RM_HAND_R = rpy(-PI / 2, 0, PI)
@@ -543,7 +547,7 @@ def bimanual_xml(home=None, hand_scale=1.0):
         for s in ("left", "right"):
             ctrl += list(home[s])
         ctrl += [0] * 12
-        x += ("\n  <keyframe>\n    <!-- home: ee at (0.45, +-0.20, 0.20), fingers pointing down, palms facing each other "
+        x += ("\n  <keyframe>\n    <!-- home: ee at (0.45, +-0.20, 0.30), fingers pointing down, palms facing each other "
               "(left palm -y, right palm +y), hands open -->\n"
               f'    <key name="home" qpos="{f(qpos, 5)}" ctrl="{f(ctrl, 5)}"/>\n  </keyframe>\n')
     x += "</mujoco>\n"
@@ -621,7 +625,7 @@ def build_bimanual(hand_scale=1.0):
         R = np.column_stack([xe, np.cross(ze, xe), ze])
         seed = np.array([0.0, 0.6, 0.0, 1.4, 0.0, 0.9, 0.0]) * np.array([1, 1, 1, 1, 1, 1, 1])
         seed[0] = sy * -0.3
-        home[s] = np.round(solve_ik(m, f"{s}_ee", qadr, seed, np.array([0.45, sy * 0.20, 0.20]), R), 5)
+        home[s] = np.round(solve_ik(m, f"{s}_ee", qadr, seed, np.array([RM_HOME_EE[0], sy * RM_HOME_EE[1], RM_HOME_EE[2]]), R), 5)
     return bimanual_xml(home, hand_scale)
 
 
