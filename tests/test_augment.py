@@ -241,7 +241,7 @@ def test_dual_arm_seeds_segment(handover_env_seed):
     """The recorded dual-arm seeds are accepted as they are (per-arm counts from env.subtasks)."""
     env, ep = handover_env_seed
     src = prepare_sources([ep], env)
-    np.testing.assert_array_equal(src.ends[0], [[179, 289, 399], [129, 179, 399]])
+    np.testing.assert_array_equal(src.ends[0], [[269, 379, 499], [159, 269, 499]])
     lift = envs.make("lift")
     lift_ep = dataset.read_dataset(DEMOS_DIR / "lift_seed.hdf5", task="lift").episodes[0]
     lsrc = prepare_sources([lift_ep], lift)
@@ -256,18 +256,20 @@ def test_handover_schedule_order(handover_env_seed):
     after left `receive` has ended; the waiting arm holds. Release replays its source only from the step after
     the left's source receive end (the source's own wait is not replayed twice)."""
     env, ep = handover_env_seed
-    nb, T = 10, 460
     src = prepare_sources([ep], env)
+    (l_wait, l_receive, _), (r_grasp, r_present, r_release) = src.ends[0]  # source subtask ends per arm
+    nb, T = 10, ep.num_samples + 60
     plan = make_plan(src, env, AugmentConfig(), 0, np.zeros((2, 3), int), jax.random.PRNGKey(0), env.home_action())
-    assert plan["seg_start"][1, 2] == 290 and plan["seg_len"][1, 2] == 110  # release: source 290..399
+    # release replays the source from the step after the left's source receive end
+    assert plan["seg_start"][1, 2] == l_receive + 1 and plan["seg_len"][1, 2] == r_release - l_receive
     obj = np.repeat(ep.object_poses[:1], T, 0)
     actions, sig = run_open_loop(GenStatic(nb, 0.0, "sequential"), plan, obj)
     L, R = 0, 1
     present_end, receive_end, release_end = first_on(sig, R, 1), first_on(sig, L, 1), first_on(sig, R, 2)
-    assert first_on(sig, R, 0) == nb + 130 - 1 and present_end == first_on(sig, R, 0) + nb + 50
-    assert first_on(sig, L, 0) == nb + 180 - 1 < present_end  # left's wait ends before the right has presented
-    assert receive_end == present_end + nb + 110  # receive starts the step after present ended
-    assert release_end == receive_end + nb + 110  # release starts the step after receive ended
+    assert first_on(sig, R, 0) == nb + r_grasp and present_end == first_on(sig, R, 0) + nb + (r_present - r_grasp)
+    assert first_on(sig, L, 0) == nb + l_wait < present_end  # left's wait ends before the right has presented
+    assert receive_end == present_end + nb + (l_receive - l_wait)  # receive starts the step after present ended
+    assert release_end == receive_end + nb + (r_release - l_receive)  # release starts the step after receive ended
     a = actions.reshape(T, 2, 15)
     for arm, frm, to in ((L, first_on(sig, L, 0) + 1, present_end + 1), (R, present_end + 1, receive_end + 1)):
         np.testing.assert_allclose(a[frm:to, arm], np.repeat(a[frm - 1 : frm, arm], to - frm, 0))  # holds while waiting
