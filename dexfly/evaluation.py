@@ -43,6 +43,14 @@ def obs_quaternion_slots(env: TaskEnv) -> tuple[int, ...]:
     return tuple(13 * r + 3 for r in range(n_obj)) + tuple(13 * n_obj + 27 * a + 23 for a in range(len(env.arms)))
 
 
+def obs_relative_position_pairs(env: TaskEnv) -> tuple[tuple[int, int], ...]:
+    """(ee position start, object position start) in `obs_vector` for every (arm, object role): the policy's
+    relative-position features (end effector minus object, world frame)."""
+    obs_quaternion_slots(env)  # checks the layout
+    n_obj = len(env.roles)
+    return tuple((13 * n_obj + 27 * a + 20, 13 * r) for a in range(len(env.arms)) for r in range(n_obj))
+
+
 @dataclass(frozen=True)
 class EvalResult:
     success_rate_mean: float
@@ -137,5 +145,5 @@ def evaluate(
     return EvalResult(float(np.mean(rates)), float(np.std(rates)), tuple(rates), np.stack(per_scene), first_qpos)
 
 
-__all__ = ["ChunkPolicy", "EvalResult", "check_policy_fits", "evaluate", "obs_quaternion_slots", "obs_vector",
+__all__ = ["ChunkPolicy", "EvalResult", "check_policy_fits", "evaluate", "obs_quaternion_slots", "obs_relative_position_pairs", "obs_vector",
            "rollout_policy"]

@@ -47,6 +47,8 @@ class Args:
     checkpoint_every: int = 1000
     quat_features: bool = True
     """Feed observation quaternions to the network as sign-invariant rot6d features (sets policy.obs_quat_at)."""
+    relative_features: bool = False
+    """Also feed end-effector-minus-object positions for every (arm, object) (sets policy.obs_rel_pos)."""
     policy: DiffusionConfig = field(default_factory=DiffusionConfig)
     """Network and schedule settings (horizons, widths, DDIM steps); --size paper overrides the widths."""
 
@@ -87,6 +89,8 @@ def main(args: Args) -> float:
     env = envs.make_cached(args.task, envs.episode_objects(first))
     if args.quat_features:
         config = config.replace(obs_quat_at=evaluation.obs_quaternion_slots(env))
+    if args.relative_features:
+        config = config.replace(obs_rel_pos=evaluation.obs_relative_position_pairs(env))
     specs = []
     for e in episodes:
         s = env.scene_from_episode(e)

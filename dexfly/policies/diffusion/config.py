@@ -22,6 +22,7 @@ ARCH_FIELDS = (
     "diffusion_step_embed_dim",
     "num_train_timesteps",
     "obs_quat_at",
+    "obs_rel_pos",
 )
 
 
@@ -45,6 +46,10 @@ class DiffusionConfig:
     """start indices of unit quaternions (w, x, y, z) in the raw observation vector. The network sees each
     as the rot6d of its rotation (continuous and invariant to the quaternion's sign, which flips in the
     observations), i.e. 2 more input numbers per quaternion. Set from the env by train_diffusion.py."""
+    obs_rel_pos: tuple[tuple[int, int], ...] = ()
+    """pairs (a, b) of start indices of position 3-vectors in the raw observation; the network also sees
+    obs[a:a+3] - obs[b:b+3] (e.g. end effector minus object), 3 more input numbers per pair. Set from the env by
+    train_diffusion.py --relative-features."""
     # network
     down_dims: tuple[int, ...] = (64, 128, 256)
     """U-Net channel widths per level (paper: 256, 512, 1024)"""
@@ -84,6 +89,9 @@ class DiffusionConfig:
         object.__setattr__(self, "obs_quat_at", tuple(sorted(int(i) for i in self.obs_quat_at)))
         if any(b - a < 4 for a, b in zip(self.obs_quat_at, self.obs_quat_at[1:])) or any(i < 0 for i in self.obs_quat_at):
             raise ValueError(f"obs_quat_at={self.obs_quat_at} must be non-negative, non-overlapping quaternion starts")
+        object.__setattr__(self, "obs_rel_pos", tuple((int(a), int(b)) for a, b in self.obs_rel_pos))
+        if any(a < 0 or b < 0 or a == b for a, b in self.obs_rel_pos):
+            raise ValueError(f"obs_rel_pos={self.obs_rel_pos} must be pairs of distinct non-negative indices")
         n_down = len(self.down_dims) - 1
         if self.pred_horizon % (2**n_down):
             raise ValueError(
@@ -122,6 +130,7 @@ class DiffusionConfig:
         d = dataclasses.asdict(self)
         d["down_dims"] = list(self.down_dims)
         d["obs_quat_at"] = list(self.obs_quat_at)
+        d["obs_rel_pos"] = [list(p) for p in self.obs_rel_pos]
         return d
 
     def to_json(self) -> str:
@@ -135,9 +144,11 @@ class DiffusionConfig:
             kw["down_dims"] = tuple(kw["down_dims"])
         if "obs_quat_at" in kw:
             kw["obs_quat_at"] = tuple(kw["obs_quat_at"])
+        if "obs_rel_pos" in kw:
+            kw["obs_rel_pos"] = tuple(tuple(p) for p in kw["obs_rel_pos"])
         return cls(**kw)
 
     @property
     def obs_extra_dims(self) -> int:
         """How many more numbers the network's observation features have than the raw observation."""
-        return 2 * len(self.obs_quat_at)
+        return 2 * len(self.obs_quat_at) + 3 * len(self.obs_rel_pos)

@@ -20,14 +20,16 @@ from dexfly.geometry import quat_to_mat, rot6d_from_mat
 from dexfly.policies.diffusion.normalizer import Normalizer
 
 
-def obs_features(obs, quat_at: Sequence[int] = ()):
-    """Raw observations [..., D] -> network features [..., D + 2 len(quat_at)] (numpy or jax).
+def obs_features(obs, quat_at: Sequence[int] = (), rel_pos: Sequence[tuple[int, int]] = ()):
+    """Raw observations [..., D] -> network features [..., D + 2 len(quat_at) + 3 len(rel_pos)] (numpy or jax).
 
     Each unit quaternion (w, x, y, z) starting at an index in `quat_at` is replaced by the rot6d (first two
     rotation-matrix columns) of its rotation: q and -q give the same features, and they vary continuously,
-    whereas raw quaternion components jump by 2 where the observation's sign flips. Identity if empty.
+    whereas raw quaternion components jump by 2 where the observation's sign flips. For each pair (a, b) in
+    `rel_pos`, the difference of the position 3-vectors obs[a:a+3] - obs[b:b+3] (m) is appended, e.g. the
+    end effector relative to an object, which a grasp needs to centimetre precision. Identity if both are empty.
     """
-    if not quat_at:
+    if not quat_at and not rel_pos:
         return obs
     xp = jnp if isinstance(obs, jax.Array) else np
     parts, prev = [], 0
@@ -37,6 +39,7 @@ def obs_features(obs, quat_at: Sequence[int] = ()):
         parts += [obs[..., prev:i], rot6d_from_mat(quat_to_mat(q)).astype(obs.dtype)]
         prev = i + 4
     parts.append(obs[..., prev:])
+    parts += [obs[..., a : a + 3] - obs[..., b : b + 3] for a, b in rel_pos]
     return xp.concatenate(parts, axis=-1)
 
 
@@ -103,12 +106,13 @@ def make_window_data(
     pred_horizon: int,
     normalizer: Normalizer | None = None,
     quat_at: Sequence[int] = (),
+    rel_pos: Sequence[tuple[int, int]] = (),
 ) -> tuple[WindowData, Normalizer]:
     """Build the device dataset; fits a Normalizer on all steps unless one is given.
 
-    Observations are turned into `obs_features(obs, quat_at)` first (the normaliser is fitted on those)."""
+    Observations are turned into `obs_features(obs, quat_at, rel_pos)` first (the normaliser is fitted on those)."""
     obs, act, lengths = concat_episodes(episodes)
-    obs = obs_features(obs, tuple(quat_at))
+    obs = obs_features(obs, tuple(quat_at), tuple(rel_pos))
     if normalizer is None:
         normalizer = Normalizer.fit(obs, act)
     oi, ai = window_indices(lengths, obs_horizon, pred_horizon)

@@ -74,7 +74,7 @@ class DiffusionPolicy:
             return self.sample(obs_history[None], key)[0]
         cfg = self.config
         B = obs_history.shape[0]
-        feats = obs_features(obs_history.astype(jnp.float32), cfg.obs_quat_at)
+        feats = obs_features(obs_history.astype(jnp.float32), cfg.obs_quat_at, cfg.obs_rel_pos)
         cond = self.normalizer.obs.normalize(feats).reshape(B, -1)
         model = make_model(cfg, self.action_dim)
         x_T = jax.random.normal(key, (B, cfg.pred_horizon, self.action_dim), jnp.float32)
