@@ -213,12 +213,13 @@ def handover_script(env, spec):
 
     Like an operator who looks before reaching, the left grasp is placed on the object where it actually is at the
     hand-over: a first pass runs the right arm's part in MJX and reads the object's pose there (the cap grasp
-    holds the bar tilted by ~15 deg, which an assumed upright pose would miss by centimetres).
+    holds the bar tilted by ~30 deg by then, which an assumed upright pose would miss by centimetres).
     """
-    actions, _ = _handover_keys(env, spec, None)
+    actions, ends = _handover_keys(env, spec, None)
     actions[:, :15] = env.home_action()[:15]  # first pass: the left arm stays out of the way
     _, traj = run_actions(env, env.make_scenes([spec]), actions[None], jax.random.PRNGKey(0))
-    presented_pose = np.asarray(traj.object_pose)[0, HANDOVER_LOOK_STEP, 0]  # [7] pos + quat (wxyz)
+    look_step = int(np.argmax(ends[:, 1, 1]))  # the right arm's `present` ends: the left grasp is fixed here
+    presented_pose = np.asarray(traj.object_pose)[0, look_step, 0]  # [7] pos + quat (wxyz)
     return _handover_keys(env, spec, presented_pose)
 
 
@@ -255,8 +256,9 @@ def _handover_keys(env, spec, presented_pose):
         Key(0.5, r_present, present_rot, HAND_OPEN),  # ... open ...
         Key(0.8, r_present + [0, 0, 0.10], present_rot, HAND_OPEN),  # ... and withdraw (ends with the episode)
     ]
+    present_end = sum(k.duration for k in right[: [k.subtask_end for k in right].index(1) + 1])  # s
     left = [
-        Key(4.2 + HANDOVER_SETTLE, l_pos, l_rot, l_hand, subtask_end=0),  # wait until the object is presented
+        Key(present_end, l_pos, l_rot, l_hand, subtask_end=0),  # wait until the object is presented
         Key(1.0, l_grasp - HANDOVER_APPROACH * left_rot[:, 0], left_rot, HAND_OPEN),
         Key(0.6, l_grasp, left_rot, HAND_OPEN),
         Key(0.6, l_grasp, left_rot, HAND_CLOSED, subtask_end=1),  # receive (ends at 7.6 s, hand closed)
@@ -290,7 +292,6 @@ HANDOVER_SETTLE = 1.2  # s
 # lifted object instead of dragging it along the table (which knocked it out of the hand at poses 6-8 cm from the
 # seed's).
 HANDOVER_LIFT = 0.12  # m
-HANDOVER_LOOK_STEP = 269  # the step (end of `present`) at which the left hand's grasp is fixed on the object
 HANDOVER_APPROACH = 0.12  # the left hand approaches from this far behind its grasp, along its palm normal (m)
 
 
