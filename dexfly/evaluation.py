@@ -32,23 +32,33 @@ class ChunkPolicy(Protocol):
     def sample(self, obs_history: jax.Array, key: jax.Array) -> jax.Array: ...
 
 
+# Layout of `obs_vector`: obs["obj"] per role [pos 3, quat 4, vel 6], then obs["prop"] per arm
+# [joint qpos 7, joint qvel 7, hand qpos 6, ee pos 3, ee quat 4].
+_OBJ_STRIDE, _OBJ_QUAT = 13, 3
+_ARM_STRIDE, _EE_POS, _EE_QUAT = 27, 20, 23
+
+
+def _obs_starts(env: TaskEnv) -> tuple[list[int], list[int]]:
+    """Start index of each object's block and of each arm's block in `obs_vector` (ValueError on another layout)."""
+    n_obj, n_arms = len(env.roles), len(env.arms)
+    if env.obs_dims != {"obj": _OBJ_STRIDE * n_obj, "prop": _ARM_STRIDE * n_arms}:
+        raise ValueError(f"{env.name}: unexpected observation layout {env.obs_dims}")
+    return [_OBJ_STRIDE * r for r in range(n_obj)], [_OBJ_STRIDE * n_obj + _ARM_STRIDE * a for a in range(n_arms)]
+
+
 def obs_quaternion_slots(env: TaskEnv) -> tuple[int, ...]:
     """Start indices of the unit quaternions (w, x, y, z) in `obs_vector` of the env's observation: each
-    object's pose quaternion (obs["obj"]: per role pos 3, quat 4, vel 6) and each arm's end-effector quaternion
-    (obs["prop"]: per arm joint qpos 7, qvel 7, hand qpos 6, ee pos 3, ee quat 4). Their sign is arbitrary
-    (the ee quaternion flips between steps), so policies should not read the raw components."""
-    n_obj = len(env.roles)
-    if env.obs_dims != {"obj": 13 * n_obj, "prop": 27 * len(env.arms)}:
-        raise ValueError(f"{env.name}: unexpected observation layout {env.obs_dims}")
-    return tuple(13 * r + 3 for r in range(n_obj)) + tuple(13 * n_obj + 27 * a + 23 for a in range(len(env.arms)))
+    object's pose quaternion and each arm's end-effector quaternion. Their sign is arbitrary (the ee quaternion
+    flips between steps), so policies should not read the raw components."""
+    objects, arms = _obs_starts(env)
+    return tuple(o + _OBJ_QUAT for o in objects) + tuple(a + _EE_QUAT for a in arms)
 
 
 def obs_relative_position_pairs(env: TaskEnv) -> tuple[tuple[int, int], ...]:
     """(ee position start, object position start) in `obs_vector` for every (arm, object role): the policy's
     relative-position features (end effector minus object, world frame)."""
-    obs_quaternion_slots(env)  # checks the layout
-    n_obj = len(env.roles)
-    return tuple((13 * n_obj + 27 * a + 20, 13 * r) for a in range(len(env.arms)) for r in range(n_obj))
+    objects, arms = _obs_starts(env)
+    return tuple((a + _EE_POS, o) for a in arms for o in objects)
 
 
 @dataclass(frozen=True)
