@@ -221,6 +221,17 @@ def test_config_validation():
 
 # ---------------------------------------------------------------- quaternion observation features
 
+def _fit_with_features(obs, cfg, rng, checkpoint_dir):
+    """Two training steps on one episode of raw `obs` [T, D] with cfg's observation features, checkpointed; the
+    config round-trips, and the policy takes raw observations while the state is in feature space."""
+    assert DiffusionConfig.from_dict(cfg.to_dict()) == cfg
+    eps = [{"obs": obs, "actions": rng.normal(size=(obs.shape[0], ACT_DIM)).astype(np.float32)}]
+    res = fit(eps, cfg, num_steps=2, progress=False, checkpoint_dir=checkpoint_dir)
+    policy = DiffusionPolicy.from_state(res.state, cfg)
+    assert policy.obs_dim == obs.shape[1] and res.state.obs_dim == obs.shape[1] + cfg.obs_extra_dims
+    return policy
+
+
 def test_obs_features_sign_invariant_and_policy_dims(tmp_path):
     from dexfly.geometry import quat_normalize
     from dexfly.policies.diffusion.data import obs_features
@@ -236,12 +247,9 @@ def test_obs_features_sign_invariant_and_policy_dims(tmp_path):
     assert obs_features(obs, ()) is obs
 
     cfg = CFG.replace(obs_quat_at=(2,))
-    assert DiffusionConfig.from_dict(cfg.to_dict()) == cfg and cfg.obs_extra_dims == 2
-    eps = [{"obs": obs, "actions": rng.normal(size=(7, ACT_DIM)).astype(np.float32)}]
+    assert cfg.obs_extra_dims == 2
     d = str(tmp_path / "q")
-    res = fit(eps, cfg, num_steps=2, progress=False, checkpoint_dir=d)
-    policy = DiffusionPolicy.from_state(res.state, cfg)
-    assert policy.obs_dim == 7 and res.state.obs_dim == 9
+    policy = _fit_with_features(obs, cfg, rng, d)
     hist = jnp.asarray(obs[None, :2]).repeat(2, 0)
     a = policy(hist, jax.random.PRNGKey(0))
     b = policy(hist.at[:, :, 2:6].multiply(-1), jax.random.PRNGKey(0))
@@ -269,12 +277,9 @@ def test_relative_position_features(tmp_path):
         CFG.replace(obs_rel_pos=((1, 1),))
 
     cfg = CFG.replace(obs_rel_pos=((0, 6),))
-    assert DiffusionConfig.from_dict(cfg.to_dict()) == cfg and cfg.obs_extra_dims == 3
-    eps = [{"obs": obs, "actions": rng.normal(size=(9, ACT_DIM)).astype(np.float32)}]
+    assert cfg.obs_extra_dims == 3
     d = str(tmp_path / "rel")
-    res = fit(eps, cfg, num_steps=2, progress=False, checkpoint_dir=d)
-    policy = DiffusionPolicy.from_state(res.state, cfg)
-    assert policy.obs_dim == 10 and res.state.obs_dim == 13
+    policy = _fit_with_features(obs, cfg, rng, d)
     assert policy(jnp.asarray(obs[None, :2]), jax.random.PRNGKey(0)).shape == (1, cfg.pred_horizon, ACT_DIM)
     with pytest.raises(ValueError, match="obs_rel_pos"):
         restore_latest(d, cfg.replace(obs_rel_pos=()))
