@@ -93,6 +93,16 @@ def test_seed_replay_succeeds(task):
     np.testing.assert_allclose(np.asarray(traj.obs_obj[0, :50]), demo.obs["obj"][:50], atol=1e-3)
 
 
+def test_pour_seed_leaves_cup_still_until_the_hand_closes():
+    """The Pour seed's hand reaches its grasp without touching the cup. A seed that shoves the cup first (the first
+    one moved it 35 mm with the open thumb) teaches policies a push they cannot reproduce."""
+    demo = dataset.read_dataset(DEMOS_DIR / "pour_seed.hdf5", task="pour").episodes[0]
+    close = int(np.argmax(demo.hand_target[:, 0, 0] > 0.3))  # first step the index finger is commanded to curl
+    assert close > 0
+    cup = demo.object_poses[:close, 0, :3]
+    assert np.linalg.norm(cup - cup[0], axis=1).max() < 0.003
+
+
 def test_unknown_task():
     with pytest.raises(ValueError, match="unknown task 'juggle'"):
         envs.make("juggle")
