@@ -140,10 +140,11 @@ def grasp_script(env, spec):
 # open thumb (rotation 1.1) sticks out along the palm normal up to x = +0.05, at z in [-0.07, -0.014]. A cup held
 # with its centre on the ee site's z would have the thumb inside its near-right corner, so a horizontal approach
 # along the palm normal shoves the cup 3-5 cm before the fingers close (the first seed did exactly that, and its
-# policies failed at the grasp). The cup is therefore held 2 cm towards the fingers (its -z side clears the thumb),
-# 1 cm in front of the palm, with the grasp 3.5 cm above the cup's centre, and the hand comes down vertically from
-# 12 cm above. C-MuJoCo sweeps of constant placement errors (the whole grasp shifted by up to 1.5 cm in x/y or
-# 1 cm in z) give 13 of 18 successes for this grasp, against 1 of 8 (1 cm errors only) for the first seed's.
+# policies failed at the grasp). The cup is therefore held 1.5 cm towards the fingers (its -z side clears the
+# thumb), 1 cm in front of the palm, with the grasp 3.5 cm above the cup's centre, and the hand comes down
+# vertically from 12 cm above. C-MuJoCo sweeps of constant placement errors (the whole grasp shifted by up to 1.5 cm
+# in x/y or 1 cm in z) give 14 of 18 successes for this grasp, against 1 of 8 (1 cm errors only) for the first
+# seed's.
 POUR_PALM_CLEARANCE = 0.01  # gap between the palm face and the cup's near wall at the grasp (m)
 POUR_FINGERWARD = 0.015  # cup centre this far along the fingers from the ee site (m)
 POUR_GRASP_HEIGHT = 0.035  # grasp this far above the cup's centre (m)

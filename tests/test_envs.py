@@ -97,7 +97,7 @@ def test_pour_seed_leaves_cup_still_until_the_hand_closes():
     """The Pour seed's hand reaches its grasp without touching the cup. A seed that shoves the cup first (the first
     one moved it 35 mm with the open thumb) teaches policies a push they cannot reproduce."""
     demo = dataset.read_dataset(DEMOS_DIR / "pour_seed.hdf5", task="pour").episodes[0]
-    close = int(np.argmax(demo.hand_target[:, 0, 0] > 0.3))  # first step the index finger is commanded to curl
+    close = int(np.argmax(demo.hand_target[:, 0, 0] > 0.3))  # first step the fingers are commanded to curl (RH56 order: pinky first)
     assert close > 0
     cup = demo.object_poses[:close, 0, :3]
     assert np.linalg.norm(cup - cup[0], axis=1).max() < 0.003
