@@ -4,20 +4,43 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
+
+
+def _create_temp(directory: Path, prefix: str, suffix: str) -> str:
+    """Create a new empty file ``directory/prefix<random>suffix`` with a plain ``open()``'s mode; return its path.
+
+    ``tempfile.mkstemp`` creates its file 0600 and the mode survives the rename, so shared datasets,
+    videos and JSON ended up private. Instead the file is created here with ``O_CREAT | O_EXCL`` and
+    mode 0o666, which the kernel masks with the process umask (and the folder's default ACL) at
+    creation, exactly as ``open(path, "w")`` would. This never reads the umask: reading it with
+    ``os.umask(0); os.umask(old)`` briefly changes it for every thread of the process, and
+    /proc/self/status is Linux-only. ``O_EXCL`` makes the name ours alone, as in mkstemp.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = str(directory / f"{prefix}{secrets.token_hex(4)}{suffix}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name {prefix}*{suffix} in {directory}")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
     """Yield a temp path next to `path`; on success rename it over `path`, on any error delete it.
 
-    Readers never see a partial file, and an existing file survives a failed write.
+    Readers never see a partial file, and an existing file survives a failed write. The temp file
+    (hence the result) gets the mode a plain ``open()`` gives a new file: 0o666 less the umask,
+    e.g. 0644 under umask 022. Writers that reopen ``tmp`` for writing (h5py, ffmpeg, savefig) keep it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp(path.parent, f".{path.name}.", suffix)
     try:
         yield tmp
         os.replace(tmp, path)

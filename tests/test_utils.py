@@ -1,0 +1,102 @@
+"""Atomic writes: files come out with a plain open()'s mode (0o666 less the umask), never mkstemp's 0600."""
+
+import os
+import stat
+import threading
+
+import numpy as np
+import pytest
+
+import dexfly  # noqa: F401
+from dexfly.dataset import Episode, merge_datasets, read_dataset, write_dataset
+from dexfly.render import write_video
+from dexfly.utils import atomic_path, atomic_write_text, plot_curve
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    old = os.umask(0o022)
+    try:
+        yield lambda m: os.umask(m)
+    finally:
+        os.umask(old)
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def episode(T=4, seed=0):
+    r = np.random.default_rng(seed)
+    sub = np.zeros((T, 1, 1), np.uint8)
+    sub[-1] = 1
+    return Episode(actions=r.normal(size=(T, 15)), states=r.normal(size=(T, 8)), rewards=np.zeros(T),
+                   obs={"obj": r.normal(size=(T, 13)), "prop": r.normal(size=(T, 34))},
+                   ee_target_pose=r.normal(size=(T, 1, 7)), hand_target=r.normal(size=(T, 1, 6)),
+                   object_poses=r.normal(size=(T, 1, 7)), subtask_end=sub, success=True, object_ids=["cup"],
+                   env_id="studio", pose_id="p00", seed=seed)
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_text_file_mode_follows_umask(tmp_path, umask, mask, expected):
+    umask(mask)
+    p = atomic_write_text(tmp_path / "sub" / "eval.json", "{}")
+    assert p.read_text() == "{}"
+    assert mode(p) == expected == 0o666 & ~mask
+    reference = tmp_path / "plain.json"  # what open() gives a new file under the same umask
+    reference.write_text("{}")
+    assert mode(p) == mode(reference)
+
+
+def test_dataset_readable_by_group_and_others(tmp_path, umask):
+    p = write_dataset(tmp_path / "d.hdf5", [episode(seed=i) for i in range(3)], task="grasp",
+                      env_args={"robot": "panda_inspire"})
+    assert mode(p) == 0o644
+    assert mode(p) & (stat.S_IRGRP | stat.S_IROTH) == stat.S_IRGRP | stat.S_IROTH
+    # a merge written over one of its inputs comes out the same
+    other = write_dataset(tmp_path / "e.hdf5", [episode(seed=9)], task="grasp", env_args={"robot": "panda_inspire"})
+    os.chmod(p, 0o600)
+    merge_datasets([p, other], p)
+    assert len(read_dataset(p)) == 4 and mode(p) == 0o644
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["d.hdf5", "e.hdf5"]  # no temp files left
+
+
+def test_video_and_plot_readable(tmp_path, umask):
+    frames = np.random.default_rng(0).integers(0, 255, size=(3, 16, 16, 3), dtype=np.uint8)
+    for ext in (".gif", ".mp4"):
+        assert mode(write_video(tmp_path / f"clip{ext}", frames, fps=5)) == 0o644
+    assert mode(plot_curve(tmp_path / "loss.png", np.arange(10.0), title="t", ylabel="y")) == 0o644
+
+
+def test_failed_write_leaves_nothing_and_keeps_old_file(tmp_path, umask):
+    p = atomic_write_text(tmp_path / "a.txt", "old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(p) as tmp:
+            assert mode(tmp) == 0o644  # the temp file already has the final mode
+            with open(tmp, "w") as f:
+                f.write("new")
+            raise RuntimeError("crash")
+    assert p.read_text() == "old" and [x.name for x in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_concurrent_writes_do_not_touch_umask(tmp_path, umask):
+    """Many threads writing at once: every file gets the mode and the process umask is left alone."""
+    umask(0o027)
+    errors = []
+
+    def work(i):
+        try:
+            for j in range(20):
+                atomic_write_text(tmp_path / f"f{i}_{j}.txt", str(j))
+        except BaseException as e:  # noqa: BLE001 - report in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert {mode(p) for p in tmp_path.iterdir()} == {0o640}
+    assert os.umask(0o027) == 0o027
