@@ -51,12 +51,12 @@ __all__ = [
     "GEOM_TYPES",
     "TABLE_TEXTURES",
     "load_catalog",
-    "object_body_xml",
-    "compile_object_inertials",
 ]
 
+# The tasks, in their canonical order (envs, datasets and scripts use this tuple).
 TASKS = ("grasp", "pour", "lift", "handover")
-# pose role (key in poses.json) -> object role (field `role` in objects.json), per task
+# Task role (key in poses.json, `TaskEnv.roles`) -> object role (field `role` in objects.json), per task.
+# The one map between the two; `TaskEnv.role_kind` and `Catalog.filter_objects` read it.
 TASK_ROLES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
         "grasp": MappingProxyType({"object": "object"}),
@@ -116,12 +116,13 @@ class GeomSpec:
         return p - h, p + h
 
     def volume(self) -> float:
-        s = self.size
+        s = np.asarray(self.size, dtype=float)
         if self.type == "box":
-            return 8.0 * s[0] * s[1] * s[2]
-        if self.type == "capsule":
-            return math.pi * s[0] ** 2 * 2.0 * s[1] + 4.0 / 3.0 * math.pi * s[0] ** 3
-        return 4.0 / 3.0 * math.pi * s[0] ** 3
+            return float(8.0 * np.prod(s[:3]))
+        if self.type == "sphere":
+            return float(4.0 / 3.0 * np.pi * s[0] ** 3)
+        r, h = s[0], s[1]  # capsule
+        return float(np.pi * r * r * 2 * h + 4.0 / 3.0 * np.pi * r**3)
 
 
 @dataclass(frozen=True)
@@ -145,22 +146,8 @@ class ObjectSpec:
 
     def geom_masses(self) -> tuple[float, ...]:
         """Per-geom masses: the object's mass split in proportion to geom volume (uniform density)."""
-        vols = [g.volume() for g in self.geoms]
-        tot = sum(vols)
-        return tuple(self.mass * v / tot for v in vols)
-
-    def geom_arrays(self) -> dict[str, np.ndarray]:
-        """Per-geom parameter arrays (MuJoCo layout: size padded to 3) for varying a compiled topology."""
-        size = np.zeros((self.ngeom, 3))
-        for i, g in enumerate(self.geoms):
-            size[i, : len(g.size)] = g.size
-        return {
-            "geom_size": size,
-            "geom_pos": np.array([g.pos for g in self.geoms], dtype=float),
-            "geom_quat": np.array([g.quat for g in self.geoms], dtype=float),
-            "geom_rgba": np.array([g.rgba for g in self.geoms], dtype=float),
-            "geom_friction": np.tile([self.friction, 0.005, 0.0001], (self.ngeom, 1)),
-        }
+        vols = np.array([g.volume() for g in self.geoms])
+        return tuple(float(m) for m in self.mass * vols / vols.sum())
 
 
 @dataclass(frozen=True)
@@ -290,35 +277,24 @@ class Catalog:
                 return o
         raise _unknown("object", object_id, (o.id for o in self.objects), f" in {self.root / 'objects.json'}")
 
-    def env(self, env_id: str) -> EnvSpec:
+    def environment(self, env_id: str) -> EnvSpec:
         for e in self.environments:
             if e.id == env_id:
                 return e
         raise _unknown("environment", env_id, (e.id for e in self.environments),
                        f" in {self.root / 'environments.json'}")
 
-    def environment(self, env_id: str) -> EnvSpec:
-        """Alias of ``env``."""
-        return self.env(env_id)
-
     def pose(self, task: str, pose_id: str) -> PoseSpec:
-        tp = self.task_poses(task)
+        tp = self.poses_for(task)
         for p in tp.poses:
             if p.id == pose_id:
                 return p
         raise _unknown(f"{task} pose", pose_id, tp.ids, f" in {self.root / 'poses.json'}")
 
-    def task_poses(self, task: str) -> TaskPoses:
+    def poses_for(self, task: str) -> TaskPoses:
+        """The task's pose ranges and enumerated poses."""
         _check_task(task)
         return self.poses[task]
-
-    def poses_for(self, task: str) -> TaskPoses:
-        """Alias of ``task_poses``."""
-        return self.task_poses(task)
-
-    def objects_for(self, task: str, role: str | None = None) -> tuple[ObjectSpec, ...]:
-        """``filter_objects(task=task, role=role)`` (role: object role or the task's pose role)."""
-        return self.filter_objects(task=task, role=role)
 
     def filter_objects(self, task: str | None = None, role: str | None = None,
                        category: str | None = None) -> tuple[ObjectSpec, ...]:
@@ -363,7 +339,7 @@ class Catalog:
         return self.environments[0]
 
     def default_pose(self, task: str) -> PoseSpec:
-        return self.task_poses(task).default_pose
+        return self.poses_for(task).default_pose
 
     def topologies(self, task: str | None = None, role: str | None = None) -> dict[tuple[str, ...], tuple[ObjectSpec, ...]]:
         """Topology (ordered geom types) -> objects sharing it (file order)."""
@@ -371,6 +347,14 @@ class Catalog:
         for o in self.filter_objects(task=task, role=role):
             out.setdefault(o.topology, []).append(o)
         return {k: tuple(v) for k, v in out.items()}
+
+    def scene_topology(self, objects: Mapping[str, str | ObjectSpec] | Iterable[tuple[str, str | ObjectSpec]]) -> tuple:
+        """The key of a scene's compiled model: ``((role, object topology), ...)`` in the given role order.
+
+        ``objects`` maps (or pairs) each task role to a catalog object id or ``ObjectSpec``. Scenes with the
+        same key share one compiled MJX model (sizes, masses, frictions vary as per-env parameters)."""
+        pairs = objects.items() if isinstance(objects, Mapping) else objects
+        return tuple((role, (o if isinstance(o, ObjectSpec) else self.object(o)).topology) for role, o in pairs)
 
     @staticmethod
     def rest_z(obj: ObjectSpec, env: EnvSpec) -> float:
@@ -656,54 +640,3 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
         st = p.stat() if p.exists() else None
         stamp.append((f, st.st_mtime_ns if st else None, st.st_size if st else None))
     return _load_cached(str(root), tuple(stamp))
-
-
-# ----------------------------------------------------------------------------------------------
-# MJCF helpers
-
-
-def _fmt(v: Iterable[float]) -> str:
-    return " ".join(f"{x:.6g}" for x in v)
-
-
-def object_body_xml(obj: ObjectSpec, name: str | None = None, *, pos: Sequence[float] = (0.0, 0.0, 0.0),
-                    quat: Sequence[float] = (1.0, 0.0, 0.0, 0.0), freejoint: bool = True,
-                    contype: int = 4, conaffinity: int = 15, condim: int = 4) -> str:
-    """An MJCF ``<body>`` for the object: its geoms (named ``{name}_g{i}``) with per-geom masses splitting
-    ``obj.mass`` by volume and the object's sliding friction. Collision bits default to the object bits
-    of docs/conventions.md."""
-    name = name or obj.id
-    lines = [f'<body name="{name}" pos="{_fmt(pos)}" quat="{_fmt(quat)}">']
-    if freejoint:
-        lines.append(f'  <freejoint name="{name}_joint"/>')
-    for i, (g, m) in enumerate(zip(obj.geoms, obj.geom_masses())):
-        lines.append(
-            f'  <geom name="{name}_g{i}" type="{g.type}" size="{_fmt(g.size)}" pos="{_fmt(g.pos)}" '
-            f'quat="{_fmt(g.quat)}" rgba="{_fmt(g.rgba)}" mass="{m:.9g}" '
-            f'friction="{obj.friction:.6g} 0.005 0.0001" contype="{contype}" conaffinity="{conaffinity}" '
-            f'condim="{condim}"/>'
-        )
-    lines.append("</body>")
-    return "\n".join(lines)
-
-
-def compile_object_inertials(obj: ObjectSpec) -> dict[str, np.ndarray]:
-    """Compile the object alone with MuJoCo and return its body inertials:
-    ``mass`` (scalar), ``inertia`` (3, principal), ``ipos`` (3, CoM in the body frame), ``iquat`` (4, wxyz).
-
-    Batched models varying objects within one topology set ``body_mass/body_inertia/body_ipos/body_iquat``
-    of the object body per env from these."""
-    import mujoco
-
-    xml = f"<mujoco><worldbody>{object_body_xml(obj, 'obj')}</worldbody></mujoco>"
-    try:
-        m = mujoco.MjModel.from_xml_string(xml)
-    except ValueError as e:
-        raise CatalogError(f"object {obj.id!r} does not compile: {e}") from e
-    b = m.body("obj").id
-    return {
-        "mass": np.array(m.body_mass[b]),
-        "inertia": np.array(m.body_inertia[b]),
-        "ipos": np.array(m.body_ipos[b]),
-        "iquat": np.array(m.body_iquat[b]),
-    }

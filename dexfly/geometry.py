@@ -96,6 +96,11 @@ def mat_from_rot6d(r):
     return xp.stack([x, y, z], axis=-1)
 
 
+def quat_from_rot6d(r):
+    """[..., 6] -> [..., 4] (w >= 0): `mat_to_quat(mat_from_rot6d(r))`, e.g. an action's target orientation."""
+    return mat_to_quat(mat_from_rot6d(r))
+
+
 def quat_from_yaw(yaw):
     """[...] yaw about world z -> [..., 4]."""
     xp = _xp(yaw)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from dexfly import geometry
 from envs.base import Scene, SceneSpec, TaskEnv
 
 
@@ -104,7 +105,8 @@ def episodes_from_trajectory(
             continue
         T = actions.shape[1]
         a = actions[b].reshape(T, n_arms, 15)
-        ee_target = np.concatenate([a[..., :3], _rot6d_to_quat(a[..., 3:9])], axis=-1)
+        ee_quat = geometry.quat_from_rot6d(jnp.asarray(a[..., 3:9]))  # in JAX float32, as datasets record it
+        ee_target = np.concatenate([a[..., :3], np.asarray(ee_quat)], axis=-1)
         dones = np.zeros(T, np.uint8)
         dones[-1] = 1
         out.append(
@@ -128,9 +130,3 @@ def episodes_from_trajectory(
             )
         )
     return out
-
-
-def _rot6d_to_quat(r):
-    from dexfly import geometry
-
-    return np.asarray(geometry.mat_to_quat(geometry.mat_from_rot6d(jnp.asarray(r))))

@@ -90,7 +90,7 @@ def group_by_topology(task: str, specs):
     groups: dict[tuple, list] = {}
     reps: dict[tuple, tuple] = {}
     for spec in specs:
-        topo = tuple((role, cat.object(oid).topology) for role, oid in spec.objects)
+        topo = cat.scene_topology(spec.objects)
         reps.setdefault(topo, spec.objects)
         groups.setdefault(reps[topo], []).append(spec)
     return groups

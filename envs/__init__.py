@@ -9,25 +9,19 @@
 import functools
 
 import dexfly  # noqa: F401  (sets XLA flags and the compilation cache before jax is imported)
+from dexfly.catalog import TASKS, load_catalog
 from envs.base import EnvConfig, Scene, SceneSet, SceneSpec, SimulationError, State, TaskEnv, episode_objects, obs_vector
 
 
-def _registry():
+def _registry() -> dict[str, type[TaskEnv]]:
+    """Task name -> TaskEnv class, for each of `dexfly.catalog.TASKS` in that order."""
     from envs.grasp import Grasp
+    from envs.handover import Handover
+    from envs.lift import Lift
     from envs.pour import Pour
 
-    tasks = {"grasp": Grasp, "pour": Pour}
-    try:
-        from envs.handover import Handover
-        from envs.lift import Lift
-
-        tasks.update({"lift": Lift, "handover": Handover})
-    except ImportError:  # dual-arm tasks not present in this checkout
-        pass
-    return tasks
-
-
-TASKS = ("grasp", "pour", "lift", "handover")
+    classes = {cls.name: cls for cls in (Grasp, Pour, Lift, Handover)}
+    return {task: classes[task] for task in TASKS}
 
 
 def make(task: str, config: EnvConfig | None = None, objects: dict[str, str] | None = None) -> TaskEnv:
@@ -38,9 +32,18 @@ def make(task: str, config: EnvConfig | None = None, objects: dict[str, str] | N
     return registry[task](config or EnvConfig(), objects)
 
 
-@functools.lru_cache(maxsize=32)
 def make_cached(task: str, objects: tuple[tuple[str, str], ...] | None = None, config: EnvConfig | None = None) -> TaskEnv:
-    """`make`, memoised on (task, objects, config): reuse one env (and its compiled functions) per topology."""
+    """`make`, memoised on (task, objects, config): the process's one env cache. Reuse one env (and its compiled
+    functions) per object set; `objects=None` and `config=None` mean the task's default objects and `EnvConfig()`,
+    and share the env built for them when given explicitly."""
+    config = config or EnvConfig()
+    if not objects and task in TASKS:
+        objects = tuple((role, obj.id) for role, obj in load_catalog().default_objects(task).items())
+    return _make_cached(task, tuple(objects) if objects else None, config)
+
+
+@functools.lru_cache(maxsize=32)
+def _make_cached(task: str, objects: tuple[tuple[str, str], ...] | None, config: EnvConfig) -> TaskEnv:
     return make(task, config, dict(objects) if objects else None)
 
 

@@ -136,7 +136,7 @@ class TaskEnv:
         if missing:
             raise ValueError(f"task {self.name!r} needs objects for roles {sorted(missing)}")
         self.object_specs = {r: self._object_for_role(r, objects[r]) for r in self.roles}
-        self.topology = scene_lib.topology_of(self.object_specs)
+        self.topology = self.catalog.scene_topology(self.object_specs)
         particles = self.catalog.particles if self.uses_particles else None
         self.particles = particles
         self.compiled = scene_lib.compile_scene(self.robot_path, self.object_specs, self.catalog.environments[0], particles)
@@ -214,11 +214,12 @@ class TaskEnv:
 
     # ------------------------------------------------------------------ scenes
     def default_objects(self) -> dict[str, str]:
-        return {role: self.catalog.objects_for(self.name, self.role_kind(role))[0].id for role in self.roles}
+        defaults = self.catalog.default_objects(self.name)
+        return {role: defaults[role].id for role in self.roles}
 
     def role_kind(self, role: str) -> str:
-        """Catalog `role` of the objects that may fill this task role."""
-        return {"source": "source_container", "target": "target_container"}.get(role, "object")
+        """Catalog `role` of the objects that may fill this task role (`dexfly.catalog.TASK_ROLES`)."""
+        return catalog_lib.TASK_ROLES[self.name][role]
 
     def _object_for_role(self, role: str, object_id: str) -> catalog_lib.ObjectSpec:
         obj = self.catalog.object(object_id)
@@ -300,7 +301,7 @@ class TaskEnv:
 
     def scene_arrays(self, spec: SceneSpec) -> Scene:
         objects = {r: self._object_for_role(r, oid) for r, oid in spec.objects}
-        if scene_lib.topology_of(objects) != self.topology:
+        if self.catalog.scene_topology(objects) != self.topology:
             raise ValueError(f"scene objects {spec.object_ids} do not match this env's topology {self.topology}")
         env = self.catalog.environment(spec.env_id)
         params = scene_lib.object_set_params(self.robot_path, spec.objects, "p" if self.uses_particles else None)
@@ -432,11 +433,12 @@ class TaskEnv:
 
     def touching(self, d: mjx.Data, geoms_a: np.ndarray, geoms_b: np.ndarray, margin: float = 1e-3) -> jax.Array:
         """[] bool: some active contact (distance < margin) between a geom of set a and one of set b."""
-        g1, g2 = d.contact.geom1, d.contact.geom2
+        contact = d._impl.contact  # `Data.contact` and `Contact.geom1/geom2` are deprecated in MJX
+        g1, g2 = contact.geom[:, 0], contact.geom[:, 1]
         a1, b1 = jnp.isin(g1, geoms_a), jnp.isin(g1, geoms_b)
         a2, b2 = jnp.isin(g2, geoms_a), jnp.isin(g2, geoms_b)
         pair = (a1 & b2) | (a2 & b1)
-        return jnp.any(pair & (d.contact.dist < margin))
+        return jnp.any(pair & (contact.dist < margin))
 
     # ------------------------------------------------------------------ helpers for tasks and scripts
     def home_action(self) -> np.ndarray:

@@ -39,6 +39,8 @@ OBJECT_FIELDS = (
 
 OBJECT_CONTYPE, OBJECT_CONAFFINITY = 4, 15
 PARTICLE_CONTYPE, PARTICLE_CONAFFINITY = 8, 13
+TORSIONAL_ROLLING_FRICTION = "0.01 0.001"  # of objects, particles and the table (after the sliding friction)
+CONDIM = 3
 TABLE_HALF_EXTENT = (0.45, 0.75)  # visible table top half-size (m); the collision plane is infinite
 TABLE_CENTRE_X = 0.45
 
@@ -57,35 +59,29 @@ def _camera(name: str, pos, target) -> str:
     return f'<camera name="{name}" pos="{_fmt(pos)}" xyaxes="{_fmt(right)} {_fmt(up)}" fovy="50"/>'
 
 
-def _object_body(role: str, obj: catalog_lib.ObjectSpec) -> str:
-    """MJCF of one free task object; geom masses are split by volume so the body mass matches the catalog."""
-    volumes = np.array([_geom_volume(g.type, g.size) for g in obj.geoms])
-    masses = obj.mass * volumes / volumes.sum()
+def object_body_xml(name: str, obj: catalog_lib.ObjectSpec, pos=(0.0, 0.0, 1.0)) -> str:
+    """MJCF of one free catalog object, exactly as the tasks simulate it: a body `name` with a free joint
+    `{name}_joint` and geoms `{name}_g{k}` whose masses split the catalog mass by volume
+    (`ObjectSpec.geom_masses`), the object's sliding friction, condim 3 and the object collision bits."""
     geoms = []
-    for k, (g, mass) in enumerate(zip(obj.geoms, masses)):
-        quat = f' quat="{_fmt(g.quat)}"' if g.quat is not None else ""
+    for k, (g, mass) in enumerate(zip(obj.geoms, obj.geom_masses())):
         geoms.append(
-            f'<geom name="{role}_g{k}" type="{g.type}" size="{_fmt(g.size)}" pos="{_fmt(g.pos)}"{quat} '
-            f'rgba="{_fmt(g.rgba)}" mass="{mass:.6g}" friction="{obj.friction:.4g} 0.01 0.001" '
-            f'contype="{OBJECT_CONTYPE}" conaffinity="{OBJECT_CONAFFINITY}" condim="3"/>'
+            f'<geom name="{name}_g{k}" type="{g.type}" size="{_fmt(g.size)}" pos="{_fmt(g.pos)}" quat="{_fmt(g.quat)}" '
+            f'rgba="{_fmt(g.rgba)}" mass="{mass:.6g}" friction="{obj.friction:.4g} {TORSIONAL_ROLLING_FRICTION}" '
+            f'contype="{OBJECT_CONTYPE}" conaffinity="{OBJECT_CONAFFINITY}" condim="{CONDIM}"/>'
         )
     return (
-        f'<body name="{role}" pos="0 0 1">\n  <freejoint name="{role}_joint"/>\n  '
+        f'<body name="{name}" pos="{_fmt(pos)}">\n  <freejoint name="{name}_joint"/>\n  '
         + "\n  ".join(geoms)
         + "\n</body>"
     )
 
 
-def _geom_volume(gtype: str, size) -> float:
-    size = np.asarray(size, dtype=float)
-    if gtype == "box":
-        return float(8.0 * np.prod(size[:3]))
-    if gtype == "sphere":
-        return float(4.0 / 3.0 * np.pi * size[0] ** 3)
-    if gtype == "capsule":
-        r, h = size[0], size[1]
-        return float(np.pi * r * r * 2 * h + 4.0 / 3.0 * np.pi * r**3)
-    raise catalog_lib.CatalogError(f"geom type {gtype!r} is not supported (box, capsule, sphere)")
+def table_texture_xml(env: catalog_lib.EnvSpec) -> str:
+    """The table top's `<texture>` for the environment's catalog texture (`EnvSpec.texture_attrs`). Visual only:
+    an asset, no geom or body."""
+    attrs = " ".join(f'{k}="{v}"' for k, v in env.texture_attrs().items())
+    return f'<texture name="table_tex" type="2d" {attrs} width="256" height="256"/>'
 
 
 def _particles(spec: catalog_lib.ParticleSpec | None) -> str:
@@ -96,8 +92,8 @@ def _particles(spec: catalog_lib.ParticleSpec | None) -> str:
         bodies.append(
             f'<body name="particle{i}" pos="0 0 {1.0 + 0.05 * i:.3f}"><freejoint name="particle{i}_joint"/>'
             f'<geom name="particle{i}_g" type="sphere" size="{spec.radius:.5g}" mass="{spec.mass:.5g}" '
-            f'rgba="{_fmt(spec.rgba)}" friction="{spec.friction:.4g} 0.01 0.001" '
-            f'contype="{PARTICLE_CONTYPE}" conaffinity="{PARTICLE_CONAFFINITY}" condim="3"/></body>'
+            f'rgba="{_fmt(spec.rgba)}" friction="{spec.friction:.4g} {TORSIONAL_ROLLING_FRICTION}" '
+            f'contype="{PARTICLE_CONTYPE}" conaffinity="{PARTICLE_CONAFFINITY}" condim="{CONDIM}"/></body>'
         )
     return "\n".join(bodies)
 
@@ -114,14 +110,13 @@ def scene_xml(
     robot_file = Path(robot_file).resolve()
     tx, ty = TABLE_HALF_EXTENT
     h = env.table_height
-    tex = env.table_texture if env.table_texture in ("checker", "gradient", "flat") else "flat"
     cx, cy, cz = camera_target
-    body_xml = "\n".join(_object_body(role, obj) for role, obj in objects.items())
+    body_xml = "\n".join(object_body_xml(role, obj) for role, obj in objects.items())
     return f"""<mujoco model="dexfly_scene">
   <include file="{robot_file}"/>
   <visual><headlight ambient="0.25 0.25 0.25" diffuse="0.4 0.4 0.4"/><global offwidth="1280" offheight="960"/></visual>
   <asset>
-    <texture name="table_tex" type="2d" builtin="{tex}" rgb1="{_fmt(env.table_rgba[:3])}" rgb2="{_fmt(env.table_texture_rgb2)}" width="256" height="256"/>
+    {table_texture_xml(env)}
     <material name="table_mat" texture="table_tex" texrepeat="4 4" rgba="1 1 1 1"/>
     <texture name="sky" type="skybox" builtin="gradient" rgb1="0.62 0.7 0.8" rgb2="0.12 0.14 0.18" width="256" height="256"/>
   </asset>
@@ -129,7 +124,7 @@ def scene_xml(
     <light name="key" directional="true" pos="0 0 3" dir="{_fmt(env.light_dir)}" diffuse="{_fmt(env.light_diffuse)}" ambient="{_fmt(env.light_ambient)}" castshadow="false"/>
     <geom name="floor" type="plane" size="3 3 0.05" pos="0 0 {h - 0.75:.4f}" rgba="{_fmt(env.floor_rgba)}" contype="0" conaffinity="0"/>
     <geom name="table" type="plane" size="{tx} {ty} 0.05" pos="{TABLE_CENTRE_X} 0 {h:.4f}" material="table_mat"
-          friction="{env.table_friction:.4g} 0.01 0.001" contype="1" conaffinity="0" condim="3"/>
+          friction="{env.table_friction:.4g} {TORSIONAL_ROLLING_FRICTION}" contype="1" conaffinity="0" condim="{CONDIM}"/>
     <geom name="table_slab" type="box" size="{tx} {ty} 0.02" pos="{TABLE_CENTRE_X} 0 {h - 0.021:.4f}" rgba="{_fmt(env.table_rgba)}" contype="0" conaffinity="0" group="1"/>
     {_camera("front", (cx + 0.75, cy + 0.55, cz + 0.55), camera_target)}
     {_camera("close", (cx + 0.4, cy - 0.4, cz + 0.2), (cx, cy, cz - 0.05))}
@@ -192,10 +187,6 @@ def object_set_params(robot_file: str, object_ids: tuple[tuple[str, str], ...], 
     particles = cat.particles if particles_key else None
     compiled = compile_scene(robot_file, objects, cat.environments[0], particles)
     return {f: np.array(getattr(compiled.model, f)) for f in OBJECT_FIELDS}
-
-
-def topology_of(objects: dict[str, catalog_lib.ObjectSpec]) -> tuple:
-    return tuple((role, obj.topology) for role, obj in objects.items())
 
 
 def apply_environment(params: dict[str, np.ndarray], compiled: CompiledScene, env: catalog_lib.EnvSpec) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ from rich.table import Table
 
 import envs
 from dexfly import evaluation, render
-from dexfly.catalog import load_catalog
+from dexfly.catalog import TASK_ROLES, load_catalog
 from dexfly.policies.diffusion import load_policy
 
 
@@ -65,8 +65,7 @@ def scene_set(task: str, args: Args):
     cat = load_catalog()
     roles = envs.make_cached(task).roles
     main_role = roles[0]
-    kind = {"source": "source_container", "target": "target_container"}.get(main_role, "object")
-    objects = args.objects or tuple(o.id for o in cat.objects_for(task, kind)[: args.num_objects])
+    objects = args.objects or tuple(o.id for o in cat.filter_objects(task=task, role=TASK_ROLES[task][main_role])[: args.num_objects])
     env_ids = args.env_ids or tuple(e.id for e in cat.environments[: args.num_envs])
     pose_ids = args.pose_ids or cat.poses_for(task).ids[: args.num_poses]
     defaults = {r: o.id for r, o in cat.default_objects(task).items()}

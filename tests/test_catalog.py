@@ -11,7 +11,9 @@ import dexfly  # noqa: F401
 import mujoco
 
 from dexfly import paths
-from dexfly.catalog import (TASKS, CatalogError, compile_object_inertials, load_catalog, object_body_xml)
+from dexfly.catalog import TASK_ROLES, TASKS, CatalogError, load_catalog
+from envs import scene as scene_lib
+from envs.scene import object_body_xml
 
 
 @pytest.fixture(scope="module")
@@ -104,22 +106,47 @@ def test_topologies_small(cat):
     assert sum(len(v) for v in tops.values()) == len(cat.objects)
 
 
-def test_every_object_compiles_and_rests_upright(cat):
+def test_every_object_compiles_as_simulated(cat):
+    """The tasks' object MJCF (envs.scene.object_body_xml): catalog mass (geom masses are written with 6 significant
+    digits), sliding friction, condim 3 and the object collision bits on every geom."""
     for o in cat.objects:
-        ine = compile_object_inertials(o)
-        assert float(ine["mass"]) == pytest.approx(o.mass, rel=1e-6), o.id
-        assert ine["inertia"].shape == (3,) and np.all(ine["inertia"] > 0)
-        assert ine["ipos"].shape == (3,) and ine["iquat"].shape == (4,)
+        m = mujoco.MjModel.from_xml_string(f"<mujoco><worldbody>{object_body_xml('o', o)}</worldbody></mujoco>")
+        b = m.body("o").id
+        assert m.body_mass[b] == pytest.approx(o.mass, rel=1e-5), o.id
+        assert np.all(m.body_inertia[b] > 0), o.id
+        assert m.ngeom == o.ngeom and [int(t) for t in m.geom_type] == [
+            int(getattr(mujoco.mjtGeom, f"mjGEOM_{g.type.upper()}")) for g in o.geoms], o.id
+        np.testing.assert_allclose(m.geom_friction, np.tile([o.friction, 0.01, 0.001], (o.ngeom, 1)), rtol=1e-3, err_msg=o.id)
+        assert np.all(m.geom_condim == 3), o.id
+        assert np.all(m.geom_contype == scene_lib.OBJECT_CONTYPE) and np.all(m.geom_conaffinity == scene_lib.OBJECT_CONAFFINITY)
+
+
+def test_task_scenes_use_the_object_generator(cat):
+    """A task scene's object bodies are exactly `object_body_xml` of the catalog objects, named by role."""
+    robot = scene_lib.robot_path("panda_inspire.xml")
+    objects = {"source": cat.default_object("pour", "source"), "target": cat.default_object("pour", "target")}
+    xml = scene_lib.scene_xml(robot, objects, cat.default_env, cat.particles)
+    for role, obj in objects.items():
+        assert object_body_xml(role, obj) in xml
+
+
+def test_objects_rest_upright(cat):
     # drop each object 1 mm above a plane: it must settle where rest_height says, upright
     for o in cat.objects:
         xml = ('<mujoco><option timestep="0.002"/><worldbody>'
                '<geom type="plane" size="1 1 .1" contype="1" conaffinity="0"/>'
-               f'{object_body_xml(o, "o", pos=(0, 0, o.rest_height + 0.001))}</worldbody></mujoco>')
+               f'{object_body_xml("o", o, pos=(0, 0, o.rest_height + 0.001))}</worldbody></mujoco>')
         m = mujoco.MjModel.from_xml_string(xml)
         d = mujoco.MjData(m)
         mujoco.mj_step(m, d, 300)
         tilt = 2 * math.acos(min(1.0, abs(d.qpos[3])))
         assert tilt < 0.05 and abs(d.qpos[2] - o.rest_height) < 0.003, o.id
+
+
+def _texture(m, name="table_tex"):
+    t = m.texture(name).id
+    adr, n = m.tex_adr[t], m.tex_height[t] * m.tex_width[t] * m.tex_nchannel[t]
+    return m.tex_data[adr : adr + n]
 
 
 def test_environments(cat):
@@ -133,6 +160,52 @@ def test_environments(cat):
             e.table_height + cat.default_object("grasp").rest_height)
 
 
+def test_scene_renders_the_environment_texture(cat):
+    """The table shows the environment's catalog texture (wood, marble, checker...), as an asset only: the bodies,
+    geoms and object parameters the physics uses are those of the default environment's scene."""
+    robot = scene_lib.robot_path("panda_inspire.xml")
+    objects = {"object": cat.default_object("grasp")}
+    base = scene_lib.compile_scene(robot, objects, cat.default_env).model
+    table = base.geom("table").id
+    textures = {}
+    for e in cat.environments:
+        m = scene_lib.compile_scene(robot, objects, e).model
+        ref = mujoco.MjModel.from_xml_string(f"<mujoco><asset>{scene_lib.table_texture_xml(e)}</asset></mujoco>")
+        np.testing.assert_array_equal(_texture(m), _texture(ref), err_msg=e.id)
+        textures.setdefault(e.table_texture, []).append(_texture(m))
+        for n in ("nbody", "ngeom", "njnt", "nq", "nv", "nu", "ntex", "nmat", "nlight"):
+            assert getattr(m, n) == getattr(base, n), (e.id, n)
+        for f in scene_lib.OBJECT_FIELDS + ("geom_type", "geom_contype", "geom_conaffinity", "geom_condim", "geom_matid"):
+            a, b = np.array(getattr(m, f)), np.array(getattr(base, f))
+            if f in ("geom_pos", "geom_friction", "geom_aabb", "geom_rgba"):  # the table's height, friction, colour
+                keep = np.ones(m.ngeom, bool)
+                keep[[table, m.geom("table_slab").id, m.geom("floor").id]] = False
+                a, b = a[keep], b[keep]
+            np.testing.assert_array_equal(a, b, err_msg=f"{e.id} {f}")
+    for name in ("wood", "marble"):  # marked textures, not the flat colour the table once fell back to
+        for tex in textures[name]:
+            assert len(np.unique(tex.reshape(-1, 3), axis=0)) > 1, name
+    for tex in textures["plain"]:
+        assert len(np.unique(tex.reshape(-1, 3), axis=0)) == 1
+
+
+def test_scene_topology(cat):
+    box, can = cat.object("box_cube_5cm"), cat.object("can_soda")
+    assert cat.scene_topology({"object": "box_cube_5cm"}) == (("object", box.topology),)
+    assert cat.scene_topology([("object", box)]) == cat.scene_topology({"object": "box_cube_5cm"})
+    assert cat.scene_topology({"object": can}) != cat.scene_topology({"object": box})
+    src, tgt = cat.default_object("pour", "source"), cat.default_object("pour", "target")
+    assert cat.scene_topology({"source": src, "target": tgt}) == (("source", src.topology), ("target", tgt.topology))
+
+
+def test_task_roles(cat):
+    for task in TASKS:
+        assert tuple(TASK_ROLES[task]) == tuple(cat.poses_for(task).ranges)
+        for role, kind in TASK_ROLES[task].items():
+            assert cat.filter_objects(task=task, role=role) == cat.filter_objects(task=task, role=kind)
+            assert cat.default_object(task, role).role == kind
+
+
 def _footprint(o, yaw):
     hx, hy = o.half_extents[:2]
     c, s = abs(math.cos(yaw)), abs(math.sin(yaw))
@@ -141,7 +214,7 @@ def _footprint(o, yaw):
 
 def test_poses(cat):
     for task in TASKS:
-        tp = cat.task_poses(task)
+        tp = cat.poses_for(task)
         assert len(tp.poses) >= 24 and tp.poses[0].id == "p00"
         for p in tp.poses:
             for role, v in p.placements.items():
@@ -154,11 +227,11 @@ def test_poses(cat):
     # pour: source and target never overlap (largest objects, every enumerated pose and range corners)
     src = max(cat.filter_objects(task="pour", role="source"), key=lambda o: max(o.half_extents[:2]))
     tgt = max(cat.filter_objects(task="pour", role="target"), key=lambda o: max(o.half_extents[:2]))
-    for p in cat.task_poses("pour").poses:
+    for p in cat.poses_for("pour").poses:
         (xs, ys, ws), (xt, yt, wt) = p["source"], p["target"]
         fs, ft = _footprint(src, ws), _footprint(tgt, wt)
         assert abs(ys - yt) > fs[1] + ft[1] or abs(xs - xt) > fs[0] + ft[0], p.id
-    rs, rt = cat.task_poses("pour").ranges["source"], cat.task_poses("pour").ranges["target"]
+    rs, rt = cat.poses_for("pour").ranges["source"], cat.poses_for("pour").ranges["target"]
     gap = rt.y[0] - rs.y[1]
     assert gap > _footprint(src, max(map(abs, rs.yaw)))[1] + _footprint(tgt, max(map(abs, rt.yaw)))[1]
 
@@ -168,7 +241,7 @@ def test_unknown_id_messages(cat):
         cat.object("can_sodaa")
     assert "can_soda" in str(ei.value).replace("can_sodaa", "")
     with pytest.raises(CatalogError, match="nowhere"):
-        cat.env("nowhere")
+        cat.environment("nowhere")
     with pytest.raises(CatalogError, match="p99"):
         cat.pose("grasp", "p99")
     with pytest.raises(CatalogError, match="graps"):

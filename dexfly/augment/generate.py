@@ -15,6 +15,7 @@ Success rule: an attempt succeeds iff the task's success flag holds after the fi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,12 +26,10 @@ import numpy as np
 
 import envs
 from dexfly import catalog as catalog_lib
-from envs import scene as scene_lib
-from envs.base import TaskEnv
 from dexfly.augment.config import AugmentConfig
 from dexfly.augment.constraints import CONSTRAINTS
 from dexfly.augment.schedule import GenStatic
-from dexfly.augment.scenes import attempt_config, scene_configs, topology_key
+from dexfly.augment.scenes import attempt_config, scene_configs
 from dexfly.augment.sources import SourceSet, attempt_key, attempt_offsets, make_plan, prepare_sources, select_source, stack_plans
 from dexfly.augment.execute import execute
 from dexfly.rollout import episodes_from_trajectory
@@ -98,15 +97,17 @@ class AugmentStats:
 
 
 class _EnvCache:
-    """Envs of one task and EnvConfig, one per object topology (shared process-wide via `shared_env_cache`)."""
+    """The env of each object topology for one task and EnvConfig (shared process-wide via `shared_env_cache`).
+
+    Envs come from `envs.make_cached`; this only remembers which object set stands for a topology (the first
+    one asked for), so every batch of that topology runs in the same compiled env."""
 
     def __init__(self, task: str, config):
-        self.task, self.config, self.envs = task, config, {}
+        self.task, self.config, self.objects = task, config, {}
 
     def get(self, topo, objects: dict[str, str]):
-        if topo not in self.envs:
-            self.envs[topo] = envs.make(self.task, self.config, objects=objects)
-        return self.envs[topo]
+        rep = self.objects.setdefault(topo, tuple(objects.items()))
+        return envs.make_cached(self.task, rep, self.config)
 
 
 _ENV_CACHES: dict = {}
@@ -228,7 +229,7 @@ def setup(sources, task: str, caug: AugmentConfig, seed: int, cache: _EnvCache |
         raise ValueError(f"{task}: unknown subtask_constraint {base_env.subtask_constraint!r}")
     src = prepare_sources(sources, base_env)
     configs = scene_configs(caug, base_env, sources[0], seed)
-    topos = [topology_key(base_env, s) for s in configs]
+    topos = [base_env.catalog.scene_topology(s.objects) for s in configs]
     static = GenStatic(bridge_steps=int(caug.bridge_steps), action_noise=float(caug.action_noise), constraint=base_env.subtask_constraint)
     if static.bridge_steps < 0 or static.action_noise < 0:
         raise ValueError("bridge_steps and action_noise must be >= 0")
@@ -259,24 +260,21 @@ def _base_env(task: str, source, cache: _EnvCache, caug: AugmentConfig):
     cat = catalog_lib.load_catalog()
     objs = dict(zip(cls.roles, source.object_ids))
     fits = len(source.object_ids) == len(cls.roles) and all(
-        o in {x.id for x in cat.objects} and task in cat.object(o).tasks and cat.object(o).role == TaskEnv.role_kind(None, r) for r, o in objs.items()
+        o in {x.id for x in cat.objects} and task in cat.object(o).tasks and cat.object(o).role == catalog_lib.TASK_ROLES[task][r]
+        for r, o in objs.items()
     )
     if not fits:
-        return envs.make(task, caug.env)
-    return cache.get(scene_lib.topology_of({r: cat.object(o) for r, o in objs.items()}), objs)
+        return envs.make_cached(task, None, caug.env)
+    return cache.get(cat.scene_topology(objs), objs)
 
 
 def _topo_name(topo) -> str:
     return ",".join(f"{r}:{'+'.join(t)}" for r, t in topo)
 
 
-_HOME: dict = {}
-
-
+@functools.lru_cache(maxsize=32)
 def _home_action(env):
-    if id(env) not in _HOME:
-        _HOME[id(env)] = env.home_action()
-    return _HOME[id(env)]
+    return env.home_action()
 
 
 class _Progress:

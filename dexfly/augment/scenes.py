@@ -8,7 +8,6 @@ import numpy as np
 
 from dexfly.augment.config import AugmentConfig
 from envs.base import SceneSpec
-from envs import scene as scene_lib
 
 
 def scene_configs(caug: AugmentConfig, env, source, seed: int) -> list[SceneSpec]:
@@ -50,13 +49,9 @@ def scene_configs(caug: AugmentConfig, env, source, seed: int) -> list[SceneSpec
                     poses=tuple((r, tuple(float(v) for v in p[r])) for r in roles),
                 ))
     # Stable sort by topology so that grid cycling yields long same-topology runs (one compiled env each).
-    topo = [topology_key(env, s) for s in specs]
+    topo = [cat.scene_topology(s.objects) for s in specs]
     order = sorted(range(len(specs)), key=lambda i: (str(topo[i]), i))
     return [specs[i] for i in order]
-
-
-def topology_key(env, spec: SceneSpec) -> tuple:
-    return scene_lib.topology_of({r: env.catalog.object(o) for r, o in spec.objects})
 
 
 def attempt_config(caug: AugmentConfig, n_configs: int, attempt: int, seed: int) -> int:

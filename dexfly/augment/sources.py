@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dexfly import geometry
 from dexfly.augment.config import AugmentConfig
 from dexfly.augment.constraints import dependency_arrays, env_sequential_order
 from dexfly.augment.schedule import Plan
@@ -91,7 +92,7 @@ def make_plan(src: SourceSet, env, caug: AugmentConfig, s: int, offsets: np.ndar
         _IDENTITY7,
     )
     a = init_action.reshape(n_arms, 15)
-    init_pose = np.concatenate([a[:, :3], np.asarray(_rot6d_to_quat(a[:, 3:9]))], -1)
+    init_pose = np.concatenate([a[:, :3], np.asarray(geometry.quat_from_rot6d(jnp.asarray(a[:, 3:9])))], -1)
     return dict(
         src_ee=src.ee[s], src_hand=src.hand[s], seg_start=starts.astype(np.int32), seg_len=lens.astype(np.int32),
         src_ref_pose=ref_pose.astype(np.float32), ref_idx=src.ref_idx, has_ref=src.has_ref,
@@ -145,12 +146,6 @@ def stack_plans(plans: list[dict]) -> Plan:
 def attempt_offsets(src: SourceSet, env, caug: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     n_arms, n_sub = src.ends.shape[1:]
     return sample_offsets(rng, n_arms, n_sub, caug.offset_range, shared=env.subtask_constraint == "coordination")
-
-
-def _rot6d_to_quat(r):
-    from dexfly import geometry
-
-    return geometry.mat_to_quat(geometry.mat_from_rot6d(jnp.asarray(r)))
 
 
 def attempt_key(seed: int, attempt: int):
