@@ -1,9 +1,14 @@
 """Process-wide JAX/XLA settings that must be in place before `jax` is imported.
 
-Why: on the CPU, XLA's fusion emitters make `mjx.kinematics` cost grow exponentially with the depth
-of the kinematic chain (an arm plus a hand is hundreds of times slower with them on; see
-../shared/JAX-ON-CPU.md). The flag is harmless on GPUs. We append it without overwriting flags the
-user already set.
+XLA flags (CPU-only flags; XLA's GPU backend ignores them), appended without overwriting a value the
+user already set for the same flag:
+- `--xla_cpu_use_fusion_emitters=false`: with XLA's fusion emitters, `mjx.kinematics` cost grows
+  exponentially with the depth of the kinematic chain (an arm plus a hand is hundreds of times slower;
+  see ../shared/JAX-ON-CPU.md).
+- `--xla_cpu_enable_concurrency_optimized_scheduler=false`: with XLA:CPU's concurrency-optimized HLO
+  scheduler, long jitted and vmapped MJX rollouts intermittently hang for good (every thread parked, 0%
+  CPU); with it off they did not in the stress runs of BENCHMARKS.md ("XLA:CPU hangs",
+  experiments/stress_xla.py).
 
 The persistent compilation cache lives under the user's cache dir (``$XDG_CACHE_HOME/dexfly/jax`` or
 ``~/.cache/dexfly/jax``) unless ``DEXFLY_JAX_CACHE_DIR`` or ``JAX_COMPILATION_CACHE_DIR`` is set;
@@ -15,14 +20,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_CPU_FLAG = "--xla_cpu_use_fusion_emitters=false"
+# flag name -> dexfly's value (see the module docstring for why each is set)
+XLA_DEFAULTS = {
+    "xla_cpu_use_fusion_emitters": "false",
+    "xla_cpu_enable_concurrency_optimized_scheduler": "false",
+}
 
 
 def configure() -> None:
     """Set XLA flags and JAX compilation-cache env vars (idempotent; call before importing jax)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_use_fusion_emitters" not in flags:
-        os.environ["XLA_FLAGS"] = (flags + " " + _CPU_FLAG).strip()
+    for name, value in XLA_DEFAULTS.items():
+        if f"--{name}=" not in flags and not flags.rstrip().endswith(f"--{name}"):
+            flags = f"{flags} --{name}={value}".strip()
+    os.environ["XLA_FLAGS"] = flags
     cache = os.environ.get("DEXFLY_JAX_CACHE_DIR") or os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if cache is None:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -1,0 +1,105 @@
+"""The XLA:CPU defaults dexfly sets before jax is imported, and the watchdog that stops stalled stages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from dexfly import watchdog
+
+# Records XLA_FLAGS at the moment `jax` is first imported, then imports the given module.
+_PROBE = textwrap.dedent(
+    """
+    import importlib.abc, os, sys
+    seen = {}
+    class Probe(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "jax" and "flags" not in seen:
+                seen["flags"] = os.environ.get("XLA_FLAGS", "")
+            return None
+    sys.meta_path.insert(0, Probe())
+    importlib = __import__("importlib")
+    importlib.import_module(sys.argv[1])
+    import jax.numpy as jnp
+    assert float(jnp.arange(4.0).sum()) == 6.0  # XLA accepted the flags (an unknown flag aborts)
+    print("FLAGS_AT_JAX_IMPORT=" + seen["flags"])
+    """
+)
+
+
+def _flags_at_jax_import(module: str, xla_flags: str | None = None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    out = subprocess.run([sys.executable, "-c", _PROBE, module], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = [x for x in out.stdout.splitlines() if x.startswith("FLAGS_AT_JAX_IMPORT=")][-1]
+    return line.split("=", 1)[1]
+
+
+@pytest.mark.parametrize("module", ["envs", "dexfly.evaluation"])
+def test_xla_cpu_defaults_in_force_before_jax_import(module):
+    flags = _flags_at_jax_import(module).split()
+    assert "--xla_cpu_use_fusion_emitters=false" in flags
+    assert "--xla_cpu_enable_concurrency_optimized_scheduler=false" in flags
+
+
+def test_user_xla_flags_are_kept():
+    flags = _flags_at_jax_import("envs", "--xla_cpu_enable_concurrency_optimized_scheduler=true").split()
+    assert "--xla_cpu_enable_concurrency_optimized_scheduler=true" in flags
+    assert "--xla_cpu_enable_concurrency_optimized_scheduler=false" not in flags
+    assert "--xla_cpu_use_fusion_emitters=false" in flags
+
+
+def test_watchdog_stops_a_stalled_python_stage():
+    t0 = time.monotonic()
+    with pytest.raises(watchdog.StageStalled, match=r"stage 'toy stage'.*batch 3"):
+        with watchdog.stage("toy stage", timeout_s=1.0):
+            watchdog.beat("batch 3")
+            time.sleep(30)
+    assert time.monotonic() - t0 < 5
+
+
+def test_watchdog_quiet_while_progress_is_made():
+    with watchdog.stage("busy stage", timeout_s=1.0):
+        for i in range(8):
+            time.sleep(0.3)
+            watchdog.beat(f"batch {i}")
+
+
+def test_watchdog_disabled_with_zero_timeout():
+    with watchdog.stage("off", timeout_s=0):
+        time.sleep(0.2)
+
+
+_NATIVE_STALL = textwrap.dedent(
+    """
+    import signal, time
+    from dexfly import watchdog
+
+    with watchdog.stage("rollout grasp", timeout_s=2.0, grace_s=2.0):
+        watchdog.beat("chunk 7 of 38")
+        # A wedged XLA call keeps the main thread in native code, where Python cannot raise. Blocking the
+        # watchdog's signal in this thread has the same effect on a plain sleep.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        time.sleep(600)
+    print("UNREACHABLE")
+    """
+)
+
+
+def test_watchdog_ends_a_process_stuck_in_native_code():
+    """A main thread that cannot take the exception: the process exits with code 75 and the error names the
+    stage and the last progress, within the timeout plus the grace period."""
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", _NATIVE_STALL], capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - t0
+    assert out.returncode == watchdog.STALL_EXIT_CODE, (out.returncode, out.stderr[-2000:])
+    assert "stage 'rollout grasp' made no progress" in out.stderr and "chunk 7 of 38" in out.stderr
+    assert "UNREACHABLE" not in out.stdout
+    assert elapsed < 30
