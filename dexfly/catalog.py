@@ -597,7 +597,7 @@ def _parse(root: Path) -> Catalog:
     objects = tuple(_parse_object(obj_file, i, d) for i, d in enumerate(raw_objs))
     _check_dupes(obj_file, [o.id for o in objects])
     for task in TASKS:
-        for r, orole in TASK_ROLES[task].items():
+        for orole in TASK_ROLES[task].values():
             if not any(task in o.tasks and o.role == orole for o in objects):
                 raise CatalogError(f"{obj_file}: task {task!r} has no object with role {orole!r}")
     raw_envs = _read_json(env_file)

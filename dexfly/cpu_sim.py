@@ -3,7 +3,7 @@
 This is the reference the batched MJX envs are compared against: `benchmark_env.py` times it side by
 side with MJX, and augmentation's throughput benchmark runs the generator one attempt at a time here, the
 way MimicGen does. Control is identical to `envs.base.TaskEnv.step`: one damped-least-squares IK step per
-control step, then `n_substeps` calls to `mj_step`. Rewards and success reuse the task's own `task_terms`.
+control step, then `n_substeps` calls to `mj_step`. Rewards and success reuse the task's own `score`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import mujoco
 import numpy as np
 from flax import struct
 
-from dexfly import geometry
+from dexfly import geometry, layout
 from dexfly.ik import joint_targets
-from envs.base import ACTION_DIM_PER_ARM, SceneSpec, TaskEnv
+from envs.base import SceneSpec, TaskEnv
 from envs.scene import scene_xml
 
 
@@ -53,7 +53,7 @@ class CpuEnv:
         self._jacr = np.zeros((3, self.model.nv))
         self.scene = None
         # The task's reward/success functions are jnp code: jit them once instead of dispatching op by op.
-        self._terms = jax.jit(lambda view, info: env.task_terms(None, view, info))
+        self._terms = jax.jit(lambda view, info: env.score(None, view, info))
         self._update = jax.jit(lambda info, view: env.update_task_info(info, None, view))
 
     def reset(self, spec: SceneSpec) -> None:
@@ -85,10 +85,10 @@ class CpuEnv:
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (env.action_dim,):
             raise ValueError(f"{env.name}: action must have shape ({env.action_dim},), got {action.shape}")
+        parts = layout.split_action(action, len(env.arms))
         for i, arm in enumerate(env.arm_index):
-            a = action[i * ACTION_DIM_PER_ARM : (i + 1) * ACTION_DIM_PER_ARM]
-            d.ctrl[env.arm_ctrl_ids[i]] = self._ik(arm, a[:3], geometry.mat_from_rot6d(a[3:9]), d.ctrl[env.arm_ctrl_ids[i]].copy())
-            d.ctrl[env.hand_ctrl_ids[i]] = np.clip(a[9:15], env.hand_ctrl_low[i], env.hand_ctrl_high[i])
+            d.ctrl[env.arm_ctrl_ids[i]] = self._ik(arm, parts.pos[i], geometry.mat_from_rot6d(parts.rot6d[i]), d.ctrl[env.arm_ctrl_ids[i]].copy())
+            d.ctrl[env.hand_ctrl_ids[i]] = np.clip(parts.hand[i], env.hand_ctrl_low[i], env.hand_ctrl_high[i])
         for _ in range(env.n_substeps):
             mujoco.mj_step(m, d)
         self.info["step"] += 1
@@ -105,7 +105,7 @@ class CpuEnv:
         return _DataView(as32(d.qpos), as32(d.qvel), as32(d.site_xpos), _Contacts(g1, g2, dist))
 
     def terms(self):
-        """(reward, success, metrics) of the current state, from the task's own `task_terms`."""
+        """(reward, success, metrics) of the current state, from the task's own `score` (its `task_terms` times the reward scales)."""
         reward, success, metrics = self._terms(self._view(), self.info)
         return float(reward), bool(success), {k: np.asarray(v) for k, v in metrics.items()}
 

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import h5py
 import numpy as np
 
+from dexfly.layout import obs_vector
 from dexfly.utils import atomic_path
 
 __all__ = [
@@ -437,6 +438,22 @@ def _read_episode(g: h5py.Group, name: str, err) -> Episode:
         )
     except DatasetError as e:
         raise err(f"{where}: {str(e).removeprefix('invalid Episode: ')}") from None
+
+
+def load_episodes(paths: Sequence[str | os.PathLike], *, task: str) -> list[Episode]:
+    """Every episode of the dataset files, in order; DatasetError naming the file for a foreign, corrupt or
+    other-task file, and when there are no episodes at all."""
+    episodes: list[Episode] = []
+    for p in paths:
+        episodes += list(read_dataset(p, task=task).episodes)
+    if not episodes:
+        raise DatasetError(f"no episodes in {[str(p) for p in paths]}")
+    return episodes
+
+
+def policy_training_episodes(episodes: Sequence[Episode]) -> list[dict[str, np.ndarray]]:
+    """Episodes -> the policy trainers' input: [{"obs": obs_vector [T, obs_dim], "actions": [T, action_dim]}]."""
+    return [{"obs": obs_vector(e.obs), "actions": e.actions} for e in episodes]
 
 
 def merge_datasets(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, *,

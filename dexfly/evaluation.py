@@ -1,64 +1,25 @@
-"""Closed-loop evaluation of a chunked policy in the batched MJX tasks.
+"""Closed-loop evaluation of a chunked policy in the batched MJX tasks, on the one unroll (`dexfly.unroll`).
 
-One jitted function rolls a policy and the env out over a batch of scenes: an outer `lax.scan` over action
-chunks (the policy samples a chunk from the observation history, the first `action_horizon` actions are
-executed), an inner scan over those env steps, every env stepped with `vmap`. Episode success is the
-task's success after the last step (the envs' documented rule). `evaluate` repeats this over several seeds
-and reports the mean and standard deviation of the success rate (the paper reports 5 runs).
+`rollout_policy` resets every scene and runs the policy (optionally corrected per step by a hook, e.g. the
+residual policy) for an episode; episode success is the task's success after the last step (the envs'
+documented rule). `evaluate` repeats this over several seeds and reports the mean and standard deviation
+of the success rate (the paper reports 5 runs); `evaluate_scenes` does it for scenes of any topologies,
+one compiled env per topology, weighting each group by its number of scenes.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from envs.base import SceneSpec, TaskEnv, obs_vector
-
-
-class ChunkPolicy(Protocol):
-    """What a policy must offer: `sample(obs_history [B, H, D], key) -> actions [B, P, A]`."""
-
-    obs_horizon: int
-    action_horizon: int
-    obs_dim: int
-    action_dim: int
-
-    def sample(self, obs_history: jax.Array, key: jax.Array) -> jax.Array: ...
-
-
-# Layout of `obs_vector`: obs["obj"] per role [pos 3, quat 4, vel 6], then obs["prop"] per arm
-# [joint qpos 7, joint qvel 7, hand qpos 6, ee pos 3, ee quat 4].
-_OBJ_STRIDE, _OBJ_QUAT = 13, 3
-_ARM_STRIDE, _EE_POS, _EE_QUAT = 27, 20, 23
-
-
-def _obs_starts(env: TaskEnv) -> tuple[list[int], list[int]]:
-    """Start index of each object's block and of each arm's block in `obs_vector` (ValueError on another layout)."""
-    n_obj, n_arms = len(env.roles), len(env.arms)
-    if env.obs_dims != {"obj": _OBJ_STRIDE * n_obj, "prop": _ARM_STRIDE * n_arms}:
-        raise ValueError(f"{env.name}: unexpected observation layout {env.obs_dims}")
-    return [_OBJ_STRIDE * r for r in range(n_obj)], [_OBJ_STRIDE * n_obj + _ARM_STRIDE * a for a in range(n_arms)]
-
-
-def obs_quaternion_slots(env: TaskEnv) -> tuple[int, ...]:
-    """Start indices of the unit quaternions (w, x, y, z) in `obs_vector` of the env's observation: each
-    object's pose quaternion and each arm's end-effector quaternion. Their sign is arbitrary (the ee quaternion
-    flips between steps), so policies should not read the raw components."""
-    objects, arms = _obs_starts(env)
-    return tuple(o + _OBJ_QUAT for o in objects) + tuple(a + _EE_QUAT for a in arms)
-
-
-def obs_relative_position_pairs(env: TaskEnv) -> tuple[tuple[int, int], ...]:
-    """(ee position start, object position start) in `obs_vector` for every (arm, object role): the policy's
-    relative-position features (end effector minus object, world frame)."""
-    objects, arms = _obs_starts(env)
-    return tuple((a + _EE_POS, o) for a in arms for o in objects)
+import envs
+from dexfly import watchdog
+from dexfly.unroll import ChunkPolicy, Hook, Step, jit_unroll, record_success
+from dexfly.utils import group_by_topology
+from envs.base import SceneSpec, State, TaskEnv
 
 
 @dataclass(frozen=True)
@@ -82,51 +43,28 @@ def check_policy_fits(env: TaskEnv, policy: ChunkPolicy, task: str | None = None
         )
 
 
-@functools.lru_cache(maxsize=16)
-def _rollout_fn(env: TaskEnv, num_chunks: int, record_qpos: bool):
-    def rollout(policy, scenes, key):
-        batch = scenes.object_pose.shape[0]
-        k_reset, k_policy = jax.random.split(key)
-        states = env.batched(env.reset)(scenes, jax.random.split(k_reset, batch))
-        history = jnp.repeat(obs_vector(states.obs)[:, None, :], policy.obs_horizon, axis=1)
-
-        def chunk_step(carry, k):
-            states, history = carry
-            chunk = policy.sample(history, k)[:, : policy.action_horizon]  # [B, Ha, A]
-
-            def env_step(c, action):
-                s, h = c
-                s = env.batched(env.step)(s, action)
-                h = jnp.concatenate([h[:, 1:], obs_vector(s.obs)[:, None]], axis=1)
-                return (s, h), (s.success, s.data.qpos if record_qpos else s.success)
-
-            (states, history), (success, qpos) = jax.lax.scan(env_step, (states, history), jnp.swapaxes(chunk, 0, 1))
-            return (states, history), (success, qpos)
-
-        (states, _), (success, qpos) = jax.lax.scan(chunk_step, (states, history), jax.random.split(k_policy, num_chunks))
-        success = success.reshape(-1, batch)  # [T, B]
-        qpos = qpos.reshape(-1, batch, *qpos.shape[3:])
-        return states.metrics["nan"], success, qpos
-
-    return jax.jit(rollout)
+def _record_success_qpos(step: Step, action, after: State, extras):
+    return after.success, after.data.qpos
 
 
-def rollout_policy(env: TaskEnv, policy: ChunkPolicy, scenes, key, *, num_steps: int | None = None, record_qpos: bool = False):
+def rollout_policy(env: TaskEnv, policy: ChunkPolicy, scenes, key, *, num_steps: int | None = None, record_qpos: bool = False,
+                   hook: Hook | None = None, hook_params: Any = None, specs: list[SceneSpec] | None = None):
     """Run the policy closed loop for `num_steps` env steps (default: the task's episode) in every scene.
 
-    Returns (success [T, B] per step, qpos [T, B, nq] or None). Raises on NaN in the simulation.
+    `hook` / `hook_params` change each step's action (see `dexfly.unroll`). Returns (success [T, B] per step,
+    qpos [T, B, nq] or None). Raises SimulationError (naming the scenes, given `specs`) on NaN in the simulation.
     """
     num_steps = env.episode_steps if num_steps is None else num_steps
     if num_steps <= 0:
         raise ValueError(f"evaluation horizon must be positive, got num_steps={num_steps}")
     check_policy_fits(env, policy)
-    num_chunks = math.ceil(num_steps / policy.action_horizon)
-    nan, success, qpos = _rollout_fn(env, num_chunks, record_qpos)(policy, scenes, key)
-    bad = np.flatnonzero(np.asarray(nan))
-    if bad.size:
-        raise RuntimeError(f"{env.name}: simulation produced NaN/inf in env(s) {bad.tolist()[:20]} during policy evaluation")
-    success = np.asarray(success)[:num_steps]
-    return success, (np.asarray(qpos)[:num_steps] if record_qpos else None)
+    record = _record_success_qpos if record_qpos else record_success
+    final, records = jit_unroll(env, num_steps, hook, record)(policy, scenes, key, hook_params, None)
+    env.check_finite(final.state, specs, where="policy evaluation")
+    if record_qpos:
+        success, qpos = records
+        return np.asarray(success), np.asarray(qpos)
+    return np.asarray(records), None
 
 
 def evaluate(
@@ -138,6 +76,8 @@ def evaluate(
     num_steps: int | None = None,
     task: str | None = None,
     record_qpos: bool = False,
+    hook: Hook | None = None,
+    hook_params: Any = None,
 ) -> EvalResult:
     """Success rate over the scenes, mean and std over seeds (each seed re-samples the policy's noise)."""
     if not specs:
@@ -146,7 +86,9 @@ def evaluate(
     scenes = env.make_scenes(specs)
     rates, per_scene, first_qpos = [], [], None
     for i, seed in enumerate(seeds):
-        success, qpos = rollout_policy(env, policy, scenes, jax.random.PRNGKey(seed), num_steps=num_steps, record_qpos=record_qpos and i == 0)
+        success, qpos = rollout_policy(env, policy, scenes, jax.random.PRNGKey(seed), num_steps=num_steps,
+                                       record_qpos=record_qpos and i == 0, hook=hook, hook_params=hook_params, specs=specs)
+        watchdog.beat(f"evaluate {env.name}: {len(specs)} scenes of {dict(specs[0].objects)}, seed {seed}")
         final = success[-1]
         per_scene.append(final)
         rates.append(float(final.mean()))
@@ -155,5 +97,41 @@ def evaluate(
     return EvalResult(float(np.mean(rates)), float(np.std(rates)), tuple(rates), np.stack(per_scene), first_qpos)
 
 
-__all__ = ["ChunkPolicy", "EvalResult", "check_policy_fits", "evaluate", "obs_quaternion_slots", "obs_relative_position_pairs", "obs_vector",
-           "rollout_policy"]
+@dataclass(frozen=True)
+class GroupedEval:
+    """`evaluate_scenes`' result: overall rates weighted by scenes, and each topology group's EvalResult."""
+
+    success_rate_mean: float
+    success_rate_std: float
+    per_seed: tuple[float, ...]
+    groups: tuple[tuple[tuple[tuple[str, str], ...], tuple[SceneSpec, ...], EvalResult], ...]  # (env objects, specs, result)
+
+    def per_object(self) -> dict[str, float]:
+        """Mean success per object id of the task's first role, over its scenes and all seeds."""
+        hits: dict[str, list[float]] = {}
+        for _, specs, res in self.groups:
+            for j, spec in enumerate(specs):
+                hits.setdefault(spec.objects[0][1], []).append(float(res.per_scene[:, j].mean()))
+        return {k: float(np.mean(v)) for k, v in hits.items()}
+
+
+def evaluate_scenes(task: str, policy: ChunkPolicy, specs: list[SceneSpec], *, seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+                    num_steps: int | None = None, record_qpos_first: bool = False, hook: Hook | None = None,
+                    hook_params: Any = None, env_config: envs.EnvConfig | None = None) -> GroupedEval:
+    """`evaluate` over scenes of any object topologies: one compiled env per topology group; overall per-seed
+    rates weight each group by its number of scenes. With `record_qpos_first`, the first group's first seed
+    keeps its qpos (for a video)."""
+    if not specs:
+        raise ValueError("no evaluation scenes")
+    groups, per_seed = [], np.zeros(len(seeds))
+    for i, (objects, group) in enumerate(group_by_topology(task, specs).items()):
+        env = envs.make_cached(task, tuple(objects), env_config)
+        res = evaluate(env, policy, group, seeds=seeds, num_steps=num_steps, task=task, record_qpos=record_qpos_first and i == 0,
+                       hook=hook, hook_params=hook_params)
+        per_seed += np.asarray(res.per_seed) * len(group)
+        groups.append((tuple(objects), tuple(group), res))
+    per_seed /= len(specs)
+    return GroupedEval(float(per_seed.mean()), float(per_seed.std()), tuple(float(r) for r in per_seed), tuple(groups))
+
+
+__all__ = ["ChunkPolicy", "EvalResult", "GroupedEval", "check_policy_fits", "evaluate", "evaluate_scenes", "rollout_policy"]

@@ -145,7 +145,6 @@ def pose_to_mat4(pos, mat):
 
 def pose7_to_mat4(pose7):
     """[..., 7] (pos, quat wxyz) -> [..., 4, 4]."""
-    xp = _xp(pose7)
     return pose_to_mat4(pose7[..., :3], quat_to_mat(pose7[..., 3:]))
 
 

@@ -88,7 +88,7 @@ def _render_into(renderer: mujoco.Renderer, model: mujoco.MjModel, data: mujoco.
 
 
 def render_frames(mj_model: mujoco.MjModel, qpos: np.ndarray, *, camera: str | int | None = None,
-                  width: int = 320, height: int = 240,
+                  width: int = 480, height: int = 360,
                   model_overrides: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """Render one env's trajectory: ``qpos`` [T, nq] -> uint8 frames [T, height, width, 3].
 
@@ -125,7 +125,7 @@ def tile_frames(frames: np.ndarray, ncols: int | None = None, pad: int = 2, pad_
 
 def render_batch(mj_model: mujoco.MjModel, qpos: np.ndarray, env_indices: Sequence[int] | None = None, *,
                  overrides_per_env: Mapping[str, np.ndarray] | None = None, camera: str | int | None = None,
-                 width: int = 160, height: int = 120, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+                 width: int = 480, height: int = 360, ncols: int | None = None, pad: int = 2) -> np.ndarray:
     """Render several envs of a batch and tile them in a grid.
 
     ``qpos`` [T, B, nq]; ``env_indices`` picks envs (default all B); ``overrides_per_env`` maps an MjModel

@@ -1,7 +1,8 @@
-"""Jitted open-loop rollouts of action sequences in a batched task env, recorded step by step.
+"""Open-loop replay of action sequences in a batched task env, and the per-step record datasets store.
 
-`run_actions` is the one place that executes a batch of action sequences in MJX and records what every
-later stage stores (observations, simulator states, object and end-effector poses, rewards, success).
+`run_actions` replays actions [B, T, A] on the one unroll (`dexfly.unroll`, with a hook that returns the
+recorded action of each step); `record_dataset_step` is the recorder every stage that writes datasets uses
+(observations, simulator states, object and end-effector poses, rewards, success).
 Recording convention: entry t holds the observation/state *before* action t and the reward/success
 *after* it.
 """
@@ -16,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from dexfly import geometry
-from envs.base import Scene, SceneSpec, TaskEnv
+from dexfly import geometry, layout
+from dexfly.unroll import Step, jit_unroll
+from envs.base import Scene, SceneSpec, State, TaskEnv
 
 
 @struct.dataclass
@@ -35,32 +37,31 @@ class Trajectory:
     qpos: jax.Array  # [B, T, nq] (for rendering)
 
 
-def _record(env: TaskEnv, state):
-    d = state.data
+def record_dataset_step(env: TaskEnv, step: Step, action: jax.Array, after: State, extras) -> dict:
+    """The per-step record datasets store ([B, ...] each): observation and simulator state *before* the action,
+    reward / success / NaN flag *after* it. Bind the env with functools.partial to use it as an unroll recorder."""
+    d = step.state.data
     return {
-        "obs_obj": state.obs["obj"],
-        "obs_prop": state.obs["prop"],
-        "states": jnp.concatenate([d.qpos, d.qvel]),
-        "object_pose": env.object_pose(d),
-        "ee_pose": env.ee_pose(d),
+        "obs_obj": step.state.obs["obj"],
+        "obs_prop": step.state.obs["prop"],
+        "states": jnp.concatenate([d.qpos, d.qvel], axis=-1),
+        "object_pose": jax.vmap(env.object_pose)(d),
+        "ee_pose": jax.vmap(env.ee_pose)(d),
         "qpos": d.qpos,
+        "reward": after.reward,
+        "success": after.success,
+        "nan": after.metrics["nan"],
     }
 
 
-@functools.lru_cache(maxsize=32)
-def _rollout_fn(env: TaskEnv):
-    def one_env(scene: Scene, key, actions):
-        state = env.reset(scene, key)
+def trajectory_from_records(records: dict) -> Trajectory:
+    """Unroll records [T, B, ...] of `record_dataset_step` -> Trajectory [B, T, ...]."""
+    return Trajectory(**jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), records))
 
-        def body(s, a):
-            before = _record(env, s)
-            s = env.step(s, a)
-            return s, {**before, "reward": s.reward, "success": s.success, "nan": s.metrics["nan"]}
 
-        final, rec = jax.lax.scan(body, state, actions)
-        return final, Trajectory(**rec)
-
-    return jax.jit(env.batched(one_env))
+def _replay_hook(actions, carry, step: Step, key):
+    """Unroll hook of open-loop replay: the recorded action of this step, actions [B, T, A]."""
+    return carry, jax.lax.dynamic_index_in_dim(actions, step.t, axis=1, keepdims=False), None
 
 
 def run_actions(env: TaskEnv, scenes: Scene, actions, key: jax.Array, *, check_finite: bool = True):
@@ -71,10 +72,11 @@ def run_actions(env: TaskEnv, scenes: Scene, actions, key: jax.Array, *, check_f
         raise ValueError(f"{env.name}: actions must have shape [B={batch}, T, {env.action_dim}], got {tuple(actions.shape)}")
     if actions.shape[1] == 0:
         raise ValueError(f"{env.name}: zero-step horizon: nothing to roll out")
-    final, traj = _rollout_fn(env)(scenes, jax.random.split(key, batch), actions)
+    fn = jit_unroll(env, int(actions.shape[1]), _replay_hook, functools.partial(record_dataset_step, env))
+    final, records = fn(None, scenes, key, actions, None)
     if check_finite:
-        env.check_finite(final)
-    return final, traj
+        env.check_finite(final.state, where="replay")
+    return final.state, trajectory_from_records(records)
 
 
 def episodes_from_trajectory(
@@ -104,9 +106,9 @@ def episodes_from_trajectory(
         if keep is not None and not keep[b]:
             continue
         T = actions.shape[1]
-        a = actions[b].reshape(T, n_arms, 15)
-        ee_quat = geometry.quat_from_rot6d(jnp.asarray(a[..., 3:9]))  # in JAX float32, as datasets record it
-        ee_target = np.concatenate([a[..., :3], np.asarray(ee_quat)], axis=-1)
+        a = layout.split_action(actions[b], n_arms)
+        ee_quat = geometry.quat_from_rot6d(jnp.asarray(a.rot6d))  # in JAX float32, as datasets record it
+        ee_target = np.concatenate([a.pos, np.asarray(ee_quat)], axis=-1)
         dones = np.zeros(T, np.uint8)
         dones[-1] = 1
         out.append(
@@ -117,7 +119,7 @@ def episodes_from_trajectory(
                 dones=dones,
                 obs={"obj": traj.obs_obj[b].astype(np.float32), "prop": traj.obs_prop[b].astype(np.float32)},
                 ee_target_pose=ee_target.astype(np.float32),
-                hand_target=a[..., 9:15].astype(np.float32),
+                hand_target=a.hand.astype(np.float32),
                 object_poses=traj.object_pose[b].astype(np.float32),
                 subtask_end=subtask_end[b],
                 success=bool(traj.success[b, -1]),

@@ -1,7 +1,9 @@
 """Shared machinery of the batched MJX tasks: scenes, reset/step, IK control, observations.
 
 Every task is a `TaskEnv` subclass (one module each) that names its robot, object roles and subtasks and
-implements `task_terms` (dense reward, success, metrics). `reset` and `step` are pure functions of one
+implements `task_terms` (named reward terms, success, metrics); the reward is the sum of the terms times
+the task's `reward_scales` (overridable per run through `EnvConfig.reward_scales`), and every scaled term is
+logged in `metrics` as `reward/<name>`. `reset` and `step` are pure functions of one
 env's `Scene` / `State`; batch them with `jax.vmap` (or use `reset_batch` / `step_batch`, already jitted).
 
 Control: the action holds, per arm, an absolute end-effector target pose (position + rot6d, world frame)
@@ -25,11 +27,10 @@ from mujoco import mjx
 
 from dexfly import catalog as catalog_lib
 from dexfly import geometry
+from dexfly import layout
+from dexfly.layout import ACTION_DIM_PER_ARM, HAND_ACTUATORS
 from dexfly.ik import ArmIndex, IKConfig, dls_ik
 from envs import scene as scene_lib
-
-ACTION_DIM_PER_ARM = 15  # pos (3) + rot6d (6) + hand targets (6)
-HAND_ACTUATORS = ("pinky", "ring", "middle", "index", "thumb_bend", "thumb_rot")
 
 
 class SimulationError(RuntimeError):
@@ -47,6 +48,8 @@ class EnvConfig:
     episode_seconds: float | None = None
     """Episode length (s); None uses the task's default."""
     ik: IKConfig = field(default_factory=IKConfig)
+    reward_scales: tuple[tuple[str, float], ...] = ()
+    """Overrides of the task's reward-term scales, e.g. (("success", 4.0),); unknown term names are an error."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,8 @@ class TaskEnv:
     # Per arm: ((subtask name, reference object role or None), ...) for augmentation.
     subtasks: ClassVar[tuple[tuple[tuple[str, str | None], ...], ...]]
     subtask_constraint: ClassVar[str] = "none"  # "none" | "coordination" | "sequential"
+    # Reward term name -> scale; `task_terms` returns exactly these terms (the task's docstring defines them).
+    default_reward_scales: ClassVar[dict[str, float]]
     # XLA:CPU intermittently hangs (threads parked, 0% CPU) when MJX's solver loops run for many envs in one
     # vmap: >= 32 envs of the bimanual model (tests/test_robots.py), 256 of the Panda one (benchmark). On the
     # CPU backend, `batched` therefore maps over chunks of this many envs; None = plain vmap.
@@ -129,6 +134,10 @@ class TaskEnv:
             except ImportError as exc:
                 raise ValueError("impl='warp' needs MuJoCo Warp: pip install -e '.[warp]'") from exc
         self.config = config
+        unknown = sorted({k for k, _ in config.reward_scales} - set(self.default_reward_scales))
+        if unknown:
+            raise ValueError(f"unknown reward term(s) {unknown} for task {self.name!r}; its terms: {list(self.default_reward_scales)}")
+        self.reward_scales = {**self.default_reward_scales, **{k: float(v) for k, v in config.reward_scales}}
         self.catalog = catalog_lib.load_catalog()
         self.robot_path = str(scene_lib.robot_path(self.robot_file))
         objects = dict(objects) if objects else self.default_objects()
@@ -351,7 +360,7 @@ class TaskEnv:
             "init_object_pose": scene.object_pose,
             **self.initial_task_info(),
         }
-        reward, success, metrics = self.task_terms(m, d, info)
+        reward, success, metrics = self.score(m, d, info)
         metrics = {**metrics, "nan": jnp.zeros((), bool)}
         return State(d, self.observe(d), reward, success, jnp.zeros((), bool), metrics, info)
 
@@ -360,11 +369,11 @@ class TaskEnv:
         if action.shape != (self.action_dim,):
             raise ValueError(f"{self.name}: action must have shape ({self.action_dim},) per env, got {action.shape}")
         ctrl = d.ctrl
+        parts = layout.split_action(action, len(self.arms))
         for i, arm in enumerate(self.arm_index):
-            a = action[i * ACTION_DIM_PER_ARM : (i + 1) * ACTION_DIM_PER_ARM]
-            q = dls_ik(m, d, arm, a[:3], geometry.mat_from_rot6d(a[3:9]), self.config.ik, d.ctrl[self.arm_ctrl_ids[i]])
+            q = dls_ik(m, d, arm, parts.pos[i], geometry.mat_from_rot6d(parts.rot6d[i]), self.config.ik, d.ctrl[self.arm_ctrl_ids[i]])
             ctrl = ctrl.at[self.arm_ctrl_ids[i]].set(q)
-            ctrl = ctrl.at[self.hand_ctrl_ids[i]].set(jnp.clip(a[9:15], self.hand_ctrl_low[i], self.hand_ctrl_high[i]))
+            ctrl = ctrl.at[self.hand_ctrl_ids[i]].set(jnp.clip(parts.hand[i], self.hand_ctrl_low[i], self.hand_ctrl_high[i]))
         return d.replace(ctrl=ctrl)
 
     def step(self, state: State, action: jax.Array) -> State:
@@ -374,7 +383,7 @@ class TaskEnv:
         d = jax.lax.fori_loop(0, self.n_substeps, lambda _, dd: mjx.step(m, dd), d)
         nan = ~(jnp.all(jnp.isfinite(d.qpos)) & jnp.all(jnp.isfinite(d.qvel)))
         info = self.update_task_info({**state.info, "step": state.info["step"] + 1}, m, d)
-        reward, success, metrics = self.task_terms(m, d, info)
+        reward, success, metrics = self.score(m, d, info)
         info["ever_success"] = state.info["ever_success"] | success
         metrics = {**metrics, "nan": nan | state.metrics["nan"]}
         done = (info["step"] >= self.episode_steps) | nan
@@ -408,10 +417,25 @@ class TaskEnv:
 
     @property
     def obs_dims(self) -> dict[str, int]:
-        return {"obj": 13 * len(self.roles), "prop": 27 * len(self.arms)}
+        return layout.obs_dims(len(self.roles), len(self.arms))
 
-    def task_terms(self, m: mjx.Model, d: mjx.Data, info: dict) -> tuple[jax.Array, jax.Array, dict]:
-        """(dense reward [], success [] bool, metrics dict) of one env after a step."""
+    @property
+    def obs_layout(self) -> layout.ObsLayout:
+        """Where each object's and arm's block sits in `obs_vector` of this env's observation."""
+        return layout.ObsLayout(len(self.roles), len(self.arms))
+
+    def score(self, m: mjx.Model, d: mjx.Data, info: dict) -> tuple[jax.Array, jax.Array, dict]:
+        """(reward [], success [] bool, metrics) after a step: the task's terms times their scales, summed in
+        the terms' order; metrics gain `reward/<name>` (scaled) for every term."""
+        terms, success, metrics = self.task_terms(m, d, info)
+        if set(terms) != set(self.reward_scales):
+            raise ValueError(f"{self.name}: task_terms returned terms {sorted(terms)}, the scales name {sorted(self.reward_scales)}")
+        scaled = {k: self.reward_scales[k] * v for k, v in terms.items()}
+        reward = sum(scaled.values())
+        return reward, success, {**metrics, **{f"reward/{k}": v for k, v in scaled.items()}}
+
+    def task_terms(self, m: mjx.Model, d: mjx.Data, info: dict) -> tuple[dict[str, jax.Array], jax.Array, dict]:
+        """(unscaled reward terms {name: []}, success [] bool, metrics dict) of one env after a step."""
         raise NotImplementedError
 
     def initial_task_info(self) -> dict:
@@ -461,11 +485,18 @@ class TaskEnv:
             "env_kwargs": {"impl": cfg.impl, "ctrl_dt": cfg.ctrl_dt, "episode_steps": self.episode_steps, "objects": self.default_objects()},
         }
 
-    def check_finite(self, state: State) -> None:
-        """Raise SimulationError naming the envs whose simulation produced NaN/inf."""
-        bad = np.flatnonzero(np.asarray(state.metrics["nan"]).reshape(-1))
+    def check_finite(self, state: State, specs: list[SceneSpec] | None = None, where: str = "") -> None:
+        """Raise SimulationError naming the envs (and their scenes, when `specs` are given) whose simulation
+        produced NaN/inf. `state.metrics['nan']` is sticky, so checking the final state covers the episode."""
+        nan = np.asarray(state.metrics["nan"]).reshape(-1)
+        bad = np.flatnonzero(nan)
         if bad.size:
-            raise SimulationError(f"{self.name}: simulation produced NaN/inf in env(s) {bad.tolist()[:20]} (of {np.asarray(state.metrics['nan']).size})")
+            scenes = ""
+            if specs is not None:
+                scenes = "; scenes: " + ", ".join(
+                    f"#{i} {dict(specs[i].objects)} env={specs[i].env_id} pose={specs[i].pose_id}" for i in bad[:5] if i < len(specs))
+            raise SimulationError(f"{self.name}: simulation produced NaN/inf{' during ' + where if where else ''} in env(s) "
+                                  f"{bad.tolist()[:20]} (of {nan.size}){scenes}")
 
 
 def episode_objects(episode) -> tuple[tuple[str, str], ...]:
@@ -477,7 +508,3 @@ def episode_objects(episode) -> tuple[tuple[str, str], ...]:
         raise ValueError(f"episode records {len(episode.object_ids)} objects for roles {roles}")
     return tuple(zip(roles, episode.object_ids))
 
-
-def obs_vector(obs: dict[str, jax.Array]) -> jax.Array:
-    """Policy input of a dexfly observation: concat(obs['obj'], obs['prop']) on the last axis."""
-    return jnp.concatenate([obs["obj"], obs["prop"]], axis=-1)

@@ -7,7 +7,8 @@ Reward (dense, per step, in [0, 3.5]):
   reach   = 1 - tanh(5 * |ee - object|)                      (hand approaches the object)
   enclose = 1 - tanh(10 * mean_fingertips |tip - object|)     (fingers close around it)
   lift    = clip(rise / 0.20, 0, 1)                            (object centre's rise above its resting height)
-  reward  = 0.25 reach + 0.25 enclose + lift + 2 success
+  success = 1 on success steps
+  reward  = 0.25 reach + 0.25 enclose + lift + 2 success   (default_reward_scales)
 Success (bool, per step): rise > 0.20 m AND the object is held: within 0.12 m of the hand's grasp
 frame and moving slower than 0.5 m/s (lifted, not thrown). An episode succeeds if the last step succeeds.
 """
@@ -32,6 +33,7 @@ class Grasp(TaskEnv):
     roles = ("object",)
     default_episode_seconds = 6.0
     subtasks = ((("grasp", "object"),),)
+    default_reward_scales = {"reach": 0.25, "enclose": 0.25, "lift": 1.0, "success": 2.0}
 
     def task_terms(self, m, d, info):
         adr, vadr = self.obj_qpos_adr[0], self.obj_dof_adr[0]
@@ -45,5 +47,5 @@ class Grasp(TaskEnv):
         lift = jnp.clip(rise / LIFT_HEIGHT, 0.0, 1.0)
         held = (dist < HOLD_DISTANCE) & (jnp.linalg.norm(vel) < HOLD_SPEED)
         success = (rise > LIFT_HEIGHT) & held
-        reward = 0.25 * reach + 0.25 * enclose + lift + 2.0 * success
-        return reward, success, {"rise": rise, "ee_object_dist": dist, "held": held}
+        terms = {"reach": reach, "enclose": enclose, "lift": lift, "success": success.astype(jnp.float32)}
+        return terms, success, {"rise": rise, "ee_object_dist": dist, "held": held}

@@ -8,7 +8,8 @@ Reward (dense, per step, in [0, 4.5]):
   lift    = clip(rise / 0.10, 0, 1)
   reach_l = (1 - tanh(5 * |left ee - object|)) * lift         (receiver comes to the lifted object)
   left    = left hand touches the object; right = right hand touches it
-  reward  = 0.3 reach_r + lift + 0.5 reach_l + 0.5 left * lift + (left and not right) * lift + success
+  left_hold = left * lift; exchange = (left and not right) * lift; success = 1 on success steps
+  reward  = 0.3 reach_right + lift + 0.5 reach_left + 0.5 left_hold + exchange + success   (default_reward_scales)
 Success (bool, per step): only the receiving (left) hand touches the object (MJX contacts between hand and
 object geoms) and the object's centre is at least 0.10 m above its resting height. An episode succeeds if the
 last step succeeds.
@@ -37,6 +38,7 @@ class Handover(TaskEnv):
     # the right's `present` ends; the right's `release` starts after the left's `receive` ends.
     subtasks = ((("wait", None), ("receive", "object"), ("hold", None)), (("grasp", "object"), ("present", None), ("release", None)))
     subtask_constraint = "sequential"
+    default_reward_scales = {"reach_right": 0.3, "lift": 1.0, "reach_left": 0.5, "left_hold": 0.5, "exchange": 1.0, "success": 1.0}
     sequential_order = (((0, 1), (1, 1)), ((1, 2), (0, 1)))  # ((arm, subtask) starts after (arm, subtask) ends)
 
     def __init__(self, *args, **kwargs):
@@ -56,5 +58,6 @@ class Handover(TaskEnv):
         lift = jnp.clip(rise / LIFT_HEIGHT, 0.0, 1.0)
         reach_l = (1.0 - jnp.tanh(5.0 * jnp.linalg.norm(left_ee - pos))) * lift
         success = left & ~right & (rise >= LIFT_HEIGHT)
-        reward = 0.3 * reach_r + lift + 0.5 * reach_l + 0.5 * left * lift + (left & ~right) * lift + success
-        return reward, success, {"rise": rise, "left_touch": left, "right_touch": right}
+        terms = {"reach_right": reach_r, "lift": lift, "reach_left": reach_l, "left_hold": left * lift,
+                 "exchange": (left & ~right) * lift, "success": success.astype(jnp.float32)}
+        return terms, success, {"rise": rise, "left_touch": left, "right_touch": right}

@@ -8,7 +8,8 @@ Reward (dense, per step, in [0, 4]):
   lift   = clip(rise / 0.15, 0, 1)
   level  = 1 - clip(tilt / 20 deg, 0, 1), counted only while lifted (rise > 0.02)
   hold   = clip(hold_time / 0.5 s, 0, 1)
-  reward = 0.5 reach + lift + 0.5 level + hold + success
+  success = 1 on success steps
+  reward = 0.5 reach + lift + 0.5 level + hold + success   (default_reward_scales)
 Success (bool, per step): the object has been at least 0.15 m above its resting height with a tilt under
 20 degrees for at least 0.5 s without interruption (a hold timer in `info`). An episode succeeds if the last
 step succeeds.
@@ -37,6 +38,7 @@ class Lift(TaskEnv):
     default_episode_seconds = 6.0
     subtasks = ((("lift", "object"),), (("lift", "object"),))
     subtask_constraint = "coordination"
+    default_reward_scales = {"reach": 0.5, "lift": 1.0, "level": 0.5, "hold": 1.0, "success": 1.0}
 
     def _lifted_level(self, d, info):
         adr = self.obj_qpos_adr[0]
@@ -66,5 +68,5 @@ class Lift(TaskEnv):
         hold_needed = int(round(HOLD_SECONDS / self.config.ctrl_dt))
         hold = jnp.clip(info["hold_steps"] / hold_needed, 0.0, 1.0)
         success = info["hold_steps"] >= hold_needed
-        reward = 0.5 * reach + lift + 0.5 * level + hold + success
-        return reward, success, {"rise": rise, "tilt": tilt, "hold_steps": info["hold_steps"]}
+        terms = {"reach": reach, "lift": lift, "level": level, "hold": hold, "success": success.astype(jnp.float32)}
+        return terms, success, {"rise": rise, "tilt": tilt, "hold_steps": info["hold_steps"]}

@@ -11,7 +11,7 @@ Reward (dense, per step, in [0, 4]):
   above   = (1 - tanh(5 * |source_xy - target_xy|)) * lift    (carried over the target)
   tilt    = clip((1 - source_up_z) / 1.5, 0, 1) * above        (tipped over the target)
   inside  = fraction of balls inside the target
-  reward  = 0.2 reach + 0.3 lift + 0.5 above + 0.5 tilt + 2 inside
+  reward  = 0.2 reach + 0.3 lift + 0.5 above + 0.5 tilt + 2 inside   (default_reward_scales)
 Success (bool, per step): at least 80% of the balls are inside the target container (within its footprint,
 below its rim, in the target frame). An episode succeeds if the last step succeeds.
 """
@@ -37,6 +37,7 @@ class Pour(TaskEnv):
     uses_particles = True
     default_episode_seconds = 8.0
     subtasks = ((("grasp", "source"), ("pour", "target")),)
+    default_reward_scales = {"reach": 0.2, "lift": 0.3, "above": 0.5, "tilt": 0.5, "inside": 2.0}
 
     def particle_positions(self, objects, object_pose) -> np.ndarray:
         """Balls stacked 2x2 per layer on the source container's floor (world frame)."""
@@ -76,5 +77,5 @@ class Pour(TaskEnv):
         tilt = jnp.clip((1.0 - src_up[2]) / 1.5, 0.0, 1.0) * above
         inside = jnp.mean(self.balls_inside(d, info).astype(jnp.float32))
         success = inside >= SUCCESS_FRACTION
-        reward = 0.2 * reach + 0.3 * lift + 0.5 * above + 0.5 * tilt + 2.0 * inside
-        return reward, success, {"inside_fraction": inside, "source_tilt": 1.0 - src_up[2]}
+        terms = {"reach": reach, "lift": lift, "above": above, "tilt": tilt, "inside": inside}
+        return terms, success, {"inside_fraction": inside, "source_tilt": 1.0 - src_up[2]}

@@ -1,10 +1,11 @@
 """Augment source demos into new scenes (A_EP, MimicGen-style, batched in MJX) and write a dataset.
 
-    python experiments/augment.py --task grasp --num-poses 15 --num-envs-cfg 3 --num-wanted 500 \
+    python experiments/augment.py --task grasp --num-poses 15 --num-env-ids 3 --num-wanted 500 \
         --batch-size 64 --out outputs/grasp_d1.hdf5
 
 C_aug is given either as counts (the first N catalog poses / environments / objects of the source's
-topology) or as explicit id lists (--pose-ids, --env-ids, --objects role=id1,id2). Keeps generating until
+topology) or as explicit id lists (--augment.pose-ids, --augment.env-ids, --objects role=id1,id2); the
+generator's settings are --augment.* (--augment.env.impl warp for MuJoCo Warp). Keeps generating until
 --num-wanted successful demos exist or --max-attempts are spent; prints a summary table and ends with
 `generated=<int> attempts=<int> success_rate=<float>`.
 """
@@ -14,18 +15,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import dexfly  # noqa: F401  (XLA flags before jax)
 import tyro
 from rich.console import Console
 
 import envs
-from dexfly import catalog as catalog_lib
 from dexfly import dataset
 from dexfly.augment import AugmentConfig, augment
+from dexfly.augment.config import parse_object_sets, with_counts
 from dexfly.paths import DEMOS_DIR
-from envs.base import EnvConfig
 
 
 @dataclass(frozen=True)
@@ -39,54 +38,31 @@ class Args:
     max_attempts: int | None = None
     """Attempt budget (default 4 x num_wanted)."""
     batch_size: int = 64
+    """Attempts simulated at once (one batched env per attempt)."""
     seed: int = 0
-    # ---- C_aug as counts
+    # ---- C_aug as counts (ids given in --augment.* win)
     num_poses: int = 0
-    """Use the first N catalog poses of the task (0: see --pose-ids / default pose)."""
-    num_envs_cfg: int = 0
-    """Use the first N catalog environments (0: see --env-ids / the source's environment)."""
+    """Use the first N catalog poses of the task (0: see --augment.pose-ids / the default pose)."""
+    num_env_ids: int = 0
+    """Use the first N catalog environments (0: see --augment.env-ids / the source's environment)."""
     num_objects: int = 0
     """Per role, use the first N catalog objects of the source object's topology (0: the source's objects)."""
-    num_sampled_poses: int = 0
-    """Poses sampled from the task's ranges, in addition to catalog poses."""
-    # ---- C_aug as explicit ids
-    pose_ids: tuple[str, ...] = ()
-    env_ids: tuple[str, ...] = ()
     objects: tuple[str, ...] = ()
-    """role=id1,id2 entries, e.g. --objects object=box_tea,box_soap."""
-    mode: Literal["grid", "sample"] = "grid"
-    # ---- generator
-    offset_range: int = 5
-    bridge_steps: int = 10
-    action_noise: float = 0.0
-    source_selection: Literal["random", "nearest"] = "random"
-    skip_source_wait: bool = True
-    """A subtask waiting for another arm's subtask replays its source from that subtask's source end on."""
-    keep_failed: bool = False
-    impl: str = "jax"
+    """Explicit object sets as role=id1,id2 entries, e.g. --objects object=box_tea,box_soap."""
     progress: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """C_aug ids and the generator's settings (see dexfly.augment.AugmentConfig)."""
 
 
 def build_caug(args: Args, first_source) -> AugmentConfig:
-    cat = catalog_lib.load_catalog()
-    pose_ids = tuple(args.pose_ids) or cat.poses_for(args.task).ids[: args.num_poses]
-    env_ids = tuple(args.env_ids) or tuple(e.id for e in cat.environments[: args.num_envs_cfg])
-    objects: dict[str, tuple[str, ...]] = {}
-    for entry in args.objects:
-        if "=" not in entry:
-            raise SystemExit(f"--objects entries look like role=id1,id2; got {entry!r}")
-        role, ids = entry.split("=", 1)
-        objects[role] = tuple(i for i in ids.split(",") if i)
-    if args.num_objects and not objects:
-        for role, oid in envs.episode_objects(first_source):
-            obj = cat.object(oid)
-            same = [o.id for o in cat.objects if o.role == obj.role and args.task in o.tasks and o.topology == obj.topology]
-            objects[role] = tuple(same[: args.num_objects])
-    return AugmentConfig(
-        objects=tuple(objects.items()), env_ids=env_ids, pose_ids=pose_ids, num_sampled_poses=args.num_sampled_poses,
-        mode=args.mode, offset_range=args.offset_range, bridge_steps=args.bridge_steps, action_noise=args.action_noise,
-        source_selection=args.source_selection, skip_source_wait=args.skip_source_wait, keep_failed=args.keep_failed, env=EnvConfig(impl=args.impl),
-    )
+    caug = args.augment
+    if args.objects:
+        try:
+            caug = dataclasses.replace(caug, objects=parse_object_sets(args.objects))
+        except ValueError as e:
+            raise SystemExit(f"--objects: {e}") from None
+    return with_counts(caug, args.task, envs.episode_objects(first_source), num_poses=args.num_poses,
+                       num_env_ids=args.num_env_ids, num_objects=args.num_objects)
 
 
 def main(args: Args):

@@ -21,9 +21,10 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
-from dexfly import catalog as catalog_lib
+import envs
 from dexfly import dataset
 from dexfly.augment import AugmentConfig, augment, gen_step
+from dexfly.augment.config import with_counts
 from dexfly.augment.generate import plan_attempt, setup
 from dexfly.augment.schedule import init_carry
 from dexfly.augment.sources import stack_plans
@@ -39,15 +40,15 @@ class Args:
     cpu_attempts: int = 4
     """Attempts executed one at a time in C MuJoCo."""
     num_poses: int = 15
-    num_envs_cfg: int = 3
+    num_env_ids: int = 3
+    """The first N catalog environments in C_aug."""
     seed: int = 0
 
 
 def main(args: Args):
     task = "grasp"
     seed_ep = dataset.read_dataset(DEMOS_DIR / "grasp_seed.hdf5", task=task).episodes[0]
-    cat = catalog_lib.load_catalog()
-    caug = AugmentConfig(pose_ids=cat.poses_for(task).ids[: args.num_poses], env_ids=tuple(e.id for e in cat.environments[: args.num_envs_cfg]))
+    caug = with_counts(AugmentConfig(), task, envs.episode_objects(seed_ep), num_poses=args.num_poses, num_env_ids=args.num_env_ids)
     n_mjx = args.batch_size * args.num_batches
     _, st = augment([seed_ep], task, caug, num_wanted=n_mjx, batch_size=args.batch_size, max_attempts=n_mjx, seed=args.seed, progress=False)
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dexfly  # noqa: F401  (XLA flags before jax)
 import jax
 import jax.numpy as jnp
 import mujoco
-import numpy as np
 import tyro
 from mujoco import mjx
 from rich.console import Console
@@ -36,7 +35,8 @@ class Args:
     """Batch sizes to time (add 4096 on a GPU)."""
     steps: int = 50
     """Control steps per timed scan (physics scans run steps * n_substeps)."""
-    impl: str = "jax"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The envs' settings (--env.impl warp for MuJoCo Warp)."""
     c_seconds: float = 3.0
     """Wall time to spend timing each C MuJoCo measurement."""
 
@@ -102,12 +102,12 @@ def bench_c(env, seconds: float):
 def main(args: Args) -> None:
     device = jax.devices()[0]
     console = Console()
-    console.print(f"device: {device.device_kind} ({device.platform}), host {platform.processor() or platform.machine()}, impl={args.impl}")
+    console.print(f"device: {device.device_kind} ({device.platform}), host {platform.processor() or platform.machine()}, impl={args.env.impl}")
     table = Table(title="env throughput (steps/s; physics counts every env's mjx.step)")
     for col in ("task", "engine", "batch", "physics steps/s", "control steps/s", "compile (s)"):
         table.add_column(col, justify="right")
     for task in args.tasks:
-        env = envs.make(task, EnvConfig(impl=args.impl))
+        env = envs.make(task, args.env)
         c = bench_c(env, args.c_seconds)
         table.add_row(task, "C mj_step (1 thread)", "1", f"{c['physics_sps']:,.0f}", f"{c['control_sps']:,.0f}", "-")
         console.print(f"{task}: C MuJoCo {c['physics_sps']:,.0f} physics steps/s, {c['control_sps']:,.0f} control steps/s")
@@ -117,7 +117,7 @@ def main(args: Args) -> None:
             except Exception as exc:  # out of memory at large batches: report and stop growing
                 console.print(f"{task} batch {batch}: failed ({type(exc).__name__}: {str(exc)[:120]})")
                 break
-            table.add_row(task, f"MJX {args.impl}", str(batch), f"{r['physics_sps']:,.0f}", f"{r['control_sps']:,.0f}", f"{r['compile_s']:.1f}")
+            table.add_row(task, f"MJX {args.env.impl}", str(batch), f"{r['physics_sps']:,.0f}", f"{r['control_sps']:,.0f}", f"{r['compile_s']:.1f}")
             console.print(f"{task} batch {batch}: {r['physics_sps']:,.0f} physics steps/s, {r['control_sps']:,.0f} control steps/s")
     console.print(table)
 

@@ -1,6 +1,6 @@
 """Evaluate a trained policy checkpoint closed loop on a scene set; write videos of a few episodes.
 
-    python experiments/evaluate.py --checkpoint runs/diffusion --task grasp --num-objects 3 --num-poses 5
+    python experiments/evaluate.py --checkpoint runs/diffusion --task grasp --num-objects 3 --num-poses 5 --num-env-ids 2
     python experiments/evaluate.py --checkpoint runs/diffusion --task grasp --objects can_soda box_soap --env-ids studio
 
 The scene set is the product of objects x environments x poses (ids, or the first N of each from the
@@ -10,9 +10,7 @@ by object topology, one compiled env per group. Ends with `success_rate=<mean> s
 
 from __future__ import annotations
 
-import itertools
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dexfly  # noqa: F401  (XLA flags before jax)
@@ -22,97 +20,86 @@ from rich.console import Console
 from rich.table import Table
 
 import envs
-from dexfly import evaluation, render
-from dexfly.catalog import TASK_ROLES, load_catalog
-from dexfly.policies.diffusion import load_policy
+from dexfly import evaluation, render, watchdog
+from dexfly.catalog import TASKS, CatalogError
+from dexfly.policies.diffusion import load_run
+from dexfly.policies.residual import checkpoint as residual_checkpoint
+from dexfly.scenes import scene_grid
+from envs.base import EnvConfig
 
 
 @dataclass(frozen=True)
 class Args:
     checkpoint: Path
-    """Training output folder (holds checkpoints/ and policy.json) or a checkpoints folder."""
+    """A train_diffusion.py output folder (or its checkpoints/), or a train_residual.py output folder (evaluates the
+    combined policy: the base it was trained on plus the residual)."""
     task: str = "grasp"
     objects: tuple[str, ...] = ()
     """Object ids for the task's main role (source container for Pour); empty: the first --num-objects."""
     num_objects: int = 1
     env_ids: tuple[str, ...] = ()
-    num_envs: int = 1
-    """Number of catalog environments when --env-ids is empty."""
+    num_env_ids: int = 1
+    """Number of catalog environments (the first N) when --env-ids is empty."""
     pose_ids: tuple[str, ...] = ()
     num_poses: int = 5
     max_scenes: int = 64
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     videos: int = 4
-    """Episodes (of the first group, first seed) to render into one tiled video; 0 disables."""
+    """Episodes (of the first group, first seed) to render, tiled, into one video (480x360 each); 0 disables."""
     out: Path = Path("outputs/eval")
     action_horizon: int = 0
     """Actions executed per sampled chunk before re-planning (0: the checkpoint's, 8 by default)."""
     ddim_steps: int = 0
     """DDIM denoising steps at inference (0: the checkpoint's); must divide the training timesteps (100)."""
-
-
-def resolve_checkpoint(path: Path) -> tuple[Path, dict]:
-    path = path.resolve()
-    meta_file = path / "policy.json"
-    if meta_file.exists():
-        return path / "checkpoints", json.loads(meta_file.read_text())
-    if (path.parent / "policy.json").exists():
-        return path, json.loads((path.parent / "policy.json").read_text())
-    raise SystemExit(f"{path}: no policy.json found (expected a train_diffusion.py output folder)")
-
-
-def scene_set(task: str, args: Args):
-    cat = load_catalog()
-    roles = envs.make_cached(task).roles
-    main_role = roles[0]
-    objects = args.objects or tuple(o.id for o in cat.filter_objects(task=task, role=TASK_ROLES[task][main_role])[: args.num_objects])
-    env_ids = args.env_ids or tuple(e.id for e in cat.environments[: args.num_envs])
-    pose_ids = args.pose_ids or cat.poses_for(task).ids[: args.num_poses]
-    defaults = {r: o.id for r, o in cat.default_objects(task).items()}
-    specs = []
-    for obj, env_id, pose_id in itertools.product(objects, env_ids, pose_ids):
-        objs = {r: defaults[r] for r in roles}
-        objs[main_role] = obj
-        env = envs.make_cached(task, tuple(objs.items()))
-        specs.append(env.scene_spec(objs, env_id, pose_id))
-    return specs[: args.max_scenes], len(set(objects)), len(set(env_ids)), len(set(pose_ids))
+    stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S
+    """Seconds without progress after which the evaluation stops with an error (0: no watchdog)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
 
 
 def main(args: Args) -> tuple[float, float]:
-    ckpt_dir, meta = resolve_checkpoint(args.checkpoint)
-    if meta["task"] != args.task:
-        raise SystemExit(f"checkpoint {args.checkpoint} was trained for task {meta['task']!r}, not {args.task!r}")
-    policy, config = load_policy(ckpt_dir)
+    if args.task not in TASKS:
+        raise SystemExit(f"unknown task {args.task!r}; available: {list(TASKS)}")
+    hook = hook_params = None
+    try:
+        if (args.checkpoint / residual_checkpoint.RUN_FILE).exists():  # a residual run: its combined policy
+            policy, hook, hook_params, _ = residual_checkpoint.load_combined(args.checkpoint, task=args.task)
+            config = policy.config
+        else:
+            policy, config, _ = load_run(args.checkpoint, task=args.task)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(str(e)) from None
     overrides = {k: v for k, v in (("action_horizon", args.action_horizon), ("num_inference_steps", args.ddim_steps)) if v}
     if overrides:
         try:
             policy = policy.replace(config=config.replace(**overrides))
         except ValueError as e:
             raise SystemExit(f"invalid inference override: {e}") from None
-    specs, n_obj, n_env, n_pose = scene_set(args.task, args)
-    from dexfly.utils import group_by_topology
-
-    per_seed = np.zeros(len(args.seeds))
-    video_written = None
-    for objects, group in group_by_topology(args.task, specs).items():
-        env = envs.make_cached(args.task, tuple(objects))
-        want_video = args.videos > 0 and video_written is None
-        res = evaluation.evaluate(env, policy, group, seeds=args.seeds, task=meta["task"], record_qpos=want_video)
-        per_seed += np.asarray(res.per_seed) * len(group)
-        if want_video:
-            n = min(args.videos, len(group))
-            scenes = env.make_scenes(group[:n])
-            frames = render.render_batch(env.mj_model, res.qpos[::2, :n], overrides_per_env={k: np.asarray(v) for k, v in scenes.params.items()}, camera="front")
-            video_written = render.write_video(args.out / f"eval_{args.task}.mp4", frames, fps=1.0 / (2 * env.config.ctrl_dt))
-    per_seed /= len(specs)
-    mean, std = float(per_seed.mean()), float(per_seed.std())
+    try:
+        specs = scene_grid(args.task, objects=args.objects, num_objects=args.num_objects, env_ids=args.env_ids,
+                           num_env_ids=args.num_env_ids, pose_ids=args.pose_ids, num_poses=args.num_poses)[: args.max_scenes]
+    except (CatalogError, ValueError) as e:
+        raise SystemExit(str(e)) from None
+    with watchdog.stage(f"evaluate {args.task}", timeout_s=args.stall_timeout):
+        res = evaluation.evaluate_scenes(args.task, policy, specs, seeds=args.seeds, record_qpos_first=args.videos > 0,
+                                         env_config=args.env, hook=hook, hook_params=hook_params)
+    video = None
+    if args.videos > 0:
+        objects, group, first = res.groups[0]
+        env = envs.make_cached(args.task, objects, args.env)
+        n = min(args.videos, len(group))
+        scenes = env.make_scenes(list(group[:n]))
+        frames = render.render_batch(env.mj_model, first.qpos[::2, :n], overrides_per_env={k: np.asarray(v) for k, v in scenes.params.items()},
+                                     camera="front")
+        video = render.write_video(args.out / f"eval_{args.task}.mp4", frames, fps=1.0 / (2 * env.config.ctrl_dt))
+    count = lambda key: len({key(s) for s in specs})  # noqa: E731
     table = Table(title=f"evaluation: {args.task}")
     for col in ("objects", "envs", "poses", "scenes", "seeds", "success rate", "video"):
         table.add_column(col)
-    table.add_row(str(n_obj), str(n_env), str(n_pose), str(len(specs)), str(len(args.seeds)), f"{mean:.3f} ± {std:.3f}", str(video_written))
+    table.add_row(str(count(lambda s: s.objects)), str(count(lambda s: s.env_id)), str(count(lambda s: s.pose_id)), str(len(specs)),
+                  str(len(args.seeds)), f"{res.success_rate_mean:.3f} ± {res.success_rate_std:.3f}", str(video))
     Console().print(table)
-    print(f"success_rate={mean} std={std}")
-    return mean, std
+    print(f"success_rate={res.success_rate_mean} std={res.success_rate_std}")
+    return res.success_rate_mean, res.success_rate_std
 
 
 if __name__ == "__main__":

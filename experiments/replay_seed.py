@@ -9,7 +9,7 @@ executes the recorded actions open loop. Ends with a line `success_rate=<float>`
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dexfly  # noqa: F401  (XLA flags before jax)
@@ -30,14 +30,15 @@ from envs.base import EnvConfig
 class Args:
     task: str = "grasp"
     num_envs: int = 8
+    """Parallel simulated envs (the batch size), each replaying the seed."""
     demo: Path | None = None
     """Seed file (default assets/demos/<task>_seed.hdf5)."""
     video: Path | None = None
     """Output video (default outputs/replay_<task>.mp4); '.gif' works too."""
     video_envs: int = 4
     """How many envs to tile in the video."""
-    impl: str = "jax"
     seed: int = 0
+    env: EnvConfig = field(default_factory=EnvConfig)
 
 
 def main(args: Args) -> float:
@@ -47,7 +48,7 @@ def main(args: Args) -> float:
         raise SystemExit("--num-envs must be >= 1")
     data = dataset.read_dataset(args.demo or DEMOS_DIR / f"{args.task}_seed.hdf5", task=args.task)
     demo = data.episodes[0]
-    env = envs.make(args.task, EnvConfig(impl=args.impl), objects=dict(envs.episode_objects(demo)))
+    env = envs.make(args.task, args.env, objects=dict(envs.episode_objects(demo)))
     spec = env.scene_from_episode(demo)
     scenes = env.make_scenes([spec] * args.num_envs)
     actions = np.broadcast_to(demo.actions, (args.num_envs, *demo.actions.shape))
@@ -62,7 +63,7 @@ def main(args: Args) -> float:
     video = args.video or Path("outputs") / f"replay_{args.task}.mp4"
     qpos = np.asarray(traj.qpos)[:n_video].transpose(1, 0, 2)[::2]  # [T/2, B, nq] at 25 fps
     overrides = {k: np.asarray(v)[:n_video] for k, v in scenes.params.items()}
-    frames = render.render_batch(env.mj_model, qpos, overrides_per_env=overrides, camera="front", width=320, height=240)
+    frames = render.render_batch(env.mj_model, qpos, overrides_per_env=overrides, camera="front")
     render.write_video(video, frames, fps=1.0 / (2 * env.config.ctrl_dt))
 
     table = Table(title=f"seed replay: {args.task}")

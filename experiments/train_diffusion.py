@@ -24,7 +24,7 @@ from rich.table import Table
 import envs
 from dexfly import dataset, evaluation
 from dexfly.policies.diffusion import DiffusionConfig, DiffusionPolicy, fit, num_parameters
-from dexfly.utils import atomic_write_text, group_by_topology, plot_curve
+from dexfly.utils import atomic_write_text, plot_curve
 
 
 @dataclass(frozen=True)
@@ -53,33 +53,15 @@ class Args:
     """Network and schedule settings (horizons, widths, DDIM steps); --size paper overrides the widths."""
 
 
-def load_episodes(paths, task):
-    episodes = []
-    for p in paths:
-        episodes += list(dataset.read_dataset(p, task=task).episodes)
-    if not episodes:
-        raise SystemExit(f"no episodes in {list(map(str, paths))}")
-    return episodes
-
-
-def evaluate_state(task, specs, state, config, seeds):
-    policy = DiffusionPolicy.from_state(state, config)
-    results = []
-    for env_objects, group in group_by_topology(task, specs).items():
-        env = envs.make_cached(task, tuple(env_objects))
-        res = evaluation.evaluate(env, policy, group, seeds=seeds, task=task)
-        results.append((len(group), res))
-    per_seed = np.sum([np.asarray(r.per_seed) * n for n, r in results], axis=0) / len(specs)
-    rates = per_seed.tolist()
-    return float(np.mean(rates)), float(np.std(rates)), rates
-
-
 def main(args: Args) -> float:
     if args.task not in envs.TASKS:
         raise SystemExit(f"unknown task {args.task!r}; available: {list(envs.TASKS)}")
     console = Console()
-    episodes = load_episodes(args.datasets, args.task)
-    train = [{"obs": np.concatenate([e.obs["obj"], e.obs["prop"]], -1), "actions": e.actions} for e in episodes]
+    try:
+        episodes = dataset.load_episodes(args.datasets, task=args.task)
+    except (OSError, dataset.DatasetError) as e:
+        raise SystemExit(str(e)) from None
+    train = dataset.policy_training_episodes(episodes)
     config = args.policy if args.size == "default" else DiffusionConfig.paper()
     if args.size not in ("default", "paper"):
         raise SystemExit(f"unknown --size {args.size!r}; use 'default' or 'paper'")
@@ -88,9 +70,9 @@ def main(args: Args) -> float:
     first = episodes[0]
     env = envs.make_cached(args.task, envs.episode_objects(first))
     if args.quat_features:
-        config = config.replace(obs_quat_at=evaluation.obs_quaternion_slots(env))
+        config = config.replace(obs_quat_at=env.obs_layout.quaternion_slots())
     if args.relative_features:
-        config = config.replace(obs_rel_pos=evaluation.obs_relative_position_pairs(env))
+        config = config.replace(obs_rel_pos=env.obs_layout.relative_position_pairs())
     specs = []
     for e in episodes:
         s = env.scene_from_episode(e)
@@ -110,9 +92,9 @@ def main(args: Args) -> float:
     history = []
 
     def on_eval(step, state):
-        mean, std, rates = evaluate_state(args.task, specs, state, config, args.eval_seeds)
-        history.append({"step": step, "success_rate": mean, "std": std, "per_seed": rates})
-        console.print(f"step {step}: closed-loop success_rate={mean:.3f} ± {std:.3f}")
+        res = evaluation.evaluate_scenes(args.task, DiffusionPolicy.from_state(state, config), specs, seeds=args.eval_seeds)
+        history.append({"step": step, "success_rate": res.success_rate_mean, "std": res.success_rate_std, "per_seed": list(res.per_seed)})
+        console.print(f"step {step}: closed-loop success_rate={res.success_rate_mean:.3f} ± {res.success_rate_std:.3f}")
 
     t0 = time.perf_counter()
     result = fit(train, config, callback=on_eval, callback_every=args.eval_every,

@@ -12,7 +12,7 @@ import pytest
 
 import envs
 from dexfly import dataset, geometry
-from dexfly.augment import AugmentConfig, GenStatic, Plan, augment, generate_open_loop
+from dexfly.augment import AugmentConfig, GenStatic, augment, generate_open_loop
 from dexfly.augment.constraints import SequentialDep, default_sequential_deps, dependency_arrays, deps_from_order
 from dexfly.augment.segment import sample_offsets, segment_bounds, subtask_end_steps
 from dexfly.augment.sources import make_plan, prepare_sources, stack_plans

@@ -152,7 +152,7 @@ def _texture(m, name="table_tex"):
 def test_environments(cat):
     for e in cat.environments:
         a = e.texture_attrs()
-        xml = (f'<mujoco><asset><texture name="t" type="2d" width="64" height="64" '
+        xml = ('<mujoco><asset><texture name="t" type="2d" width="64" height="64" '
                + " ".join(f'{k}="{v}"' for k, v in a.items())
                + '/></asset><worldbody/></mujoco>')
         mujoco.MjModel.from_xml_string(xml)

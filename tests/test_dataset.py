@@ -1,7 +1,6 @@
 """dexfly-robomimic-v1 HDF5 datasets: round trip, atomic writes, merge and validation errors."""
 
 import json
-import os
 
 import h5py
 import numpy as np

@@ -11,9 +11,8 @@ import pytest
 
 from dexfly.policies.diffusion import (DiffusionConfig, DiffusionPolicy, MinMax, Normalizer, add_noise,
                                        batch_indices, ddim_sample, fit, history_init, history_push,
-                                       init_train_state, latest_step, load_policy, restore, make_schedule, make_window_data,
-                                       restore_latest, sample_actions, save_checkpoint, train_steps,
-                                       window_indices)
+                                       latest_step, load_policy, restore, make_schedule, make_window_data,
+                                       restore_latest, sample_actions, save_checkpoint, window_indices)
 from dexfly.policies.diffusion.schedule import ddim_timesteps, squaredcos_cap_v2_betas
 
 OBS_DIM, ACT_DIM = 5, 3
@@ -285,11 +284,14 @@ def test_relative_position_features(tmp_path):
         restore_latest(d, cfg.replace(obs_rel_pos=()))
 
 
-def test_relative_position_pairs_follow_the_obs_layout():
-    """Every (arm, object) pair points at the arm's ee position and the object's position in obs_vector."""
-    from types import SimpleNamespace
+def test_obs_layout_slots():
+    """Every (arm, object) pair points at the arm's ee position and the object's position in obs_vector; the
+    quaternion slots are the objects' and the end effectors' quaternions; a partial block is refused."""
+    from dexfly.layout import ObsLayout
 
-    from dexfly.evaluation import obs_relative_position_pairs
-
-    fake = SimpleNamespace(name="x", roles=("a", "b"), arms=("left_", "right_"), obs_dims={"obj": 26, "prop": 54})
-    assert obs_relative_position_pairs(fake) == ((46, 0), (46, 13), (73, 0), (73, 13))
+    lay = ObsLayout.from_obs_dims({"obj": 26, "prop": 54})
+    assert lay == ObsLayout(2, 2) and lay.dim == 80
+    assert lay.relative_position_pairs() == ((46, 0), (46, 13), (73, 0), (73, 13))
+    assert lay.quaternion_slots() == (3, 16, 49, 76)
+    with pytest.raises(ValueError, match="unexpected observation layout"):
+        ObsLayout.from_obs_dims({"obj": 26, "prop": 50})

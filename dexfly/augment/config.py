@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import tyro
+
 from envs.base import EnvConfig
 
 
@@ -16,8 +18,9 @@ class AugmentConfig:
     means the task's default catalog pose.
     """
 
-    objects: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    """Per task role, the catalog object ids to use: ((role, (id, ...)), ...)."""
+    objects: tyro.conf.Suppress[tuple[tuple[str, tuple[str, ...]], ...]] = ()
+    """Per task role, the catalog object ids to use: ((role, (id, ...)), ...). Scripts take it as role=id1,id2
+    strings (`parse_object_sets`), which a nested-tuple flag cannot spell readably."""
     env_ids: tuple[str, ...] = ()
     """environments.json ids."""
     pose_ids: tuple[str, ...] = ()
@@ -43,3 +46,39 @@ class AugmentConfig:
     keep_failed: bool = False
     """Also return failed attempts (success=False) instead of dropping them."""
     env: EnvConfig = field(default_factory=EnvConfig)
+
+
+def parse_object_sets(entries: tuple[str, ...] | list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`role=id1,id2` strings (a flag's values) -> AugmentConfig.objects; ValueError on another shape."""
+    out = []
+    for entry in entries:
+        role, sep, ids = entry.partition("=")
+        if not sep or not role or not ids:
+            raise ValueError(f"object sets look like role=id1,id2; got {entry!r}")
+        out.append((role, tuple(i for i in ids.split(",") if i)))
+    return tuple(out)
+
+
+def with_counts(config: AugmentConfig, task: str, source_objects: tuple[tuple[str, str], ...], *, num_poses: int = 0,
+                num_env_ids: int = 0, num_objects: int = 0) -> AugmentConfig:
+    """Fill C_aug's empty id lists from counts: the first `num_poses` catalog poses of the task, the first
+    `num_env_ids` catalog environments, and per role the first `num_objects` catalog objects of the source
+    object's topology (role and task as the source's). Ids already set in `config` win over counts."""
+    import dataclasses
+
+    from dexfly.catalog import load_catalog
+
+    cat = load_catalog()
+    changes: dict = {}
+    if not config.pose_ids and num_poses:
+        changes["pose_ids"] = cat.poses_for(task).ids[:num_poses]
+    if not config.env_ids and num_env_ids:
+        changes["env_ids"] = tuple(e.id for e in cat.environments[:num_env_ids])
+    if not config.objects and num_objects:
+        objects = []
+        for role, oid in source_objects:
+            obj = cat.object(oid)
+            same = [o.id for o in cat.filter_objects(task=task, role=obj.role) if o.topology == obj.topology]
+            objects.append((role, tuple(same[:num_objects])))
+        changes["objects"] = tuple(objects)
+    return dataclasses.replace(config, **changes)

@@ -1,6 +1,6 @@
-"""Batched, jitted execution of generation attempts in an MJX task: one `lax.scan` over time, `vmap` over
-attempts (`env.batched`: in chunks of `env.cpu_vmap_chunk` on the CPU backend for the bimanual tasks),
-`env.reset` / `env.step`, recorded exactly like `dexfly.rollout.run_actions`."""
+"""Batched, jitted execution of generation attempts in an MJX task, on the one unroll (`dexfly.unroll`): the
+generator (`schedule.gen_step`, vmapped over attempts) is the unroll's per-step hook, and every step is
+recorded by `dexfly.rollout.record_dataset_step`, exactly as replay records it."""
 
 from __future__ import annotations
 
@@ -8,33 +8,31 @@ import functools
 import time
 
 import jax
-import jax.numpy as jnp
 
 from dexfly.augment.schedule import GenStatic, Plan, gen_step, init_carry
-from dexfly.rollout import Trajectory, _record
-from envs.base import Scene, TaskEnv
+from dexfly.rollout import Trajectory, record_dataset_step, trajectory_from_records
+from dexfly.unroll import Step, unroll
+from envs.base import Scene, State, TaskEnv
 
 
-def _one_attempt(env: TaskEnv, static: GenStatic, scene: Scene, key, plan: Plan):
-    state = env.reset(scene, key)
-
-    def body(carry, t):
-        s, g = carry
-        before = _record(env, s)
-        g, action, signal = gen_step(static, plan, g, env.object_pose(s.data), t)
-        s = env.step(s, action)
-        rec = {**before, "reward": s.reward, "success": s.success, "nan": s.metrics["nan"]}
-        return (s, g), (rec, action, signal)
-
-    (final, _), (rec, actions, signals) = jax.lax.scan(body, (state, init_carry(plan)), jnp.arange(env.episode_steps))
-    return final, Trajectory(**rec), actions, signals
+def _gen_hook(env: TaskEnv, static: GenStatic, plans: Plan, carry, step: Step, key):
+    """Unroll hook: every attempt's generator step on the live object poses -> (carry, action [B, A], signals)."""
+    object_pose = jax.vmap(env.object_pose)(step.state.data)
+    carry, action, signals = jax.vmap(gen_step, in_axes=(None, 0, 0, 0, None))(static, plans, carry, object_pose, step.t)
+    return carry, action, signals
 
 
-@functools.lru_cache(maxsize=16)
-def _jitted(env: TaskEnv, static: GenStatic):
-    # env.batched: vmap, or on the CPU backend for the bimanual tasks a lax.map over vmapped chunks of
-    # env.cpu_vmap_chunk attempts (XLA:CPU hangs with >= 32 bimanual envs in one vmap)
-    return jax.jit(env.batched(functools.partial(_one_attempt, env, static)))
+def _record(env: TaskEnv, step: Step, action, after: State, signals):
+    return {**record_dataset_step(env, step, action, after, None), "action": action, "signals": signals}
+
+
+def _run(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plans: Plan):
+    state = env.batched(env.reset)(scenes, keys)
+    final, rec = unroll(env, None, state, keys[0], num_steps=env.episode_steps, hook=functools.partial(_gen_hook, env, static),
+                        hook_params=plans, hook_carry=jax.vmap(init_carry)(plans), record=functools.partial(_record, env))
+    actions, signals = rec.pop("action"), rec.pop("signals")
+    swap = functools.partial(jax.numpy.swapaxes, axis1=0, axis2=1)
+    return final.state, trajectory_from_records(rec), swap(actions), swap(signals)
 
 
 _COMPILED: dict = {}
@@ -47,12 +45,12 @@ def compiled_executor(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plan
     if cache_key in _COMPILED:
         return _COMPILED[cache_key], 0.0
     t0 = time.perf_counter()
-    fn = _jitted(env, static).lower(scenes, keys, plans).compile()
+    fn = jax.jit(functools.partial(_run, env, static)).lower(scenes, keys, plans).compile()
     _COMPILED[cache_key] = fn
     return fn, time.perf_counter() - t0
 
 
-def execute(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plans: Plan):
+def execute(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plans: Plan) -> tuple[State, Trajectory, jax.Array, jax.Array, float]:
     """Run a batch of attempts -> (final State, Trajectory [B, T], actions [B, T, A], signals [B, T, n_arms, n_sub],
     compile seconds)."""
     fn, compile_s = compiled_executor(env, static, scenes, keys, plans)

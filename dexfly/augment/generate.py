@@ -133,7 +133,7 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
         raise ValueError("no source demos given")
     cache = env_cache or shared_env_cache(task, caug.env)
     ctx = setup(sources, task, caug, seed, cache)
-    src, configs, topos, static = ctx.src, ctx.configs, ctx.topos, ctx.static
+    configs, topos, static = ctx.configs, ctx.topos, ctx.static
 
     stats = AugmentStats(task=task, caug_configs=len(configs), caug_objects=len({s.objects for s in configs}),
                          caug_envs=len({s.env_id for s in configs}), caug_poses=len({(s.pose_id, s.poses) for s in configs}))
@@ -173,13 +173,14 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
             success = np.asarray(traj.success[:n_real, -1]) & ~np.asarray(traj.nan[:n_real].any(-1))
             signals = np.asarray(signals[:n_real]).astype(np.uint8)
             signals[:, -1] = 1  # every subtask has ended when the demo ends
-            traj = jax.tree.map(lambda x: x[:n_real], traj)
+            traj = jax.tree.map(lambda x, n=n_real: x[:n], traj)
             keep = success if not caug.keep_failed else np.ones(n_real, bool)
             eps = episodes_from_trajectory(env, traj, actions[:n_real], specs, subtask_end=signals, source="augment", seed=seed, keep=keep)
             kept_meta = [m for m, k in zip(meta, keep) if k]
             kept_success = [bool(s) for s, k in zip(success, keep) if k]
             for ep, m, ok in zip(eps, kept_meta, kept_success):
-                ep = dataclasses.replace(ep, seed=int(seed) * 1_000_003 + m["attempt"], extra={**ep.extra, **{k: json.dumps(v) if not isinstance(v, (int, str)) else v for k, v in m.items()}})
+                attrs = {k: json.dumps(v) if not isinstance(v, (int, str)) else v for k, v in m.items()}
+                ep = dataclasses.replace(ep, seed=int(seed) * 1_000_003 + m["attempt"], extra={**ep.extra, **attrs})
                 (good if ok else failed).append(ep)
             stats.attempts += n_real
             stats.successes += int(success.sum())

@@ -18,7 +18,8 @@ from dexfly.policies.diffusion.config import DiffusionConfig
 from dexfly.policies.diffusion.data import make_window_data
 from dexfly.policies.diffusion.normalizer import Normalizer
 from dexfly.policies.diffusion.policy import DiffusionPolicy, sample_actions
-from dexfly.policies.diffusion.train import init_train_state, num_parameters, train_steps
+from dexfly.policies.diffusion.state import init_train_state
+from dexfly.policies.diffusion.train import num_parameters, train_steps
 
 
 def _timeit(fn, repeats: int) -> tuple[float, float]:

@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 from dexfly.policies.diffusion.config import ARCH_FIELDS, DiffusionConfig
 from dexfly.policies.diffusion.normalizer import MinMax, Normalizer
 from dexfly.policies.diffusion.policy import DiffusionPolicy
-from dexfly.policies.diffusion.train import TrainState, init_train_state
+from dexfly.policies.diffusion.state import TrainState, init_train_state
 
 FORMAT = "dexfly.diffusion/1"
 
@@ -123,3 +123,35 @@ def load_policy(directory: str | os.PathLike, step: int | None = None,
     config = DiffusionConfig.from_dict(meta["config"])
     state = restore(directory, config, meta["step"])
     return DiffusionPolicy.from_state(state, config, use_ema), config
+
+
+RUN_FILE = "policy.json"
+
+
+def resolve_run(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """A diffusion training folder (holding `policy.json` and `checkpoints/`) or its `checkpoints/` folder ->
+    (checkpoints folder, the run's policy.json contents). FileNotFoundError naming the path otherwise."""
+    import json
+    from pathlib import Path
+
+    path = Path(path).resolve()
+    for run in (path, path.parent):
+        meta_file = run / RUN_FILE
+        if meta_file.is_file():
+            try:
+                meta = json.loads(meta_file.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{meta_file}: not valid JSON ({e})") from None
+            if not isinstance(meta, dict) or "task" not in meta:
+                raise ValueError(f"{meta_file}: not a dexfly diffusion run description (no 'task')")
+            return str(run / "checkpoints"), meta
+    raise FileNotFoundError(f"{path}: no {RUN_FILE} found (expected a train_diffusion.py output folder or its checkpoints/)")
+
+
+def load_run(path: str | os.PathLike, task: str | None = None, use_ema: bool = True) -> tuple[DiffusionPolicy, DiffusionConfig, dict[str, Any]]:
+    """(policy, config, run metadata) of a diffusion training folder; ValueError if it was trained for another task."""
+    ckpt_dir, meta = resolve_run(path)
+    if task is not None and meta["task"] != task:
+        raise ValueError(f"checkpoint {path} was trained for task {meta['task']!r}, not {task!r}")
+    policy, config = load_policy(ckpt_dir, use_ema=use_ema)
+    return policy, config, meta

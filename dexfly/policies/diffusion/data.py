@@ -16,31 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dexfly.geometry import quat_to_mat, rot6d_from_mat
+from dexfly.layout import obs_features  # noqa: F401  (re-exported: the policies' observation features)
 from dexfly.policies.diffusion.normalizer import Normalizer
-
-
-def obs_features(obs, quat_at: Sequence[int] = (), rel_pos: Sequence[tuple[int, int]] = ()):
-    """Raw observations [..., D] -> network features [..., D + 2 len(quat_at) + 3 len(rel_pos)] (numpy or jax).
-
-    Each unit quaternion (w, x, y, z) starting at an index in `quat_at` is replaced by the rot6d (first two
-    rotation-matrix columns) of its rotation: q and -q give the same features, and they vary continuously,
-    whereas raw quaternion components jump by 2 where the observation's sign flips. For each pair (a, b) in
-    `rel_pos`, the difference of the position 3-vectors obs[a:a+3] - obs[b:b+3] (m) is appended, e.g. the
-    end effector relative to an object, which a grasp needs to centimetre precision. Identity if both are empty.
-    """
-    if not quat_at and not rel_pos:
-        return obs
-    xp = jnp if isinstance(obs, jax.Array) else np
-    parts, prev = [], 0
-    for i in sorted(quat_at):
-        q = obs[..., i : i + 4]
-        q = q / xp.maximum(xp.linalg.norm(q, axis=-1, keepdims=True), 1e-9)
-        parts += [obs[..., prev:i], rot6d_from_mat(quat_to_mat(q)).astype(obs.dtype)]
-        prev = i + 4
-    parts.append(obs[..., prev:])
-    parts += [obs[..., a : a + 3] - obs[..., b : b + 3] for a, b in rel_pos]
-    return xp.concatenate(parts, axis=-1)
 
 
 def window_indices(

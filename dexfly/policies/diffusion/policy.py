@@ -13,17 +13,7 @@ from dexfly.policies.diffusion.data import obs_features
 from dexfly.policies.diffusion.normalizer import Normalizer
 from dexfly.policies.diffusion.schedule import ddim_sample, make_schedule
 from dexfly.policies.diffusion.unet import make_model
-from envs.base import obs_vector  # noqa: F401  (the observation layout is the envs'; re-exported)
-
-
-def history_init(obs: jax.Array, obs_horizon: int) -> jax.Array:
-    """Start-of-episode history: obs [..., obs_dim] repeated -> [..., obs_horizon, obs_dim]."""
-    return jnp.repeat(obs[..., None, :], obs_horizon, axis=-2)
-
-
-def history_push(history: jax.Array, obs: jax.Array) -> jax.Array:
-    """Drop the oldest entry, append obs: [..., H, D], [..., D] -> [..., H, D] (oldest first)."""
-    return jnp.concatenate([history[..., 1:, :], obs[..., None, :]], axis=-2)
+from dexfly.layout import history_init, history_push, obs_vector  # noqa: F401  (re-exported: the observation layout)
 
 
 @flax.struct.dataclass

@@ -12,61 +12,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dexfly.policies.diffusion import checkpoint as ckpt
 from dexfly.policies.diffusion.config import DiffusionConfig
 from dexfly.policies.diffusion.data import WindowData, batch_indices, make_window_data
-from dexfly.policies.diffusion.normalizer import Normalizer
 from dexfly.policies.diffusion.schedule import add_noise, make_schedule
+from dexfly.policies.diffusion.state import TrainState, _keys, init_train_state, make_optimizer
 from dexfly.policies.diffusion.unet import make_model
-
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything needed to resume training (and to build a policy).
-
-    step: int32 [] optimizer steps taken; params / ema_params: U-Net parameter pytrees;
-    opt_state: optax AdamW state; normalizer: the data normaliser (fixes obs_dim and action_dim; obs_dim is
-    the dimension of the observation features, i.e. raw obs_dim + config.obs_extra_dims).
-    """
-
-    step: jax.Array
-    params: Any
-    ema_params: Any
-    opt_state: Any
-    normalizer: Normalizer
-
-    @property
-    def obs_dim(self) -> int:
-        return int(self.normalizer.obs.lo.shape[-1])
-
-    @property
-    def action_dim(self) -> int:
-        return int(self.normalizer.action.lo.shape[-1])
-
-
-def _keys(config: DiffusionConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(init key, data-order key, noise key) derived from config.seed."""
-    base = jax.random.PRNGKey(config.seed)
-    return jax.random.fold_in(base, 0), jax.random.fold_in(base, 1), jax.random.fold_in(base, 2)
-
-
-def lr_schedule(config: DiffusionConfig) -> optax.Schedule:
-    """Linear warmup 0 -> lr over warmup_steps, then cosine decay to 0 at total_steps."""
-    return optax.warmup_cosine_decay_schedule(
-        0.0, config.lr, config.warmup_steps, max(config.total_steps, config.warmup_steps + 1), 0.0
-    )
-
-
-def make_optimizer(config: DiffusionConfig) -> optax.GradientTransformation:
-    """AdamW as in Diffusion Policy (betas 0.95, 0.999; eps 1e-8) with `lr_schedule`."""
-    return optax.adamw(
-        lr_schedule(config), b1=config.adam_b1, b2=config.adam_b2, eps=1e-8, weight_decay=config.weight_decay
-    )
 
 
 def ema_decay(config: DiffusionConfig, step: jax.Array) -> jax.Array:
@@ -76,30 +32,6 @@ def ema_decay(config: DiffusionConfig, step: jax.Array) -> jax.Array:
     val = 1.0 - (1.0 + s / config.ema_inv_gamma) ** (-config.ema_power)
     val = jnp.clip(val, config.ema_min_decay, config.ema_max_decay)
     return jnp.where(s <= 0, 0.0, val)
-
-
-def init_params(config: DiffusionConfig, obs_dim: int, action_dim: int) -> Any:
-    """Fresh U-Net parameters (key derived from config.seed)."""
-    model = make_model(config, action_dim)
-    return model.init(
-        _keys(config)[0],
-        jnp.zeros((1, config.pred_horizon, action_dim)),
-        jnp.zeros((1,), jnp.int32),
-        jnp.zeros((1, config.obs_horizon * obs_dim)),
-    )["params"]
-
-
-def init_train_state(config: DiffusionConfig, normalizer: Normalizer) -> TrainState:
-    """A step-0 TrainState; obs_dim and action_dim are read from the normaliser's shapes."""
-    od, ad = int(normalizer.obs.lo.shape[-1]), int(normalizer.action.lo.shape[-1])
-    params = init_params(config, od, ad)
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        ema_params=jax.tree.map(jnp.copy, params),
-        opt_state=make_optimizer(config).init(params),
-        normalizer=normalizer,
-    )
 
 
 def diffusion_loss(params: Any, config: DiffusionConfig, obs: jax.Array, actions: jax.Array, key: jax.Array):
@@ -189,8 +121,6 @@ def fit(
     Returns:
         FitResult(state, losses [steps run by this call], data).
     """
-    from dexfly.policies.diffusion import checkpoint as ckpt
-
     if state is None and checkpoint_dir is not None:
         od, ad = (np.shape(episodes[0]["obs"])[-1], np.shape(episodes[0]["actions"])[-1])
         state = ckpt.restore_latest(checkpoint_dir, config, obs_dim=od + config.obs_extra_dims, action_dim=ad)
@@ -216,12 +146,12 @@ def fit(
         for ev in events:
             while step < ev:
                 k = min(scan_steps, ev - step)
-                state, l = train_steps(state, data, config, k)
-                l = np.asarray(l)
-                losses.append(l)
+                state, chunk_losses = train_steps(state, data, config, k)
+                chunk_losses = np.asarray(chunk_losses)
+                losses.append(chunk_losses)
                 step += k
                 rate = (step - start) * config.batch_size / (time.perf_counter() - t0)
-                bar.update(task, completed=step, loss=f"{float(l.mean()):.4f}", rate=f"{rate:,.0f} samples/s")
+                bar.update(task, completed=step, loss=f"{float(chunk_losses.mean()):.4f}", rate=f"{rate:,.0f} samples/s")
             if checkpoint_dir is not None and (step == end or (checkpoint_every and step % checkpoint_every == 0)):
                 ckpt.save_checkpoint(checkpoint_dir, state, config)
             if callback is not None and (step == end or (callback_every and step % callback_every == 0)):

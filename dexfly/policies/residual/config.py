@@ -1,0 +1,100 @@
+"""Settings of the residual policy and its PPO training (a frozen dataclass; scripts nest it as flags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class ResidualConfig:
+    """The residual policy (a Gaussian MLP correcting the frozen base action every step) and PPO.
+
+    The combined action is, per arm: position + alpha_pos * d_pos (m); rotation exp(alpha_rot * d_rot) applied to
+    the base rotation (world frame, rad, re-orthonormalised); hand targets + alpha_hand * d_hand * (joint range),
+    clipped to the range. d_* in [-1, 1] are the residual's tanh-squashed outputs.
+    """
+
+    # ---- the residual and how it combines with the base
+    alpha_pos: float = 0.05
+    """Largest position correction (m). The reachable workspace is ~0.5-1 m across; 5 cm covers the grasp
+    offsets that other object sizes need (a cube of 5 cm against boxes and cans of 6-12 cm)."""
+    alpha_rot: float = 0.3
+    """Largest rotation correction (rad, ~17 deg, about 0.1 of a half turn)."""
+    alpha_hand: float = 0.1
+    """Largest hand-target correction as a fraction of each hand joint's range."""
+    obs_base_action: bool = False
+    """Also feed the base action of the step to the residual (as ResiP does)."""
+    obs_geometry: bool = False
+    """Also feed each object's bounding-box half-extents (m) to the residual."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Policy MLP widths."""
+    value_hidden: tuple[int, ...] = (256, 256, 256)
+    init_noise_std: float = 0.5
+    """Initial std of the residual's pre-tanh Gaussian."""
+    # ---- progressive exploration (the paper's Eq. 1, from Policy Decorator)
+    explore_steps: int = 200_000
+    """T of epsilon = min(env_steps / T, 1): env steps over which the residual takes over from the base."""
+    # ---- the frozen base during RL
+    base_ddim_steps: int = 0
+    """DDIM steps of the base policy during RL rollouts (0: the checkpoint's); fewer is faster."""
+    # ---- PPO
+    num_envs: int = 32
+    """Parallel episodes per topology group in each update."""
+    total_steps: int = 1_000_000
+    """Env steps of training (all groups together)."""
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    """Minibatches per epoch, split along the env axis (each keeps whole episodes)."""
+    lr: float = 3e-4
+    max_grad_norm: float = 1.0
+    discount: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    entropy_cost: float = 1e-3
+    vf_coef: float = 0.5
+    reward_scaling: float = 0.1
+    scene_pool: int = 256
+    """Scenes sampled per topology group (objects x environments x continuous poses); every episode draws one."""
+    seed: int = 0
+    explore_draw: Literal["episode"] = "episode"
+    """Whether the residual runs is drawn once per episode per env (see docs/residual_policy.md for why)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "value_hidden", tuple(int(h) for h in self.value_hidden))
+        for name in ("alpha_pos", "alpha_rot", "alpha_hand"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("num_envs", "update_epochs", "num_minibatches", "scene_pool", "explore_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_envs % self.num_minibatches:
+            raise ValueError(f"num_envs={self.num_envs} must be divisible by num_minibatches={self.num_minibatches}")
+        if self.base_ddim_steps < 0:
+            raise ValueError(f"base_ddim_steps must be >= 0, got {self.base_ddim_steps}")
+
+    def replace(self, **changes: Any) -> ResidualConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden"], d["value_hidden"] = list(self.hidden), list(self.value_hidden)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ResidualConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown residual config fields {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# fields that change the networks' shapes or the meaning of their outputs: a checkpoint must match them
+ARCH_FIELDS = ("alpha_pos", "alpha_rot", "alpha_hand", "obs_base_action", "obs_geometry", "hidden", "value_hidden")

@@ -1,0 +1,227 @@
+"""Train a residual policy on a frozen diffusion base, resumably, and evaluate base against combined.
+
+    result = fit(task="grasp", base="runs/dp_grasp", objects=("box_tea", "can_soda", ...), env_ids=("studio",),
+                 config=ResidualConfig(), out="runs/res_grasp")
+
+Objects of several geometry topologies train together: one compiled env per topology, one jitted update over
+all of them. Every episode draws a fresh scene (object, environment, continuous pose) from its group's pool.
+The run folder holds `residual.json` (what was asked), orbax checkpoints, `train_log.jsonl` (one line per
+update), `curve.png`, `eval.json` and a video; rerunning the same call resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+import envs
+from dexfly import evaluation, watchdog
+from dexfly.catalog import TASK_ROLES, load_catalog
+from dexfly.policies.diffusion.checkpoint import load_run
+from dexfly.policies.residual import checkpoint as ckpt
+from dexfly.policies.residual.config import ResidualConfig
+from dexfly.policies.residual.networks import ResidualSpec
+from dexfly.policies.residual.train import HookParams, TrainState, combined_hook, init_state, make_update, steps_per_update, update_key
+from dexfly.scenes import scene_grid
+from dexfly.utils import atomic_write_text
+from envs.base import EnvConfig, SceneSet, SceneSpec
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Evaluation scenes: each object in one fixed environment and a fixed set of poses, several seeds."""
+
+    env_id: str = "studio"
+    pose_ids: tuple[str, ...] = ("p00", "p01", "p02", "p03", "p04")
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    every: int = 0
+    """Combined success on these scenes (first seed only) every N updates, for the learning curve (0: end only)."""
+
+
+@dataclass
+class FitResult:
+    state: TrainState
+    base_success: dict[str, Any]
+    combined_success: dict[str, Any]
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _groups(task: str, objects: tuple[str, ...], env_config: EnvConfig) -> list[tuple[Any, tuple[str, ...]]]:
+    """[(env, object ids)] one per geometry topology of the task's main role (other roles keep their defaults)."""
+    cat = load_catalog()
+    roles = tuple(TASK_ROLES[task])
+    defaults = {r: o.id for r, o in cat.default_objects(task).items()}
+    by_topology: dict[tuple, list[str]] = {}
+    for oid in objects:
+        chosen = tuple((r, oid if r == roles[0] else defaults[r]) for r in roles)
+        by_topology.setdefault(cat.scene_topology(chosen), []).append(oid)
+    out = []
+    for ids in by_topology.values():
+        chosen = tuple((r, ids[0] if r == roles[0] else defaults[r]) for r in roles)
+        out.append((envs.make_cached(task, chosen, env_config), tuple(ids)))
+    return out
+
+
+def _pool(env, ids: tuple[str, ...], env_ids: tuple[str, ...], size: int, key) -> tuple[Any, list[SceneSpec]]:
+    main = env.roles[0]
+    specs = env.sample_scenes(key, size, SceneSet(objects={main: ids}, env_ids=env_ids, sample_poses=True))
+    return env.make_scenes(specs), specs
+
+
+def _evaluate(task, base, specs, seeds, hook=None, hook_params=None, env_config=None, record_video=False):
+    res = evaluation.evaluate_scenes(task, base, specs, seeds=seeds, hook=hook, hook_params=hook_params, env_config=env_config,
+                                     record_qpos_first=record_video)
+    return res, {"mean": res.success_rate_mean, "std": res.success_rate_std, "per_seed": list(res.per_seed), "per_object": res.per_object()}
+
+
+def _read_log(path: Path, upto: int) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["update"] <= upto]
+
+
+def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: tuple[str, ...], config: ResidualConfig,
+        out: str | os.PathLike, *, eval_set: EvalSet = EvalSet(), env_config: EnvConfig = EnvConfig(), checkpoint_every: int = 5,
+        progress: bool = True, video: bool = True, log=print) -> FitResult:
+    """Train until `config.total_steps` env steps, checkpointing every `checkpoint_every` updates; evaluate
+    base and combined (deterministic residual) on the evaluation scenes with every seed at the end."""
+    if task not in TASK_ROLES:
+        raise ValueError(f"unknown task {task!r}; available: {list(TASK_ROLES)}")
+    if not objects:
+        raise ValueError("no objects to train on")
+    out = Path(out).resolve()
+    base_policy, base_config, base_meta = load_run(base, task=task)  # ValueError for a base of another task
+    groups = _groups(task, tuple(objects), env_config)
+    for env, _ in groups:
+        evaluation.check_policy_fits(env, base_policy, base_meta["task"])  # another observation layout: ValueError
+    spec = ResidualSpec.of_env(groups[0][0])
+    base_id = ckpt.base_identity(base)
+    run_meta = {"format": ckpt.FORMAT, "task": task, "config": config.to_dict(), "spec": spec.to_dict(), "base": base_id,
+                "objects": list(objects), "env_ids": list(env_ids), "env_config": {"impl": env_config.impl, "ctrl_dt": env_config.ctrl_dt}}
+    run_file = out / ckpt.RUN_FILE
+    if run_file.exists():
+        saved = ckpt.read_run(out)
+        ckpt.check_compatible(saved, config, spec, base_id, task, where=str(out))
+        if saved["objects"] != list(objects) or saved["env_ids"] != list(env_ids):
+            raise ValueError(f"{out} was trained on objects {saved['objects']} in {saved['env_ids']}; requested {list(objects)} in "
+                             f"{list(env_ids)} (use another --out)")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_file, json.dumps(run_meta, indent=2))
+
+    rl_base = base_policy
+    if config.base_ddim_steps:
+        rl_base = base_policy.replace(config=base_config.replace(num_inference_steps=config.base_ddim_steps))
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
+    pools, pool_specs = zip(*[_pool(env, ids, env_ids, config.scene_pool, jax.random.fold_in(key, g)) for g, (env, ids) in enumerate(groups)])
+    env_tuple = tuple(env for env, _ in groups)
+    update = make_update(config, spec, env_tuple, rl_base)
+    per_update = steps_per_update(config, env_tuple)
+    num_updates = -(-config.total_steps // per_update)
+
+    ckpt_dir = out / "checkpoints"
+    state = init_state(config, spec)
+    if ckpt.latest(ckpt_dir) is not None:
+        state, saved = ckpt.restore(ckpt_dir)
+        ckpt.check_compatible(saved, config, spec, base_id, task, where=str(ckpt_dir))
+        log(f"resuming {out} at update {int(state.updates)} ({int(state.env_steps):,} env steps)")
+    log_path = out / "train_log.jsonl"
+    history = _read_log(log_path, int(state.updates))
+    atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
+
+    eval_specs = scene_grid(task, objects=tuple(objects), env_ids=(eval_set.env_id,), pose_ids=eval_set.pose_ids)
+    hook = combined_hook(spec, config, True)
+    combined_params = lambda s: HookParams(s.params.policy, s.normalizer, np.bool_(True))  # noqa: E731
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    t0 = time.perf_counter()
+    with watchdog.stage(f"residual PPO {task}"), Progress(
+            TextColumn("[bold]residual PPO"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+            TimeRemainingColumn(), disable=not progress) as bar:
+        task_id = bar.add_task("ppo", total=num_updates, completed=int(state.updates), info="")
+        while int(state.updates) < num_updates:
+            u = int(state.updates)
+            state, metrics = update(state, pools, update_key(config, u))
+            metrics = jax.device_get(metrics)
+            if metrics["nan_envs"]:
+                bad = np.flatnonzero(metrics["nan_env_flags"])
+                n = config.num_envs
+                scenes = [pool_specs[b // n][int(metrics["scene_index"][b // n, b % n])] for b in bad[:5]]
+                log(f"update {u}: simulation NaN in {len(bad)} env(s), left out of the update: "
+                    + "; ".join(f"{dict(s.objects)} env={s.env_id} pose={s.poses}" for s in scenes))
+            row = {"update": u + 1, "env_steps": int(state.env_steps), "seconds": round(time.perf_counter() - t0, 1),
+                   **{k: float(v) for k, v in metrics.items() if k not in ("nan_env_flags", "scene_index")}}
+            if eval_set.every and (u + 1) % eval_set.every == 0:
+                _, r = _evaluate(task, base_policy, eval_specs, eval_set.seeds[:1], hook, combined_params(state), env_config)
+                row["eval_combined_success"] = r["mean"]
+            history.append(row)
+            with open(log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if (u + 1) % checkpoint_every == 0 or u + 1 == num_updates:
+                ckpt.save(ckpt_dir, state, run_meta)
+            watchdog.beat(f"update {u + 1}/{num_updates}")
+            bar.update(task_id, completed=u + 1, info=f"return {row['return']:.1f}  success {row['success']:.2f} "
+                       f"(residual {row['success_residual']:.2f}, base {row['success_base']:.2f})  eps {row['epsilon']:.2f}")
+        seconds = time.perf_counter() - t0
+        _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, env_config=env_config)
+        watchdog.beat("base evaluation")
+        combined, comb_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state), env_config, record_video=video)
+    result = {"task": task, "objects": list(objects), "eval_env_id": eval_set.env_id, "eval_pose_ids": list(eval_set.pose_ids),
+              "seeds": list(eval_set.seeds), "base_success": base_res, "combined_success": comb_res, "updates": int(state.updates),
+              "env_steps": int(state.env_steps), "train_seconds_this_call": round(seconds, 1)}
+    atomic_write_text(out / "eval.json", json.dumps(result, indent=2))
+    _plot(out / "curve.png", history, base_res["mean"], comb_res["mean"], task)
+    if video:
+        _video(out / f"combined_{task}.mp4", task, combined, env_config)
+    return FitResult(state, base_res, comb_res, history, seconds)
+
+
+def _plot(path: Path, history: list[dict], base: float, combined: float, task: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dexfly.utils import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=120)
+    steps = [r["env_steps"] for r in history]
+    if history:
+        ax.plot(steps, [r["success_residual"] for r in history], lw=0.8, alpha=0.6, label="training episodes with the residual")
+        ax.plot(steps, [r["success_base"] for r in history], lw=0.8, alpha=0.6, label="training episodes, base alone")
+        ev = [(r["env_steps"], r["eval_combined_success"]) for r in history if "eval_combined_success" in r]
+        if ev:
+            ax.plot(*zip(*ev), "o-", label="combined, evaluation scenes")
+    ax.axhline(base, color="k", ls="--", lw=1, label=f"base, evaluation scenes ({base:.2f})")
+    ax.axhline(combined, color="C3", ls=":", lw=1, label=f"combined at the end ({combined:.2f})")
+    ax.set(title=f"residual PPO ({task})", xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
+def _video(path: Path, task: str, res: evaluation.GroupedEval, env_config: EnvConfig, episodes: int = 4) -> None:
+    from dexfly import render
+
+    objects, group, first = res.groups[0]
+    env = envs.make_cached(task, objects, env_config)
+    n = min(episodes, len(group))
+    scenes = env.make_scenes(list(group[:n]))
+    frames = render.render_batch(env.mj_model, first.qpos[::2, :n], overrides_per_env={k: np.asarray(v) for k, v in scenes.params.items()},
+                                 camera="front")
+    render.write_video(path, frames, fps=1.0 / (2 * env.config.ctrl_dt))
+
+
+__all__ = ["EvalSet", "FitResult", "fit"]

@@ -1,0 +1,200 @@
+"""Residual PPO on the frozen diffusion policy, batched in MJX: PureJaxRL's shape, brax's math.
+
+    update = make_update(config, spec, envs, base)       # envs: one compiled env per object topology
+    state = init_state(config, spec)
+    state, metrics = update(state, pools, key)           # one jit: rollout, normaliser, epochs of minibatches
+
+One update: every topology group resets `num_envs` envs in scenes drawn from its scene pool and runs a full
+episode on the one unroll (`dexfly.unroll`): the base samples an action chunk for the whole batch every
+`action_horizon` steps, the residual hook corrects every step's action in the envs whose episode draw came up
+"residual" (probability epsilon = min(env_steps / explore_steps, 1)). Then the observation normaliser is
+updated, and `update_epochs` epochs of `num_minibatches` minibatches (split along envs, whole episodes) take
+clipped-PPO gradient steps (`losses.residual_ppo_loss`). Everything random is a pure function of
+(config.seed, update index), so a resumed run continues exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from brax.training import gradients
+from brax.training.acme import running_statistics
+from brax.training.agents.ppo import losses as brax_losses
+from brax.training.types import Transition
+
+from dexfly.layout import obs_vector
+from dexfly.policies.residual.config import ResidualConfig
+from dexfly.policies.residual.losses import residual_ppo_loss
+from dexfly.policies.residual.networks import ResidualSpec, combine, features, make_networks, squash
+from dexfly.unroll import ChunkPolicy, Step, unroll
+from envs.base import Scene, State, TaskEnv
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a resumed run needs: network params, optimiser state, observation statistics, counters."""
+
+    params: brax_losses.PPONetworkParams
+    opt_state: Any
+    normalizer: running_statistics.RunningStatisticsState
+    env_steps: jax.Array  # [] int32 env steps taken (all groups)
+    updates: jax.Array  # [] int32 updates taken
+
+
+class HookParams(NamedTuple):
+    """What the residual hook reads each step (a pytree)."""
+
+    policy: Any  # policy network params
+    normalizer: running_statistics.RunningStatisticsState
+    active: jax.Array  # [B] bool: this env runs the residual
+
+
+def epsilon(config: ResidualConfig, env_steps: jax.Array) -> jax.Array:
+    """Progressive exploration (Eq. 1): the probability that an episode runs the residual, min(steps / T, 1)."""
+    return jnp.minimum(jnp.asarray(env_steps, jnp.float32) / config.explore_steps, 1.0)
+
+
+def make_optimizer(config: ResidualConfig) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
+
+
+def _strong(tree):
+    """Every leaf a strongly typed array: brax initialises some leaves weakly typed (the log std) or as Python
+    floats (the normaliser's std_eps), which the first update returns as arrays, and jit would compile twice."""
+    return jax.tree.map(lambda x: jax.lax.convert_element_type(jnp.asarray(x), jnp.asarray(x).dtype), tree)
+
+
+def init_state(config: ResidualConfig, spec: ResidualSpec) -> TrainState:
+    """Fresh networks (the policy's mean layer at zero), Adam, empty statistics; keyed by config.seed."""
+    network = make_networks(spec, config)
+    k_policy, k_value = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(config.seed), 0))
+    params = brax_losses.PPONetworkParams(policy=network.policy_network.init(k_policy), value=network.value_network.init(k_value))
+    normalizer = running_statistics.init_state(jax.ShapeDtypeStruct((spec.feature_dim(config),), jnp.float32))
+    params = _strong(params)
+    return _strong(TrainState(params, make_optimizer(config).init(params), normalizer, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)))
+
+
+def residual_hook(spec: ResidualSpec, config: ResidualConfig, deterministic: bool, params: HookParams, carry, step: Step, key):
+    """Unroll hook: the residual's correction of the base action in the active envs.
+
+    Returns (carry, action [B, A], extras {obs [B, F], raw_action [B, R], log_prob [B]}). Inactive envs execute
+    the base action unchanged (bit for bit). `deterministic` uses the Gaussian's mean (evaluation).
+    """
+    network = make_networks(spec, config)
+    dist = network.parametric_action_distribution
+    obs = features(spec, config, obs_vector(step.state.obs), step.base_action, step.state.info["scene"].object_half_extents)
+    logits = network.policy_network.apply(params.normalizer, params.policy, obs)
+    raw = dist.mode(logits) if deterministic else dist.sample_no_postprocessing(logits, key)
+    log_prob = dist.log_prob(logits, raw)
+    active = jnp.broadcast_to(params.active, step.base_action.shape[:1])  # [B] (a scalar applies to all envs)
+    action = jnp.where(active[:, None], combine(spec, config, step.base_action, squash(raw)), step.base_action)
+    return carry, action, {"obs": obs, "raw_action": raw, "log_prob": log_prob}
+
+
+@functools.lru_cache(maxsize=32)
+def combined_hook(spec: ResidualSpec, config: ResidualConfig, deterministic: bool = True):
+    """The residual hook as one hashable object per (spec, config, deterministic), so `dexfly.unroll.jit_unroll`
+    compiles it once. Pass HookParams(policy params, normalizer, active=True) as its hook_params."""
+    return functools.partial(residual_hook, spec, config, deterministic)
+
+
+def _record(step: Step, action, after: State, extras) -> dict:
+    return {**extras, "reward": after.reward, "success": after.success, "nan": after.metrics["nan"]}
+
+
+def _take(pool: Scene, idx: jax.Array) -> Scene:
+    return jax.tree.map(lambda x: x[idx], pool)
+
+
+def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv, ...], base: ChunkPolicy):
+    """The jitted update: (state, pools, key) -> (state, metrics). `pools[g]` is group g's Scene pool [P, ...]."""
+    network = make_networks(spec, config)
+    optimizer = make_optimizer(config)
+    num_steps = envs[0].episode_steps  # the task's fixed episode length (every group is the same task)
+    n = config.num_envs
+    batch = n * len(envs)
+    minibatch = batch // config.num_minibatches
+    hook = functools.partial(residual_hook, spec, config, False)
+
+    def loss_fn(params, normalizer, data, active, valid, key):
+        return residual_ppo_loss(params, normalizer, data, active, valid, key, network, config)
+
+    grad_step = gradients.gradient_update_fn(loss_fn, optimizer, pmap_axis_name=None, has_aux=True)
+
+    def _rollout(state: TrainState, pools, key):
+        """Every group's episodes; returns Transition [B, T], active [B], valid [B], episode stats, scene indices."""
+        eps = epsilon(config, state.env_steps)
+        out = []
+        for g, env in enumerate(envs):
+            k_scene, k_draw, k_reset, k_unroll = jax.random.split(jax.random.fold_in(key, g), 4)
+            pool_size = jax.tree.leaves(pools[g])[0].shape[0]
+            idx = jax.random.randint(k_scene, (n,), 0, pool_size)
+            active = jax.random.uniform(k_draw, (n,)) < eps  # drawn once per episode (docs/residual_policy.md)
+            start = env.batched(env.reset)(_take(pools[g], idx), jax.random.split(k_reset, n))
+            _, rec = unroll(env, base, start, k_unroll, num_steps=num_steps, hook=hook,
+                            hook_params=HookParams(state.params.policy, state.normalizer, active), record=_record)
+            out.append((jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rec), active, idx))  # [n, T, ...]
+        rec = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[o[0] for o in out])
+        active = jnp.concatenate([o[1] for o in out])
+        scene_idx = jnp.stack([o[2] for o in out])  # [groups, n]
+        valid = ~rec["nan"][:, -1]  # sticky flag: NaN anywhere in the episode
+        obs = jnp.where(valid[:, None, None], rec["obs"], 0.0)  # a NaN env must not reach the statistics
+        done = jnp.zeros_like(rec["reward"]).at[:, -1].set(1.0)  # the episode ends at its fixed length
+        data = Transition(observation=obs, action=rec["raw_action"], reward=jnp.where(valid[:, None], rec["reward"], 0.0),
+                          discount=1.0 - done, next_observation=obs,
+                          extras={"policy_extras": {"raw_action": rec["raw_action"], "log_prob": rec["log_prob"]}, "state_extras": {}})
+        episode_return = jnp.sum(data.reward, axis=1)
+        final_success = rec["success"][:, -1]
+        stats = {"epsilon": eps, "return": jnp.mean(episode_return), "success": jnp.mean(final_success),
+                 "success_residual": jnp.sum(final_success & active) / jnp.maximum(jnp.sum(active), 1),
+                 "success_base": jnp.sum(final_success & ~active) / jnp.maximum(jnp.sum(~active), 1),
+                 "active_fraction": jnp.mean(active), "nan_envs": jnp.sum(~valid),
+                 "nan_env_flags": ~valid, "scene_index": scene_idx}
+        return data, active, valid, stats
+
+    def _update_epoch(carry, key):
+        state, data, active, valid = carry
+        k_perm, k_loss = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, batch)
+        shuffle = lambda x: jnp.take(x, perm, axis=0).reshape(config.num_minibatches, minibatch, *x.shape[1:])  # noqa: E731
+        mb = (jax.tree.map(shuffle, data), shuffle(active), shuffle(valid), jax.random.split(k_loss, config.num_minibatches))
+
+        def _update_minibatch(carry, xs):
+            params, opt_state = carry
+            d, a, v, k = xs
+            (_, metrics), params, opt_state = grad_step(params, state.normalizer, d, a, v, k, optimizer_state=opt_state)
+            return (params, opt_state), metrics
+
+        (params, opt_state), metrics = jax.lax.scan(_update_minibatch, (state.params, state.opt_state), mb)
+        return (state.replace(params=params, opt_state=opt_state), data, active, valid), metrics
+
+    def update(state: TrainState, pools, key):
+        k_rollout, k_epochs = jax.random.split(key)
+        data, active, valid, stats = _rollout(state, pools, k_rollout)
+        normalizer = running_statistics.update(
+            state.normalizer, data.observation.reshape(-1, data.observation.shape[-1]),
+            weights=jnp.repeat(valid.astype(jnp.float32), num_steps))
+        state = state.replace(normalizer=normalizer)
+        (state, _, _, _), losses = jax.lax.scan(_update_epoch, (state, data, active, valid), jax.random.split(k_epochs, config.update_epochs))
+        state = state.replace(env_steps=state.env_steps + batch * num_steps, updates=state.updates + 1)
+        return _strong(state), {**stats, **jax.tree.map(jnp.mean, losses)}
+
+    return jax.jit(update)
+
+
+def update_key(config: ResidualConfig, update_index: int) -> jax.Array:
+    """The key of update `update_index`: a pure function of the seed and the index (exact resume)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), update_index)
+
+
+def steps_per_update(config: ResidualConfig, envs: tuple[TaskEnv, ...]) -> int:
+    return config.num_envs * len(envs) * envs[0].episode_steps
+
+
+__all__ = ["HookParams", "TrainState", "combined_hook", "epsilon", "init_state", "make_optimizer", "make_update", "residual_hook", "steps_per_update",
+           "update_key"]

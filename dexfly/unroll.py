@@ -1,0 +1,153 @@
+"""The one loop that runs batched envs over time: a closed-loop, chunk-synchronous unroll.
+
+    final, records = unroll(env, policy, states, key, num_steps=300, hook=..., record=...)
+
+Structure (in the spirit of brax's `acting.generate_unroll`, for policies that emit action chunks):
+- an outer `lax.scan` over action chunks: the chunk policy samples ONE chunk for the whole batch from the
+  observation history, every `policy.action_horizon` env steps (never per step);
+- an inner `lax.scan` over the chunk's executed steps: at each step an optional `hook` sees the step
+  (state, observation history, the chunk policy's action for this step) and returns the action actually
+  executed. The residual policy corrects the base action here; open-loop replay and augmentation's
+  generator return actions of their own;
+- per-step records chosen by the caller (`record`): success, reward, observations, states, whatever a
+  dataset writer or a PPO update needs, stacked [T, B, ...].
+
+Without a policy (`policy=None`) the base action is zeros and the whole horizon is one chunk: the hook
+alone decides. `num_steps` that is not a multiple of the action horizon runs the last chunk to its end; the
+records are cut to `num_steps` (the final state is the one after the last step actually run; callers that
+need the state at `num_steps` exactly pick a horizon that divides it).
+
+Every env is stepped through `env.batched(env.step)` (a vmap over the batch). Nothing here is jitted: wrap
+`unroll` in your own jit, or use `jit_unroll` (cached per env, horizon, hook and recorder).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+
+from dexfly.layout import history_init, history_push, obs_vector
+from envs.base import State, TaskEnv
+
+
+class ChunkPolicy(Protocol):
+    """What a chunk policy offers: `sample(obs_history [B, obs_horizon, obs_dim], key) -> [B, P, action_dim]`,
+    P >= action_horizon (raw units; chunk[:, 0] is the action for the newest observation)."""
+
+    obs_horizon: int
+    action_horizon: int
+    obs_dim: int
+    action_dim: int
+
+    def sample(self, obs_history: jax.Array, key: jax.Array) -> jax.Array: ...
+
+
+class Step(NamedTuple):
+    """What a hook and a recorder see at one env step."""
+
+    t: jax.Array  # [] int32 env step index from the start of the unroll
+    state: State  # [B] state before the action
+    history: jax.Array  # [B, obs_horizon, obs_dim] observation history, newest last (= obs_vector(state.obs))
+    base_action: jax.Array  # [B, action_dim] the chunk policy's action for this step (zeros without a policy)
+
+
+# hook(hook_params, hook_carry, step, key) -> (hook_carry, action [B, action_dim], extras pytree)
+Hook = Callable[[Any, Any, Step, jax.Array], tuple[Any, jax.Array, Any]]
+# record(step, action [B, A], state_after [B], extras) -> pytree of [B, ...] arrays
+Record = Callable[[Step, jax.Array, State, Any], Any]
+
+
+def record_success(step: Step, action: jax.Array, after: State, extras: Any) -> jax.Array:
+    """Default record: success after the action, [B] bool."""
+    return after.success
+
+
+class UnrollCarry(NamedTuple):
+    state: State  # [B]
+    history: jax.Array  # [B, H, D]
+    hook_carry: Any
+
+
+def unroll(
+    env: TaskEnv,
+    policy: ChunkPolicy | None,
+    state: State,
+    key: jax.Array,
+    *,
+    num_steps: int,
+    hook: Hook | None = None,
+    hook_params: Any = None,
+    hook_carry: Any = None,
+    record: Record = record_success,
+    history: jax.Array | None = None,
+) -> tuple[UnrollCarry, Any]:
+    """Run `num_steps` env steps from the batched `state` [B]; returns (final carry, records [num_steps, B, ...]).
+
+    `history` continues an earlier unroll's observation history (default: the current observation repeated).
+    The key is split into one policy key per chunk and one hook key per step, so the same key gives the same
+    unroll.
+    """
+    if num_steps <= 0:
+        raise ValueError(f"unroll horizon must be positive, got num_steps={num_steps}")
+    obs_horizon = policy.obs_horizon if policy is not None else 1
+    chunk_len = policy.action_horizon if policy is not None else num_steps
+    num_chunks = math.ceil(num_steps / chunk_len)
+    step_fn = env.batched(env.step)
+    obs = obs_vector(state.obs)
+    if history is None:
+        history = history_init(obs, obs_horizon)
+    batch = obs.shape[0]
+
+    def _chunk(carry: UnrollCarry, xs):
+        chunk_index, key = xs
+        k_policy, k_steps = jax.random.split(key)
+        if policy is not None:
+            chunk = policy.sample(carry.history, k_policy)[:, :chunk_len]  # [B, Ha, A]
+        else:
+            chunk = jnp.zeros((batch, chunk_len, env.action_dim), jnp.float32)
+        ts = chunk_index * chunk_len + jnp.arange(chunk_len, dtype=jnp.int32)
+
+        def _env_step(carry: UnrollCarry, xs):
+            t, base_action, k = xs
+            step = Step(t, carry.state, carry.history, base_action)
+            hook_carry, action, extras = (carry.hook_carry, base_action, None) if hook is None else hook(hook_params, carry.hook_carry, step, k)
+            after = step_fn(carry.state, action)
+            rec = record(step, action, after, extras)
+            return UnrollCarry(after, history_push(carry.history, obs_vector(after.obs)), hook_carry), rec
+
+        keys = jax.random.split(k_steps, chunk_len)
+        return jax.lax.scan(_env_step, carry, (ts, jnp.swapaxes(chunk, 0, 1), keys))
+
+    xs = (jnp.arange(num_chunks, dtype=jnp.int32), jax.random.split(key, num_chunks))
+    carry, records = jax.lax.scan(_chunk, UnrollCarry(state, history, hook_carry), xs)
+    records = jax.tree.map(lambda r: r.reshape(num_chunks * chunk_len, *r.shape[2:])[:num_steps], records)
+    return carry, records
+
+
+@functools.lru_cache(maxsize=64)
+def jit_unroll(env: TaskEnv, num_steps: int, hook: Hook | None = None, record: Record = record_success, reset: bool = True):
+    """Jitted unroll, cached per (env, horizon, hook, recorder); hook and recorder must be hashable (module
+    functions or `functools.partial`s of hashable values).
+
+    With reset=True: fn(policy, scenes, key, hook_params, hook_carry) resets every env in `scenes` (one reset key
+    per env) and unrolls; otherwise fn(policy, state, key, hook_params, hook_carry) continues from `state`.
+    Returns (final UnrollCarry, records [num_steps, B, ...]).
+    """
+
+    def run(policy, start, key, hook_params, hook_carry):
+        k_reset, k_unroll = jax.random.split(key)
+        if reset:
+            batch = start.object_pose.shape[0]
+            start = env.batched(env.reset)(start, jax.random.split(k_reset, batch))
+        return unroll(env, policy, start, k_unroll, num_steps=num_steps, hook=hook, hook_params=hook_params,
+                      hook_carry=hook_carry, record=record)
+
+    return jax.jit(run)
+
+
+__all__ = ["ChunkPolicy", "Hook", "Record", "Step", "UnrollCarry", "history_init", "history_push", "jit_unroll", "record_success", "unroll"]
