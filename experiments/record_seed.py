@@ -23,7 +23,7 @@ import numpy as np
 import tyro
 
 import envs
-from dexfly import dataset, geometry
+from dexfly import dataset, geometry, layout
 from dexfly.paths import DEMOS_DIR
 from dexfly.rollout import episodes_from_trajectory, run_actions
 
@@ -114,8 +114,9 @@ SIDE_GRASP = frame([1, 0, 0], [0, 1, 0])  # palm facing away from the robot, fin
 
 
 def start(env, arm=0):
-    home = env.home_action()[arm * 15 : (arm + 1) * 15]
-    return home[:3], np.stack([home[3:6], home[6:9], np.cross(home[3:6], home[6:9])], axis=1), home[9:15]
+    home = layout.split_action(env.home_action(), len(env.arms))
+    x, y = home.rot6d[arm, :3], home.rot6d[arm, 3:]
+    return home.pos[arm], np.stack([x, y, np.cross(x, y)], axis=1), home.hand[arm]
 
 
 def grasp_script(env, spec):
@@ -233,7 +234,7 @@ def handover_script(env, spec):
     holds the bar tilted by ~30 deg by then, which an assumed upright pose would miss by centimetres).
     """
     actions, ends = _handover_keys(env, spec, None)
-    actions[:, :15] = env.home_action()[:15]  # first pass: the left arm stays out of the way
+    actions[:, : layout.ACTION_DIM_PER_ARM] = env.home_action()[: layout.ACTION_DIM_PER_ARM]  # first pass: the left arm stays out of the way
     _, traj = run_actions(env, env.make_scenes([spec]), actions[None], jax.random.PRNGKey(0))
     look_step = int(np.argmax(ends[:, 1, 1]))  # the right arm's `present` ends: the left grasp is fixed here
     presented_pose = np.asarray(traj.object_pose)[0, look_step, 0]  # [7] pos + quat (wxyz)

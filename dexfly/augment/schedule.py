@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from dexfly import geometry
+from dexfly import geometry, layout
 from dexfly.augment.transform import apply_transform, relative_transform
 
 
@@ -88,9 +88,9 @@ def init_carry(plan: Plan) -> Carry:
 
 
 def pose_hand_to_action(pose, hand):
-    """[n_arms, 7], [n_arms, 6] -> flat action [n_arms * 15] = per arm [pos, rot6d, hand]."""
+    """[n_arms, 7], [n_arms, 6] -> flat action [n_arms * 15] (`dexfly.layout.join_action`)."""
     rot6d = geometry.rot6d_from_mat(geometry.quat_to_mat(pose[:, 3:]))
-    return jnp.concatenate([pose[:, :3], rot6d, hand], axis=-1).reshape(-1)
+    return layout.join_action(pose[:, :3], rot6d, hand)
 
 
 def can_start(static: GenStatic, plan: Plan, c: Carry) -> jax.Array:

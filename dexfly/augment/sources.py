@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dexfly import geometry
+from dexfly import geometry, layout
 from dexfly.augment.config import AugmentConfig
 from dexfly.augment.constraints import dependency_arrays, env_sequential_order
 from dexfly.augment.schedule import Plan
@@ -91,13 +91,13 @@ def make_plan(src: SourceSet, env, caug: AugmentConfig, s: int, offsets: np.ndar
         src.object_poses[s][starts, src.ref_idx],  # [n_arms, n_sub, 7]: reference object at the segment's first step
         _IDENTITY7,
     )
-    a = init_action.reshape(n_arms, 15)
-    init_pose = np.concatenate([a[:, :3], np.asarray(geometry.quat_from_rot6d(jnp.asarray(a[:, 3:9])))], -1)
+    a = layout.split_action(np.asarray(init_action), n_arms)
+    init_pose = np.concatenate([a.pos, np.asarray(geometry.quat_from_rot6d(jnp.asarray(a.rot6d)))], -1)
     return dict(
         src_ee=src.ee[s], src_hand=src.hand[s], seg_start=starts.astype(np.int32), seg_len=lens.astype(np.int32),
         src_ref_pose=ref_pose.astype(np.float32), ref_idx=src.ref_idx, has_ref=src.has_ref,
         dep_arm=dep_arm, dep_sub=dep_sub, init_pose=init_pose.astype(np.float32),
-        init_hand=a[:, 9:15].astype(np.float32), n_sub=counts.astype(np.int32), key=np.asarray(key),
+        init_hand=a.hand.astype(np.float32), n_sub=counts.astype(np.int32), key=np.asarray(key),
     )
 
 
