@@ -21,7 +21,7 @@ import tyro
 from rich.console import Console
 
 import envs
-from dexfly import dataset
+from dexfly import dataset, watchdog
 from dexfly.augment import AugmentConfig, augment
 from dexfly.augment.config import parse_object_sets, with_counts
 from dexfly.paths import DEMOS_DIR
@@ -50,6 +50,8 @@ class Args:
     objects: tuple[str, ...] = ()
     """Explicit object sets as role=id1,id2 entries, e.g. --objects object=box_tea,box_soap."""
     progress: bool = True
+    stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S
+    """Seconds without progress after which the run stops with an error (0: no watchdog)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """C_aug ids and the generator's settings (see dexfly.augment.AugmentConfig)."""
 
@@ -73,8 +75,9 @@ def main(args: Args):
         sources += list(data.episodes)
         env_args = env_args or dict(data.env_args)
     caug = build_caug(args, sources[0])
-    episodes, stats = augment(sources, args.task, caug, num_wanted=args.num_wanted, batch_size=args.batch_size,
-                              max_attempts=args.max_attempts, seed=args.seed, progress=args.progress)
+    with watchdog.stage(f"augment {args.task}", timeout_s=args.stall_timeout):
+        episodes, stats = augment(sources, args.task, caug, num_wanted=args.num_wanted, batch_size=args.batch_size,
+                                  max_attempts=args.max_attempts, seed=args.seed, progress=args.progress)
     console = Console()
     console.print(stats.table())
     console.print(stats.breakdown(), markup=False)

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 import envs
-from dexfly import dataset, evaluation
+from dexfly import dataset, evaluation, watchdog
 from dexfly.policies.diffusion import DiffusionConfig, DiffusionPolicy, fit, num_parameters
 from dexfly.utils import atomic_write_text, plot_curve
 
@@ -49,6 +49,8 @@ class Args:
     """Feed observation quaternions to the network as sign-invariant rot6d features (sets policy.obs_quat_at)."""
     relative_features: bool = False
     """Also feed end-effector-minus-object positions for every (arm, object) (sets policy.obs_rel_pos)."""
+    stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S
+    """Seconds without progress after which training stops with an error (0: no watchdog); rerun to resume."""
     policy: DiffusionConfig = field(default_factory=DiffusionConfig)
     """Network and schedule settings (horizons, widths, DDIM steps); --size paper overrides the widths."""
 
@@ -97,8 +99,9 @@ def main(args: Args) -> float:
         console.print(f"step {step}: closed-loop success_rate={res.success_rate_mean:.3f} ± {res.success_rate_std:.3f}")
 
     t0 = time.perf_counter()
-    result = fit(train, config, callback=on_eval, callback_every=args.eval_every,
-                 checkpoint_dir=str(out / "checkpoints"), checkpoint_every=args.checkpoint_every)
+    with watchdog.stage(f"train_diffusion {args.task}", timeout_s=args.stall_timeout):
+        result = fit(train, config, callback=on_eval, callback_every=args.eval_every,
+                     checkpoint_dir=str(out / "checkpoints"), checkpoint_every=args.checkpoint_every)
     seconds = time.perf_counter() - t0
     if not history or history[-1]["step"] != int(result.state.step):
         on_eval(int(result.state.step), result.state)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
+from dexfly import watchdog
 from dexfly import catalog as catalog_lib
 from dexfly.augment.config import AugmentConfig
 from dexfly.augment.constraints import CONSTRAINTS
@@ -193,6 +194,7 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
                     c[0] += 1
                     c[1] += int(ok)
             bar.update(min(len(good), num_wanted), stats)
+            watchdog.beat(f"augment {task}: batch {stats.batches}, {stats.attempts} attempts")
     finally:
         bar.close()
     good = good[:num_wanted]

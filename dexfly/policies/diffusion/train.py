@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dexfly import watchdog
 from dexfly.policies.diffusion import checkpoint as ckpt
 from dexfly.policies.diffusion.config import DiffusionConfig
 from dexfly.policies.diffusion.data import WindowData, batch_indices, make_window_data
@@ -152,6 +153,7 @@ def fit(
                 step += k
                 rate = (step - start) * config.batch_size / (time.perf_counter() - t0)
                 bar.update(task, completed=step, loss=f"{float(chunk_losses.mean()):.4f}", rate=f"{rate:,.0f} samples/s")
+                watchdog.beat(f"diffusion training: step {step}/{end}")
             if checkpoint_dir is not None and (step == end or (checkpoint_every and step % checkpoint_every == 0)):
                 ckpt.save_checkpoint(checkpoint_dir, state, config)
             if callback is not None and (step == end or (callback_every and step % callback_every == 0)):
