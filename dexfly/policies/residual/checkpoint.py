@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from dexfly.policies.residual.config import ARCH_FIELDS, ResidualConfig
+from dexfly.policies.residual.config import ResidualConfig
 from dexfly.policies.residual.networks import ResidualSpec
 from dexfly.policies.residual.train import TrainState, init_state
 
@@ -85,12 +85,15 @@ def restore(directory: str | os.PathLike, step: int | None = None) -> tuple[Trai
 
 
 def check_compatible(meta: dict[str, Any], config: ResidualConfig, spec: ResidualSpec, base: dict[str, str], task: str, where: str) -> None:
-    """ValueError naming what differs between a saved run and the requested one (architecture, task, base)."""
+    """ValueError naming what differs between a saved run and the requested one: task, any setting but
+    `total_steps` (which may grow to train longer), the observation/action layout, the base checkpoint."""
     bad = []
     if meta.get("task") != task:
         bad.append(f"task: {where} has {meta.get('task')!r}, requested {task!r}")
     saved = ResidualConfig.from_dict(meta["config"])
-    bad += [f"{f}: {where} has {getattr(saved, f)!r}, requested {getattr(config, f)!r}" for f in ARCH_FIELDS if getattr(saved, f) != getattr(config, f)]
+    # every setting but the training length must match: a resumed run continues exactly as an uninterrupted one
+    fields = [f for f in saved.to_dict() if f != "total_steps"]
+    bad += [f"{f}: {where} has {getattr(saved, f)!r}, requested {getattr(config, f)!r}" for f in fields if getattr(saved, f) != getattr(config, f)]
     if ResidualSpec.from_dict(meta["spec"]) != spec:
         bad.append(f"observation/action layout: {where} has {meta['spec']}, requested {spec.to_dict()}")
     if meta["base"]["sha256"] != base["sha256"]:

@@ -95,6 +95,3 @@ class ResidualConfig:
             raise ValueError(f"unknown residual config fields {unknown}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
-
-# fields that change the networks' shapes or the meaning of their outputs: a checkpoint must match them
-ARCH_FIELDS = ("alpha_pos", "alpha_rot", "alpha_hand", "obs_base_action", "obs_geometry", "hidden", "value_hidden")

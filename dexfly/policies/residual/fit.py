@@ -160,7 +160,7 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
                 log(f"update {u}: simulation NaN in {len(bad)} env(s), left out of the update: "
                     + "; ".join(f"{dict(s.objects)} env={s.env_id} pose={s.poses}" for s in scenes))
             row = {"update": u + 1, "env_steps": int(state.env_steps), "seconds": round(time.perf_counter() - t0, 1),
-                   **{k: float(v) for k, v in metrics.items() if k not in ("nan_env_flags", "scene_index")}}
+                   **{k: (None if np.isnan(v) else float(v)) for k, v in metrics.items() if k not in ("nan_env_flags", "scene_index")}}
             if eval_set.every and (u + 1) % eval_set.every == 0:
                 _, r = _evaluate(task, base_policy, eval_specs, eval_set.seeds[:1], hook, combined_params(state), env_config)
                 row["eval_combined_success"] = r["mean"]
@@ -170,8 +170,9 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
             if (u + 1) % checkpoint_every == 0 or u + 1 == num_updates:
                 ckpt.save(ckpt_dir, state, run_meta)
             watchdog.beat(f"update {u + 1}/{num_updates}")
+            rate = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
             bar.update(task_id, completed=u + 1, info=f"return {row['return']:.1f}  success {row['success']:.2f} "
-                       f"(residual {row['success_residual']:.2f}, base {row['success_base']:.2f})  eps {row['epsilon']:.2f}")
+                       f"(residual {rate(row['success_residual'])}, base {rate(row['success_base'])})  eps {row['epsilon']:.2f}")
         seconds = time.perf_counter() - t0
         _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, env_config=env_config)
         watchdog.beat("base evaluation")
@@ -197,8 +198,10 @@ def _plot(path: Path, history: list[dict], base: float, combined: float, task: s
     fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=120)
     steps = [r["env_steps"] for r in history]
     if history:
-        ax.plot(steps, [r["success_residual"] for r in history], lw=0.8, alpha=0.6, label="training episodes with the residual")
-        ax.plot(steps, [r["success_base"] for r in history], lw=0.8, alpha=0.6, label="training episodes, base alone")
+        for key, label in (("success_residual", "training episodes with the residual"), ("success_base", "training episodes, base alone")):
+            pts = [(s, r[key]) for s, r in zip(steps, history) if r[key] is not None]
+            if pts:
+                ax.plot(*zip(*pts), lw=0.8, alpha=0.6, label=label)
         ev = [(r["env_steps"], r["eval_combined_success"]) for r in history if "eval_combined_success" in r]
         if ev:
             ax.plot(*zip(*ev), "o-", label="combined, evaluation scenes")

@@ -151,8 +151,9 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
         episode_return = jnp.sum(data.reward, axis=1)
         final_success = rec["success"][:, -1]
         stats = {"epsilon": eps, "return": jnp.mean(episode_return), "success": jnp.mean(final_success),
-                 "success_residual": jnp.sum(final_success & active) / jnp.maximum(jnp.sum(active), 1),
-                 "success_base": jnp.sum(final_success & ~active) / jnp.maximum(jnp.sum(~active), 1),
+                 # NaN when no episode of that kind ran in this update
+                 "success_residual": jnp.sum(final_success & active) / jnp.where(jnp.any(active), jnp.sum(active), jnp.nan),
+                 "success_base": jnp.sum(final_success & ~active) / jnp.where(jnp.any(~active), jnp.sum(~active), jnp.nan),
                  "active_fraction": jnp.mean(active), "nan_envs": jnp.sum(~valid),
                  "nan_env_flags": ~valid, "scene_index": scene_idx}
         return data, active, valid, stats
