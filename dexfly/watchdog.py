@@ -8,7 +8,10 @@ Why: XLA:CPU has hung inside jitted, vmapped MJX rollouts (0% CPU, every thread 
             run(batch)
             watchdog.beat(f"batch {i}")        # progress: restarts the clock, names the current batch
 
-Library code calls `watchdog.beat(...)` after each unit of work; with no active stage it does nothing. On a
+Library code calls `watchdog.beat(...)` after each unit of work; with no active stage it does nothing. A stage
+has stalled when no beat came for `timeout_s` AND the process used almost no CPU over the last minute (the
+wedge's signature: every thread parked; a long compile or a slow batch keeps the CPU busy and is not a stall),
+or when no beat came for `hard_timeout_s` whatever the CPU did. On a
 stall the watchdog prints the error (stage, last batch, seconds) and the Python stacks to stderr, then
 raises `StageStalled` in the main thread. If the main thread is stuck in native code (a wedged XLA call)
 and cannot take the exception within `grace_s`, the process exits with code `STALL_EXIT_CODE` (75,
@@ -46,9 +49,11 @@ def default_timeout() -> float:
 class _Monitor:
     """The active stage's clock and the thread that watches it (one per process)."""
 
-    def __init__(self, name: str, timeout_s: float, grace_s: float):
-        self.name, self.timeout_s, self.grace_s = name, timeout_s, grace_s
+    def __init__(self, name: str, timeout_s: float, grace_s: float, hard_timeout_s: float):
+        self.name, self.timeout_s, self.grace_s, self.hard_timeout_s = name, timeout_s, grace_s, hard_timeout_s
         self.last = time.monotonic()
+        self.idle_window = min(timeout_s, 60.0)
+        self.cpu_samples: list[tuple[float, float]] = []  # (monotonic time, process CPU seconds), the last window
         self.what = "start"
         self.message: str | None = None
         self._stop = threading.Event()
@@ -67,15 +72,25 @@ class _Monitor:
         if what is not None:
             self.what = what
 
+    def _cpu_idle(self, now: float) -> bool:
+        """Whether the process used under 2% of one core over the last idle window (all its threads)."""
+        self.cpu_samples.append((now, time.process_time()))
+        while len(self.cpu_samples) > 1 and self.cpu_samples[1][0] <= now - self.idle_window:
+            self.cpu_samples.pop(0)
+        t0, c0 = self.cpu_samples[0]
+        return now - t0 >= 0.9 * self.idle_window and self.cpu_samples[-1][1] - c0 < 0.02 * (now - t0)
+
     def _watch(self) -> None:
         poll = min(1.0, self.timeout_s / 10)
         while not self._stop.wait(poll):
-            idle = time.monotonic() - self.last
-            if idle < self.timeout_s:
+            now = time.monotonic()
+            idle = now - self.last
+            cpu_idle = self._cpu_idle(now)
+            if not ((idle >= self.timeout_s and cpu_idle) or idle >= self.hard_timeout_s):
                 continue
-            self.message = (f"stage {self.name!r} made no progress for {idle:.0f} s (watchdog timeout {self.timeout_s:g} s); "
-                            f"last progress: {self.what}. If the process sits at 0% CPU, XLA:CPU is wedged. Rerun the same "
-                            "command to resume from the last completed work.")
+            why = "with the CPU idle: XLA:CPU is likely wedged" if cpu_idle else f"(hard timeout {self.hard_timeout_s:g} s)"
+            self.message = (f"stage {self.name!r} made no progress for {idle:.0f} s {why} (watchdog timeout {self.timeout_s:g} s); "
+                            f"last progress: {self.what}. Rerun the same command to resume from the last completed work.")
             print(f"\ndexfly watchdog: {self.message}", file=sys.stderr, flush=True)
             with contextlib.suppress(Exception):
                 faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
@@ -97,8 +112,9 @@ def beat(what: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def stage(name: str, timeout_s: float | None = None, grace_s: float = 10.0):
-    """Watch a stage: StageStalled (or exit code 75) when `beat` is not called for `timeout_s` seconds.
+def stage(name: str, timeout_s: float | None = None, grace_s: float = 10.0, hard_timeout_s: float | None = None):
+    """Watch a stage: StageStalled (or exit code 75) when `beat` is not called for `timeout_s` seconds while the
+    process idles, or for `hard_timeout_s` seconds (default 6 x timeout_s) whatever it does.
 
     Nested stages keep the outer watchdog (the outermost stage's name and timeout apply); `timeout_s=0`
     disables it. Must be entered from the main thread (it installs a SIGUSR1 handler there).
@@ -111,7 +127,7 @@ def stage(name: str, timeout_s: float | None = None, grace_s: float = 10.0):
         return
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("watchdog.stage must be entered from the main thread")
-    monitor = _Monitor(name, timeout_s, grace_s)
+    monitor = _Monitor(name, timeout_s, grace_s, 6 * timeout_s if hard_timeout_s is None else float(hard_timeout_s))
 
     def _raise(signum, frame):
         raise StageStalled(monitor.message or f"stage {name!r} stalled")

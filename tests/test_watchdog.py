@@ -58,11 +58,21 @@ def test_user_xla_flags_are_kept():
 
 def test_watchdog_stops_a_stalled_python_stage():
     t0 = time.monotonic()
-    with pytest.raises(watchdog.StageStalled, match=r"stage 'toy stage'.*batch 3"):
+    with pytest.raises(watchdog.StageStalled, match=r"stage 'toy stage'.*CPU idle.*batch 3"):
         with watchdog.stage("toy stage", timeout_s=1.0):
             watchdog.beat("batch 3")
             time.sleep(30)
     assert time.monotonic() - t0 < 5
+
+
+def test_watchdog_lets_a_busy_stage_run_until_the_hard_timeout():
+    """A long compile or a slow batch keeps the CPU busy: not a stall at `timeout_s`, only at `hard_timeout_s`."""
+    t0 = time.monotonic()
+    with pytest.raises(watchdog.StageStalled, match="hard timeout"):
+        with watchdog.stage("compiling", timeout_s=0.5, hard_timeout_s=3.0):
+            while time.monotonic() - t0 < 30:
+                sum(i * i for i in range(1000))  # busy, no beat
+    assert 3.0 <= time.monotonic() - t0 < 8
 
 
 def test_watchdog_quiet_while_progress_is_made():
