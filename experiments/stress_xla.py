@@ -145,6 +145,8 @@ def _run_once(args: Args, setting: str, index: int) -> dict:
     log_f.close()
     out = log.read_text()
     seconds = time.perf_counter() - t0
+    if not hung and proc.returncode == 75:  # dexfly's watchdog ended a wedged run first
+        hung, reason = True, "watchdog"
     if not hung and proc.returncode != 0:
         raise SystemExit(f"run {index} ({setting}) failed with exit code {proc.returncode}:\n{out[-3000:]}")
     return {"case": args.case, "setting": setting, "xla_flags": SETTINGS[setting], "hung": hung, "reason": reason, "seconds": round(seconds, 1),
