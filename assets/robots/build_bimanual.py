@@ -436,10 +436,10 @@ def _panda_link_geoms(ind, i):
     m, com = PANDA_MASS[i]
     caps = PANDA_CAPS[i]
     c0, ax0, r0, l0 = caps[0]
-    I = cyl_inertia(m, r0, l0 + 2 * r0)
+    inertia = cyl_inertia(m, r0, l0 + 2 * r0)
     if ax0 == "x":
-        I = I[[2, 1, 0]]
-    x = f'{ind}<inertial pos="{f(com)}" mass="{m}" diaginertia="{f(I, 6)}"/>\n'
+        inertia = inertia[[2, 1, 0]]
+    x = f'{ind}<inertial pos="{f(com)}" mass="{m}" diaginertia="{f(inertia, 6)}"/>\n'
     col = WRIST_COL if i in (6, 7) else NO_COL
     for k, (c, ax, r, L) in enumerate(caps):
         a = axis_vec(ax)
