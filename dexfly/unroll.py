@@ -130,20 +130,18 @@ def unroll(
 
 
 @functools.lru_cache(maxsize=64)
-def jit_unroll(env: TaskEnv, num_steps: int, hook: Hook | None = None, record: Record = record_success, reset: bool = True):
-    """Jitted unroll, cached per (env, horizon, hook, recorder); hook and recorder must be hashable (module
-    functions or `functools.partial`s of hashable values).
+def jit_unroll(env: TaskEnv, num_steps: int, hook: Hook | None = None, record: Record = record_success):
+    """Jitted reset-and-unroll, cached per (env, horizon, hook, recorder); hook and recorder must be hashable
+    (module functions or `functools.partial`s of hashable values).
 
-    With reset=True: fn(policy, scenes, key, hook_params, hook_carry) resets every env in `scenes` (one reset key
-    per env) and unrolls; otherwise fn(policy, state, key, hook_params, hook_carry) continues from `state`.
-    Returns (final UnrollCarry, records [num_steps, B, ...]).
+    fn(policy, scenes, key, hook_params, hook_carry) resets every env in `scenes` (one reset key per env) and
+    unrolls; returns (final UnrollCarry, records [num_steps, B, ...]).
     """
 
-    def run(policy, start, key, hook_params, hook_carry):
+    def run(policy, scenes, key, hook_params, hook_carry):
         k_reset, k_unroll = jax.random.split(key)
-        if reset:
-            batch = start.object_pose.shape[0]
-            start = env.batched(env.reset)(start, jax.random.split(k_reset, batch))
+        batch = scenes.object_pose.shape[0]
+        start = env.batched(env.reset)(scenes, jax.random.split(k_reset, batch))
         return unroll(env, policy, start, k_unroll, num_steps=num_steps, hook=hook, hook_params=hook_params,
                       hook_carry=hook_carry, record=record)
 
