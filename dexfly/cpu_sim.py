@@ -25,8 +25,7 @@ MAX_CONTACTS = 128  # contacts passed to task functions (padded), so the jitted 
 
 @struct.dataclass
 class _Contacts:
-    geom1: jax.Array
-    geom2: jax.Array
+    geom: jax.Array  # [MAX_CONTACTS, 2] geom ids (-1: padding), as MJX's `Data._impl.contact.geom`
     dist: jax.Array
 
 
@@ -38,6 +37,10 @@ class _DataView:
     qvel: jax.Array
     site_xpos: jax.Array
     contact: _Contacts
+
+    @property
+    def _impl(self):  # `TaskEnv.touching` reads MJX's `d._impl.contact`
+        return self
 
 
 class CpuEnv:
@@ -55,6 +58,7 @@ class CpuEnv:
         # The task's reward/success functions are jnp code: jit them once instead of dispatching op by op.
         self._terms = jax.jit(lambda view, info: env.score(None, view, info))
         self._update = jax.jit(lambda info, view: env.update_task_info(info, None, view))
+        self._subtasks = jax.jit(lambda done, view, info: env.advance_subtasks(done, None, view, info))
 
     def reset(self, spec: SceneSpec) -> None:
         scene = self.env.scene_arrays(spec)
@@ -70,7 +74,8 @@ class CpuEnv:
         d.ctrl[:] = env.home_ctrl
         mujoco.mj_forward(m, d)
         self.scene = scene
-        self.info = {"step": 0, "scene": scene, "init_object_pose": jnp.asarray(scene.object_pose), "ever_success": False, **env.initial_task_info()}
+        self.info = {"step": 0, "scene": scene, "init_object_pose": jnp.asarray(scene.object_pose), "ever_success": False,
+                     "subtask_done": jnp.zeros(env.subtask_shape, bool), **env.initial_task_info()}
 
     def _ik(self, arm, target_pos, target_mat, q_command):
         m, d, cfg = self.model, self.data, self.env.config.ik
@@ -92,17 +97,19 @@ class CpuEnv:
         for _ in range(env.n_substeps):
             mujoco.mj_step(m, d)
         self.info["step"] += 1
-        self.info = self._update(self.info, self._view())
+        view = self._view()
+        self.info = self._update(self.info, view)
+        self.info["subtask_done"] = self._subtasks(self.info["subtask_done"], view, self.info)
         return self.terms()
 
     def _view(self) -> _DataView:
         d = self.data
         n = min(d.ncon, MAX_CONTACTS)
-        g1, g2 = np.full(MAX_CONTACTS, -1, np.int32), np.full(MAX_CONTACTS, -1, np.int32)
+        geom = np.full((MAX_CONTACTS, 2), -1, np.int32)
         dist = np.full(MAX_CONTACTS, np.inf, np.float32)
-        g1[:n], g2[:n], dist[:n] = d.contact.geom1[:n], d.contact.geom2[:n], d.contact.dist[:n]
+        geom[:n, 0], geom[:n, 1], dist[:n] = d.contact.geom1[:n], d.contact.geom2[:n], d.contact.dist[:n]
         as32 = lambda x: np.asarray(x, np.float32)  # noqa: E731  (the MJX envs run in float32)
-        return _DataView(as32(d.qpos), as32(d.qvel), as32(d.site_xpos), _Contacts(g1, g2, dist))
+        return _DataView(as32(d.qpos), as32(d.qvel), as32(d.site_xpos), _Contacts(geom, dist))
 
     def terms(self):
         """(reward, success, metrics) of the current state, from the task's own `score` (its `task_terms` times the reward scales)."""

@@ -134,4 +134,20 @@ def evaluate_scenes(task: str, policy: ChunkPolicy, specs: list[SceneSpec], *, s
     return GroupedEval(float(per_seed.mean()), float(per_seed.std()), tuple(float(r) for r in per_seed), tuple(groups))
 
 
-__all__ = ["ChunkPolicy", "EvalResult", "GroupedEval", "check_policy_fits", "evaluate", "evaluate_scenes", "rollout_policy"]
+def write_video(path, task: str, res: GroupedEval, *, episodes: int = 4, env_config: envs.EnvConfig | None = None, camera: str = "front"):
+    """Render the first `episodes` episodes of the first group's first seed (evaluated with record_qpos_first),
+    tiled into one video at the control rate / 2. Returns the path."""
+    from dexfly import render
+
+    objects, group, first = res.groups[0]
+    if first.qpos is None:
+        raise ValueError("no recorded episodes to render: evaluate with record_qpos_first=True")
+    env = envs.make_cached(task, tuple(objects), env_config)
+    n = min(episodes, len(group))
+    scenes = env.make_scenes(list(group[:n]))
+    frames = render.render_batch(env.mj_model, first.qpos[::2, :n], overrides_per_env={k: np.asarray(v) for k, v in scenes.params.items()},
+                                 camera=camera)
+    return render.write_video(path, frames, fps=1.0 / (2 * env.config.ctrl_dt))
+
+
+__all__ = ["ChunkPolicy", "EvalResult", "GroupedEval", "check_policy_fits", "evaluate", "evaluate_scenes", "rollout_policy", "write_video"]

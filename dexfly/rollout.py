@@ -35,6 +35,7 @@ class Trajectory:
     success: jax.Array  # [B, T] bool, after the action
     nan: jax.Array  # [B, T] bool
     qpos: jax.Array  # [B, T, nq] (for rendering)
+    subtask_done: jax.Array  # [B, T, n_arms, n_subtasks] bool, after the action (the env's subtask detector)
 
 
 def record_dataset_step(env: TaskEnv, step: Step, action: jax.Array, after: State, extras) -> dict:
@@ -51,7 +52,17 @@ def record_dataset_step(env: TaskEnv, step: Step, action: jax.Array, after: Stat
         "reward": after.reward,
         "success": after.success,
         "nan": after.metrics["nan"],
+        "subtask_done": after.info["subtask_done"],
     }
+
+
+def rollout_subtask_end(subtask_done) -> np.ndarray:
+    """A recorded rollout's detected subtask ends [B, T, n_arms, n_subtasks] bool -> the datasets' `subtask_end`
+    signals (uint8): the detector's ends, with every subtask ended at the last step (each arm's last subtask
+    ends with the episode, as in the seeds; augmentation marks its demos the same way)."""
+    ends = np.asarray(subtask_done).astype(np.uint8).copy()
+    ends[:, -1] = 1
+    return ends
 
 
 def trajectory_from_records(records: dict) -> Trajectory:

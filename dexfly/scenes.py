@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
+
 import envs
 from dexfly.catalog import TASK_ROLES, load_catalog
 from envs.base import SceneSpec
@@ -35,4 +37,32 @@ def scene_grid(task: str, *, objects: tuple[str, ...] = (), num_objects: int = 1
     return specs
 
 
-__all__ = ["scene_grid"]
+def object_scene(task: str, obj: str, env_id: str, poses, pose_id: str = "sampled") -> SceneSpec:
+    """A scene with `obj` in the task's first role (the others keep their default objects) at explicit poses
+    `{role: (x, y, yaw)}`; no compiled env is needed."""
+    cat = load_catalog()
+    roles = tuple(TASK_ROLES[task])
+    defaults = {r: o.id for r, o in cat.default_objects(task).items()}
+    objects = tuple((r, obj if r == roles[0] else defaults[r]) for r in roles)
+    return SceneSpec(objects=objects, env_id=env_id, pose_id=pose_id, poses=tuple((r, tuple(float(v) for v in poses[r])) for r in roles))
+
+
+def sample_object_scenes(task: str, objects: tuple[str, ...], env_ids: tuple[str, ...], per_object: int, seed: int) -> list[SceneSpec]:
+    """`per_object` scenes of every object: a uniformly drawn environment of `env_ids` and a pose sampled
+    from the task's continuous ranges (numpy, seeded: the same arguments give the same scenes)."""
+    cat = load_catalog()
+    for oid in objects:
+        cat.object(oid)
+    for e in env_ids:
+        cat.environment(e)
+    rng = np.random.default_rng([seed, 6151])
+    pose_set = cat.poses_for(task)
+    specs = []
+    for obj in objects:
+        for _ in range(per_object):
+            env_id = env_ids[int(rng.integers(len(env_ids)))]
+            specs.append(object_scene(task, obj, env_id, pose_set.sample(rng)))
+    return specs
+
+
+__all__ = ["object_scene", "sample_object_scenes", "scene_grid"]

@@ -105,6 +105,13 @@ class State:
     info: dict[str, Any]
 
 
+# `TaskEnv.hand_closed_on`: a hand holds an object once its fingers are closed this far (mean of the four fingers'
+# normalised joint positions; the seeds' closed grasps reach 0.5-0.6) and have stopped moving. With these values the
+# subtask detectors mark the seeds' hand-closing ends within 1-3 steps (tests/test_subtasks.py).
+HAND_CLOSED_FRACTION = 0.3
+HAND_SETTLED_SPEED = 0.6  # rad/s
+
+
 class TaskEnv:
     """Base of all tasks. Subclasses set the class attributes and implement `task_terms`."""
 
@@ -192,7 +199,7 @@ class TaskEnv:
         self.home_qpos = np.array(key.qpos if key is not None else m.qpos0, dtype=np.float32)
         self.home_ctrl = np.array(key.ctrl if key is not None else np.zeros(m.nu), dtype=np.float32)
         self.arm_index: list[ArmIndex] = []
-        self.arm_ctrl_ids, self.hand_ctrl_ids, self.hand_qpos_adr = [], [], []
+        self.arm_ctrl_ids, self.hand_ctrl_ids, self.hand_qpos_adr, self.hand_dof_adr = [], [], [], []
         self.tip_site_ids = []
         for arm in self.arms:
             joints = [m.joint(self.arm_joint_format.format(arm=arm, i=i)) for i in range(1, 8)]
@@ -213,6 +220,7 @@ class TaskEnv:
             hand_ids = np.array([m.actuator(f"{arm}hand_{h}").id for h in HAND_ACTUATORS])
             self.hand_ctrl_ids.append(hand_ids)
             self.hand_qpos_adr.append(np.array([int(m.jnt_qposadr[m.actuator_trnid[a, 0]]) for a in hand_ids]))
+            self.hand_dof_adr.append(np.array([int(m.jnt_dofadr[m.actuator_trnid[a, 0]]) for a in hand_ids]))
             self.tip_site_ids.append(np.array([m.site(f"{arm}tip_{f}").id for f in ("thumb", "index", "middle", "ring", "pinky")]))
         self.hand_ctrl_low = np.stack([m.actuator_ctrlrange[ids, 0] for ids in self.hand_ctrl_ids]).astype(np.float32)
         self.hand_ctrl_high = np.stack([m.actuator_ctrlrange[ids, 1] for ids in self.hand_ctrl_ids]).astype(np.float32)
@@ -358,6 +366,7 @@ class TaskEnv:
             "key": key,
             "ever_success": jnp.zeros((), bool),
             "init_object_pose": scene.object_pose,
+            "subtask_done": jnp.zeros(self.subtask_shape, bool),
             **self.initial_task_info(),
         }
         reward, success, metrics = self.score(m, d, info)
@@ -383,6 +392,7 @@ class TaskEnv:
         d = jax.lax.fori_loop(0, self.n_substeps, lambda _, dd: mjx.step(m, dd), d)
         nan = ~(jnp.all(jnp.isfinite(d.qpos)) & jnp.all(jnp.isfinite(d.qvel)))
         info = self.update_task_info({**state.info, "step": state.info["step"] + 1}, m, d)
+        info["subtask_done"] = self.advance_subtasks(state.info["subtask_done"], m, d, info)
         reward, success, metrics = self.score(m, d, info)
         info["ever_success"] = state.info["ever_success"] | success
         metrics = {**metrics, "nan": nan | state.metrics["nan"]}
@@ -437,6 +447,39 @@ class TaskEnv:
     def task_terms(self, m: mjx.Model, d: mjx.Data, info: dict) -> tuple[dict[str, jax.Array], jax.Array, dict]:
         """(unscaled reward terms {name: []}, success [] bool, metrics dict) of one env after a step."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ subtask ends (rollouts as augmentation sources)
+    @property
+    def subtask_shape(self) -> tuple[int, int]:
+        """(n_arms, n_subtasks): the shape of the subtask signals (arms with fewer subtasks are padded)."""
+        return len(self.arms), max(len(s) for s in self.subtasks)
+
+    def subtask_conditions(self, m: mjx.Model, d: mjx.Data, info: dict, done: jax.Array) -> jax.Array:
+        """[n_arms, n_subtasks] bool: the end condition of each subtask holds in this state. `done` [n_arms,
+        n_subtasks] says which subtasks have ended before (for conditions on the other arm's progress). The last
+        subtask of each arm ends with the episode (as in the seeds), so its entry is never read. Default: no
+        condition (tasks with one subtask per arm: Grasp, Lift)."""
+        return jnp.zeros(self.subtask_shape, bool)
+
+    def hand_closed_on(self, d: mjx.Data, arm: int, hand_geoms: np.ndarray, object_geoms: np.ndarray) -> jax.Array:
+        """[] bool: arm's hand holds the object: it touches it, its four fingers are closed past
+        HAND_CLOSED_FRACTION of their range on average, and they have stopped closing (every finger joint
+        slower than HAND_SETTLED_SPEED)."""
+        adr, low, high = self.hand_qpos_adr[arm][:4], self.hand_ctrl_low[arm][:4], self.hand_ctrl_high[arm][:4]
+        closure = jnp.mean((d.qpos[adr] - low) / (high - low))
+        settled = jnp.all(jnp.abs(d.qvel[self.hand_dof_adr[arm][:4]]) < HAND_SETTLED_SPEED)
+        return self.touching(d, hand_geoms, object_geoms) & (closure >= HAND_CLOSED_FRACTION) & settled
+
+    def advance_subtasks(self, done: jax.Array, m: mjx.Model, d: mjx.Data, info: dict) -> jax.Array:
+        """Sticky, ordered subtask ends after a step: subtask k of an arm ends at the first step whose condition
+        holds once subtask k-1 of that arm has ended. Recorded per step, these are the datasets' `subtask_end`
+        signals of a rollout (`dexfly.rollout.rollout_subtask_end` sets each arm's last subtask at the last step)."""
+        cond = self.subtask_conditions(m, d, info, done)
+        ready = jnp.concatenate([jnp.ones_like(done[:, :1]), done[:, :-1]], axis=1)
+        last = np.zeros(self.subtask_shape, bool)
+        for arm, subs in enumerate(self.subtasks):
+            last[arm, len(subs) - 1 :] = True
+        return done | (cond & ready & ~last)
 
     def initial_task_info(self) -> dict:
         """Extra per-env task state carried in `info` (e.g. hold timers); arrays, set at reset."""

@@ -10,6 +10,13 @@ Reward (dense, per step, in [0, 4.5]):
   left    = left hand touches the object; right = right hand touches it
   left_hold = left * lift; exchange = (left and not right) * lift; success = 1 on success steps
   reward  = 0.3 reach_right + lift + 0.5 reach_left + 0.5 left_hold + exchange + success   (default_reward_scales)
+Subtask ends (`subtask_conditions`; arm 0 is the left, arm 1 the right):
+  right `grasp`   the right hand touches the object and has lifted it GRASP_END_RISE;
+  right `present` the object, lifted at least PRESENT_MIN_RISE, has moved slower than STILL_SPEED for
+                  PRESENT_STILL_SECONDS in the right hand (the giver holds still and lets it settle);
+  left `wait`     ends when the right's `present` has ended;
+  left `receive`  the left hand holds the object (`TaskEnv.hand_closed_on`);
+  the last subtask of each arm (`hold`, `release`) ends with the episode.
 Success (bool, per step): only the receiving (left) hand touches the object (MJX contacts between hand and
 object geoms) and the object's centre is at least 0.10 m above its resting height. An episode succeeds if the
 last step succeeds.
@@ -22,6 +29,10 @@ import jax.numpy as jnp
 from envs.base import TaskEnv
 
 LIFT_HEIGHT = 0.10
+GRASP_END_RISE = 0.09  # m (the seed lifts its grasp 0.12 m; the object, hanging in the pinch, rises 0.098 m)
+PRESENT_MIN_RISE = 0.15  # m (the seed presents the object 0.20 m above its resting height)
+PRESENT_STILL_SECONDS = 1.1  # s (the seed holds still 1.2 s once it has carried the object over)
+STILL_SPEED = 0.03  # m/s, the object's centre (it still swings in the pinch, ~0.5 rad/s, as it settles)
 
 
 class Handover(TaskEnv):
@@ -46,6 +57,24 @@ class Handover(TaskEnv):
         self.left_hand_geoms = self.geom_ids("left_hand")
         self.right_hand_geoms = self.geom_ids("right_hand")
         self.object_geoms = self.geom_ids("object_g")
+
+    def initial_task_info(self):
+        return {"still_steps": jnp.zeros((), jnp.int32)}
+
+    def update_task_info(self, info, m, d):
+        vadr = self.obj_dof_adr[0]
+        still = jnp.linalg.norm(d.qvel[vadr : vadr + 3]) < STILL_SPEED
+        return {**info, "still_steps": jnp.where(still, info["still_steps"] + 1, 0)}
+
+    def subtask_conditions(self, m, d, info, done):
+        rise = d.qpos[self.obj_qpos_adr[0] + 2] - info["init_object_pose"][0, 2]
+        right = self.touching(d, self.right_hand_geoms, self.object_geoms)
+        still_needed = int(round(PRESENT_STILL_SECONDS / self.config.ctrl_dt))
+        cond = jnp.zeros(self.subtask_shape, bool)
+        cond = cond.at[1, 0].set(right & (rise >= GRASP_END_RISE))
+        cond = cond.at[1, 1].set(right & (rise >= PRESENT_MIN_RISE) & (info["still_steps"] >= still_needed))
+        cond = cond.at[0, 0].set(done[1, 1])
+        return cond.at[0, 1].set(self.hand_closed_on(d, 0, self.left_hand_geoms, self.object_geoms))
 
     def task_terms(self, m, d, info):
         adr = self.obj_qpos_adr[0]

@@ -12,6 +12,8 @@ Reward (dense, per step, in [0, 4]):
   tilt    = clip((1 - source_up_z) / 1.5, 0, 1) * above        (tipped over the target)
   inside  = fraction of balls inside the target
   reward  = 0.2 reach + 0.3 lift + 0.5 above + 0.5 tilt + 2 inside   (default_reward_scales)
+Subtask ends (`subtask_conditions`): `grasp` ends once the hand holds the source (`TaskEnv.hand_closed_on`:
+touching it, fingers closed and settled); `pour` ends with the episode.
 Success (bool, per step): at least 80% of the balls are inside the target container (within its footprint,
 below its rim, in the target frame). An episode succeeds if the last step succeeds.
 """
@@ -38,6 +40,14 @@ class Pour(TaskEnv):
     default_episode_seconds = 8.0
     subtasks = ((("grasp", "source"), ("pour", "target")),)
     default_reward_scales = {"reach": 0.2, "lift": 0.3, "above": 0.5, "tilt": 0.5, "inside": 2.0}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hand_geoms = self.geom_ids("hand_")
+        self.source_geoms = self.geom_ids("source_g")
+
+    def subtask_conditions(self, m, d, info, done):
+        return jnp.zeros(self.subtask_shape, bool).at[0, 0].set(self.hand_closed_on(d, 0, self.hand_geoms, self.source_geoms))
 
     def particle_positions(self, objects, object_pose) -> np.ndarray:
         """Balls stacked 2x2 per layer on the source container's floor (world frame)."""

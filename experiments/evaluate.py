@@ -5,26 +5,27 @@
 
 The scene set is the product of objects x environments x poses (ids, or the first N of each from the
 catalog; held-out catalog entries work the same), optionally subsampled to `--max-scenes`. Scenes are grouped
-by object topology, one compiled env per group. Ends with `success_rate=<mean> std=<std>` over `--seeds`.
+by object topology, one compiled env per group. Writes `<out>/eval.json` (per-seed and per-object rates), prints
+a per-object table when there are several objects, and ends with `success_rate=<mean> std=<std>` over `--seeds`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dexfly  # noqa: F401  (XLA flags before jax)
-import numpy as np
 import tyro
 from rich.console import Console
 from rich.table import Table
 
-import envs
-from dexfly import evaluation, render, watchdog
+from dexfly import evaluation, watchdog
 from dexfly.catalog import TASKS, CatalogError
 from dexfly.policies.diffusion import load_run
 from dexfly.policies.residual import checkpoint as residual_checkpoint
 from dexfly.scenes import scene_grid
+from dexfly.utils import atomic_write_text
 from envs.base import EnvConfig
 
 
@@ -84,20 +85,28 @@ def main(args: Args) -> tuple[float, float]:
                                          env_config=args.env, hook=hook, hook_params=hook_params)
     video = None
     if args.videos > 0:
-        objects, group, first = res.groups[0]
-        env = envs.make_cached(args.task, objects, args.env)
-        n = min(args.videos, len(group))
-        scenes = env.make_scenes(list(group[:n]))
-        frames = render.render_batch(env.mj_model, first.qpos[::2, :n], overrides_per_env={k: np.asarray(v) for k, v in scenes.params.items()},
-                                     camera="front")
-        video = render.write_video(args.out / f"eval_{args.task}.mp4", frames, fps=1.0 / (2 * env.config.ctrl_dt))
+        video = evaluation.write_video(args.out / f"eval_{args.task}.mp4", args.task, res, episodes=args.videos, env_config=args.env)
     count = lambda key: len({key(s) for s in specs})  # noqa: E731
     table = Table(title=f"evaluation: {args.task}")
     for col in ("objects", "envs", "poses", "scenes", "seeds", "success rate", "video"):
         table.add_column(col)
     table.add_row(str(count(lambda s: s.objects)), str(count(lambda s: s.env_id)), str(count(lambda s: s.pose_id)), str(len(specs)),
                   str(len(args.seeds)), f"{res.success_rate_mean:.3f} ± {res.success_rate_std:.3f}", str(video))
-    Console().print(table)
+    console = Console()
+    per_object = res.per_object()
+    if len(per_object) > 1:
+        by_object = Table(title=f"per object ({len(args.seeds)} seeds)")
+        by_object.add_column("object")
+        by_object.add_column("success rate")
+        for obj, rate in per_object.items():
+            by_object.add_row(obj, f"{rate:.3f}")
+        console.print(by_object)
+    console.print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "eval.json", json.dumps({
+        "task": args.task, "checkpoint": str(args.checkpoint), "seeds": list(args.seeds), "scenes": len(specs),
+        "success": {"mean": res.success_rate_mean, "std": res.success_rate_std, "per_seed": list(res.per_seed), "per_object": per_object},
+        "ddim_steps": policy.config.num_inference_steps, "action_horizon": policy.config.action_horizon}, indent=2))
     print(f"success_rate={res.success_rate_mean} std={res.success_rate_std}")
     return res.success_rate_mean, res.success_rate_std
 

@@ -10,21 +10,18 @@ datasets) and ends with `success_rate=<float>` (mean over `--eval-seeds`).
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dexfly  # noqa: F401  (XLA flags before jax)
-import numpy as np
 import tyro
 from rich.console import Console
 from rich.table import Table
 
 import envs
-from dexfly import dataset, evaluation, watchdog
-from dexfly.policies.diffusion import DiffusionConfig, DiffusionPolicy, fit, num_parameters
-from dexfly.utils import atomic_write_text, plot_curve
+from dexfly import dataset, watchdog
+from dexfly.policies.diffusion import DiffusionConfig, num_parameters
+from dexfly.policies.diffusion.run import task_config, train_run
 
 
 @dataclass(frozen=True)
@@ -63,57 +60,27 @@ def main(args: Args) -> float:
         episodes = dataset.load_episodes(args.datasets, task=args.task)
     except (OSError, dataset.DatasetError) as e:
         raise SystemExit(str(e)) from None
-    train = dataset.policy_training_episodes(episodes)
     config = args.policy if args.size == "default" else DiffusionConfig.paper()
     if args.size not in ("default", "paper"):
         raise SystemExit(f"unknown --size {args.size!r}; use 'default' or 'paper'")
     config = config.replace(total_steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             warmup_steps=min(config.warmup_steps, max(args.steps // 10, 1)))
-    first = episodes[0]
-    env = envs.make_cached(args.task, envs.episode_objects(first))
-    if args.quat_features:
-        config = config.replace(obs_quat_at=env.obs_layout.quaternion_slots())
-    if args.relative_features:
-        config = config.replace(obs_rel_pos=env.obs_layout.relative_position_pairs())
-    specs = []
-    for e in episodes:
-        s = env.scene_from_episode(e)
-        if s not in specs:
-            specs.append(s)
-    specs = specs[: args.eval_scenes]
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    obs_dim = train[0]["obs"].shape[-1]
-    atomic_write_text(out / "policy.json", json.dumps({
-        "task": args.task, "obs_dim": int(obs_dim), "action_dim": int(env.action_dim),
-        "datasets": [str(p) for p in args.datasets], "num_episodes": len(episodes), "config": config.to_dict(),
-    }, indent=2))
-    console.print(f"{args.task}: {len(episodes)} episodes, {sum(len(t['obs']) for t in train)} steps, "
-                  f"{len(specs)} evaluation scenes, obs_dim={obs_dim}, action_dim={env.action_dim}")
-
-    history = []
-
-    def on_eval(step, state):
-        res = evaluation.evaluate_scenes(args.task, DiffusionPolicy.from_state(state, config), specs, seeds=args.eval_seeds)
-        history.append({"step": step, "success_rate": res.success_rate_mean, "std": res.success_rate_std, "per_seed": list(res.per_seed)})
-        console.print(f"step {step}: closed-loop success_rate={res.success_rate_mean:.3f} ± {res.success_rate_std:.3f}")
-
-    t0 = time.perf_counter()
-    with watchdog.stage(f"train_diffusion {args.task}", timeout_s=args.stall_timeout):
-        result = fit(train, config, callback=on_eval, callback_every=args.eval_every,
-                     checkpoint_dir=str(out / "checkpoints"), checkpoint_every=args.checkpoint_every)
-    seconds = time.perf_counter() - t0
-    if not history or history[-1]["step"] != int(result.state.step):
-        on_eval(int(result.state.step), result.state)
-    losses = np.asarray(result.losses)
-    if losses.size:
-        plot_curve(out / "loss.png", losses, title=f"diffusion loss ({args.task})", ylabel="noise MSE", log=True)
-    atomic_write_text(out / "eval.json", json.dumps(history, indent=2))
+    config = task_config(args.task, episodes, config, quat_features=args.quat_features, relative_features=args.relative_features)
+    console.print(f"{args.task}: {len(episodes)} episodes, {sum(len(e.actions) for e in episodes)} steps, "
+                  f"evaluation on up to {args.eval_scenes} of their scenes")
+    try:
+        with watchdog.stage(f"train_diffusion {args.task}", timeout_s=args.stall_timeout):
+            result = train_run(args.task, episodes, args.out, config, datasets=tuple(str(p) for p in args.datasets),
+                               eval_scenes=args.eval_scenes, eval_seeds=args.eval_seeds, eval_every=args.eval_every,
+                               checkpoint_every=args.checkpoint_every, log=console.print)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    history, losses, seconds = result.history, result.losses, result.seconds
 
     table = Table(title=f"diffusion policy: {args.task}")
     for col in ("params", "steps", "final loss", "train time (s)", "success rate"):
         table.add_column(col)
-    final = history[-1]
+    final = history[-1] if history else {"success_rate": float("nan"), "std": float("nan")}
     table.add_row(f"{num_parameters(result.state.params):,}", str(int(result.state.step)),
                   f"{float(losses[-50:].mean()):.4f}" if losses.size else "-", f"{seconds:.0f}",
                   f"{final['success_rate']:.3f} ± {final['std']:.3f}")

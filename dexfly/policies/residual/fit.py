@@ -183,7 +183,7 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
     atomic_write_text(out / "eval.json", json.dumps(result, indent=2))
     _plot(out / "curve.png", history, base_res["mean"], comb_res["mean"], task)
     if video:
-        _video(out / f"combined_{task}.mp4", task, combined, env_config)
+        evaluation.write_video(out / f"combined_{task}.mp4", task, combined, env_config=env_config)
     return FitResult(state, base_res, comb_res, history, seconds)
 
 
@@ -213,18 +213,6 @@ def _plot(path: Path, history: list[dict], base: float, combined: float, task: s
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp)
     plt.close(fig)
-
-
-def _video(path: Path, task: str, res: evaluation.GroupedEval, env_config: EnvConfig, episodes: int = 4) -> None:
-    from dexfly import render
-
-    objects, group, first = res.groups[0]
-    env = envs.make_cached(task, objects, env_config)
-    n = min(episodes, len(group))
-    scenes = env.make_scenes(list(group[:n]))
-    frames = render.render_batch(env.mj_model, first.qpos[::2, :n], overrides_per_env={k: np.asarray(v) for k, v in scenes.params.items()},
-                                 camera="front")
-    render.write_video(path, frames, fps=1.0 / (2 * env.config.ctrl_dt))
 
 
 __all__ = ["EvalSet", "FitResult", "fit"]

@@ -1,0 +1,291 @@
+"""The data flywheel (the paper's Section 4): warm-up, then self-improving iterations, resumable stage by stage.
+
+    report = run_flywheel("grasp", "tiny", "runs/flywheel_grasp", iterations=2)
+
+Stages, in order (`stage_names`), each writing its outputs atomically and then a record (`stages.RunFolder`):
+  warmup            D_1 = A_EP(seed; C_1)                                         -> d1.hdf5
+  iter<i>/diffusion the base policy pi_base^i trained on D_i                        -> iter<i>/diffusion/
+  iter<i>/evaluate  pi_base^i on T_OEP (and, at i = 1, on T_O^1: the seed's object) -> iter<i>/eval.json, t_oep.mp4
+  for i < n:
+  iter<i>/residual  the residual on pi_base^i, trained on O_{i+1} in E_i; its evaluation is T_O^{i+1}
+                    (base -> combined, each object in one fixed scene)            -> iter<i>/residual/
+  iter<i>/collect   the combined policy rolled out on O_{i+1} in random scenes of E_i, successes kept (D_O^i)
+                                                                                  -> iter<i>/rollouts.hdf5
+  iter<i>/augment   D_{i+1} = A_EP(D_O^i; C_aug^{i+1}) (each object's rollouts across E_{i+1} x P_{i+1}),
+                    plus D_i when the preset keeps previous data                  -> d<i+1>.hdf5
+Table 1's row i (`report.build_report`) is D_i's diversity, T_O^i and pi_base^i's success on T_OEP, as in the
+paper ("policies trained on our generated datasets D_i"; T_O^i holds the objects introduced in generating D_i).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from dexfly import dataset, evaluation, watchdog
+from dexfly.catalog import TASK_ROLES
+from dexfly.flywheel.schedule import Preset, load_preset
+from dexfly.flywheel.stages import RunFolder, StageError, content_hash
+from dexfly.flywheel.testsets import load_t_oep, t_o_scenes, testset_path
+from dexfly.paths import DEMOS_DIR
+from dexfly.utils import atomic_write_text
+
+
+def stage_names(iterations: int) -> list[str]:
+    names = ["warmup"]
+    for i in range(1, iterations + 1):
+        names += [f"iter{i}/diffusion", f"iter{i}/evaluate"]
+        if i < iterations:
+            names += [f"iter{i}/residual", f"iter{i}/collect", f"iter{i}/augment"]
+    return names
+
+
+def stage_outputs(iterations: int) -> dict[str, list[str]]:
+    out = {"warmup": ["d1.hdf5"]}
+    for i in range(1, iterations + 1):
+        out[f"iter{i}/diffusion"] = [f"iter{i}/diffusion"]
+        out[f"iter{i}/evaluate"] = [f"iter{i}/eval.json", f"iter{i}/t_oep.mp4"]
+        out[f"iter{i}/residual"] = [f"iter{i}/residual"]
+        out[f"iter{i}/collect"] = [f"iter{i}/rollouts.hdf5", f"iter{i}/collect.json"]
+        out[f"iter{i}/augment"] = [f"d{i + 1}.hdf5"]
+    return out
+
+
+def dataset_diversity(episodes) -> dict[str, int]:
+    """O, E, P, configurations (O x E x P actually present) and trajectories of a dataset."""
+    pose = lambda ep: (ep.pose_id, ep.extra.get("poses"))  # noqa: E731  (named or sampled poses)
+    return {"objects": len({ep.object_ids for ep in episodes}), "environments": len({ep.env_id for ep in episodes}),
+            "poses": len({pose(ep) for ep in episodes}), "configs": len({(ep.object_ids, ep.env_id, pose(ep)) for ep in episodes}),
+            "trajectories": len(episodes)}
+
+
+class Flywheel:
+    """One run: the preset, the run folder and the stages. `run()` executes every unfinished stage."""
+
+    def __init__(self, task: str, preset: str | Preset, out, *, iterations: int = 3, seed: int = 0, log: Callable[[str], Any] = print,
+                 progress: bool = True, video: bool = True):
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        self.task = task
+        self.preset = preset if isinstance(preset, Preset) else load_preset(task, preset)
+        self.n = iterations
+        self.seed = seed
+        self.log = log
+        self.progress = progress
+        self.video = video
+        self.run_dir = RunFolder.open(out, task=task, preset=self.preset.name, seed=seed)
+        self.main_role = tuple(TASK_ROLES[task])[0]
+        self.seed_file = DEMOS_DIR / f"{task}_seed.hdf5"
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ plumbing
+    def names(self) -> list[str]:
+        return stage_names(self.n)
+
+    def redo_from(self, stage: str) -> list[str]:
+        return self.run_dir.redo_from(self.names(), stage, stage_outputs(max(self.n, 1)))
+
+    def _d(self, i: int) -> Path:
+        return self.run_dir.path(f"d{i}.hdf5")
+
+    def _stage(self, name: str, config: dict, body: Callable[[], tuple[list[str], dict]]) -> dict:
+        """Run `body` unless the stage finished with this config; body returns (outputs, summary)."""
+        if self.run_dir.done(name, config):
+            rec = self.run_dir.record(name)
+            self.log(f"[dim]{name}: done ({rec['seconds']:.0f} s), skipped")
+            self.timings[name] = rec["seconds"]
+            return rec
+        self.log(f"[bold]{name}[/bold] ...")
+        t0 = time.perf_counter()
+        with watchdog.stage(f"flywheel {self.task} {name}"):
+            outputs, summary = body()
+        seconds = time.perf_counter() - t0
+        self.timings[name] = seconds
+        return self.run_dir.finish(name, config, outputs, seconds, summary)
+
+    def _write(self, path: Path, episodes, extra: dict) -> None:
+        env_args = dict(dataset.read_dataset(self.seed_file, task=self.task).env_args)
+        dataset.write_dataset(path, episodes, task=self.task, env_args=env_args, seed=self.seed, extra_attrs=extra)
+
+    # ------------------------------------------------------------------ stages
+    def warmup(self) -> dict:
+        c1 = self.preset.iteration(1)
+        config = {"stage": "warmup", "c1": c1.to_dict(), "augment": self.preset.augment, "seed": self.seed,
+                  "seed_demo": content_hash(self.seed_file)}
+
+        def body():
+            from dexfly.augment import augment
+
+            sources = list(dataset.read_dataset(self.seed_file, task=self.task).episodes)
+            caug = dataclasses.replace(self.preset.augment_config(), objects=((self.main_role, c1.objects),), env_ids=c1.env_ids,
+                                       pose_ids=c1.pose_ids(self.task))
+            episodes, stats = augment(sources, self.task, caug, num_wanted=c1.trajectories, batch_size=self.preset.augment_batch_size,
+                                      seed=self.seed, progress=self.progress)
+            if not episodes:
+                raise StageError(f"warm-up: A_EP generated no successful demo from the seed in {stats.attempts} attempts")
+            self._write(self._d(1), episodes, {"flywheel_stage": "warmup"})
+            return ["d1.hdf5"], {"generated": stats.generated, "attempts": stats.attempts, "success_rate": stats.success_rate,
+                                 **dataset_diversity(episodes)}
+
+        return self._stage("warmup", config, body)
+
+    def diffusion(self, i: int) -> dict:
+        warm = self.preset.warm_start and i > 1
+        config = {"stage": "diffusion", "iteration": i, "diffusion": self.preset.diffusion, "seed": self.seed,
+                  "data": self.run_dir.output_hash("warmup" if i == 1 else f"iter{i - 1}/augment", f"d{i}.hdf5"),
+                  "warm_start_from": self.run_dir.output_hash(f"iter{i - 1}/diffusion", f"iter{i - 1}/diffusion") if warm else None}
+
+        def body():
+            from dexfly.policies.diffusion.run import task_config, train_run
+
+            episodes = dataset.load_episodes([self._d(i)], task=self.task)
+            cfg = task_config(self.task, episodes, self.preset.diffusion_config().replace(seed=self.seed))
+            res = train_run(self.task, episodes, self.run_dir.path(f"iter{i}/diffusion"), cfg, datasets=(str(self._d(i)),), eval_seeds=(),
+                            checkpoint_every=max(cfg.total_steps // 4, 1), init_from=self.run_dir.path(f"iter{i - 1}/diffusion") if warm else None,
+                            progress=self.progress, log=self.log)
+            loss = float(res.losses[-50:].mean()) if res.losses.size else None
+            return [f"iter{i}/diffusion"], {"steps": int(res.state.step), "final_loss": loss, "train_seconds": round(res.seconds, 1)}
+
+        return self._stage(f"iter{i}/diffusion", config, body)
+
+    def evaluate(self, i: int) -> dict:
+        ev = self.preset.evaluation
+        config = {"stage": "evaluate", "iteration": i, "evaluation": ev, "t_oep": content_hash(testset_path(self.task)),
+                  "base": self.run_dir.output_hash(f"iter{i}/diffusion", f"iter{i}/diffusion"),
+                  "t_o_objects": list(self.preset.iteration(1).objects) if i == 1 else None}
+
+        def body():
+            from dexfly.policies.diffusion import load_run
+
+            base, _, _ = load_run(self.run_dir.path(f"iter{i}/diffusion"), task=self.task)
+            seeds = tuple(ev["seeds"])
+            specs = load_t_oep(self.task, ev["t_oep_scenes"])
+            oep = evaluation.evaluate_scenes(self.task, base, specs, seeds=seeds, record_qpos_first=self.video)
+            result = {"t_oep": _rates(oep), "t_oep_scenes": len(specs)}
+            outputs = [f"iter{i}/eval.json"]
+            if self.video:
+                evaluation.write_video(self.run_dir.path(f"iter{i}/t_oep.mp4"), self.task, oep, episodes=int(ev["video_episodes"]))
+                outputs.append(f"iter{i}/t_oep.mp4")
+            if i == 1:
+                t_o = evaluation.evaluate_scenes(self.task, base, t_o_scenes(self.task, self.preset.iteration(1).objects, tuple(ev["t_o_pose_ids"])),
+                                                 seeds=seeds)
+                result["t_o_base"] = _rates(t_o)
+            atomic_write_text(self.run_dir.path(f"iter{i}/eval.json"), json.dumps(result, indent=2))
+            return outputs, {"t_oep": result["t_oep"]["mean"]}
+
+        return self._stage(f"iter{i}/evaluate", config, body)
+
+    def residual(self, i: int) -> dict:
+        objects, env_ids = self.preset.iteration(i + 1).objects, self.preset.iteration(i).env_ids
+        ev = self.preset.evaluation
+        config = {"stage": "residual", "iteration": i, "residual": self.preset.residual, "objects": list(objects), "env_ids": list(env_ids),
+                  "evaluation": ev, "seed": self.seed, "base": self.run_dir.output_hash(f"iter{i}/diffusion", f"iter{i}/diffusion")}
+
+        def body():
+            from dexfly.catalog import load_catalog
+            from dexfly.policies.residual.fit import EvalSet, fit
+
+            eval_set = EvalSet(env_id=load_catalog().environments[0].id, pose_ids=tuple(ev["t_o_pose_ids"]), seeds=tuple(ev["seeds"]))
+            res = fit(self.task, self.run_dir.path(f"iter{i}/diffusion"), tuple(objects), tuple(env_ids),
+                      self.preset.residual_config().replace(seed=self.seed), self.run_dir.path(f"iter{i}/residual"), eval_set=eval_set,
+                      progress=self.progress, video=self.video, log=self.log)
+            return [f"iter{i}/residual"], {"t_o_base": res.base_success["mean"], "t_o_combined": res.combined_success["mean"],
+                                           "env_steps": int(res.state.env_steps)}
+
+        return self._stage(f"iter{i}/residual", config, body)
+
+    def collect(self, i: int) -> dict:
+        objects, env_ids = self.preset.iteration(i + 1).objects, self.preset.iteration(i).env_ids
+        per_object = self.preset.rollouts_per_object
+        config = {"stage": "collect", "iteration": i, "objects": list(objects), "env_ids": list(env_ids), "per_object": per_object,
+                  "batch_size": self.preset.collect_batch_size, "seed": self.seed,
+                  "residual": self.run_dir.output_hash(f"iter{i}/residual", f"iter{i}/residual")}
+
+        def body():
+            from dexfly.collect import collect
+            from dexfly.policies.residual.checkpoint import load_combined
+            from dexfly.scenes import sample_object_scenes
+
+            base, hook, params, _ = load_combined(self.run_dir.path(f"iter{i}/residual"), task=self.task)
+            specs = sample_object_scenes(self.task, tuple(objects), tuple(env_ids), per_object, seed=self.seed * 1000 + i)
+            episodes, stats = collect(self.task, base, specs, hook=hook, hook_params=params, seed=self.seed * 1000 + i,
+                                      batch_size=self.preset.collect_batch_size)
+            self.log(f"iter{i}: {stats.successes}/{stats.attempts} rollouts succeeded ({stats.success_rate:.2f}), {stats.kept} kept")
+            outputs = [f"iter{i}/collect.json"]
+            if episodes:
+                self._write(self.run_dir.path(f"iter{i}/rollouts.hdf5"), episodes, {"flywheel_stage": f"iter{i}/collect"})
+                outputs.insert(0, f"iter{i}/rollouts.hdf5")
+            atomic_write_text(self.run_dir.path(f"iter{i}/collect.json"), json.dumps(stats.to_dict(), indent=2))
+            return outputs, stats.to_dict()
+
+        return self._stage(f"iter{i}/collect", config, body)
+
+    def augment(self, i: int) -> dict:
+        nxt = self.preset.iteration(i + 1)
+        collected = self.run_dir.record(f"iter{i}/collect")
+        config = {"stage": "augment", "iteration": i, "c_aug": nxt.to_dict(), "augment": self.preset.augment, "seed": self.seed,
+                  "keep_previous_data": self.preset.keep_previous_data, "rollouts": collected["outputs"] if collected else None,
+                  "previous": self.run_dir.output_hash("warmup" if i == 1 else f"iter{i - 1}/augment", f"d{i}.hdf5")}
+
+        def body():
+            from dexfly.augment import augment
+
+            rollouts = self.run_dir.path(f"iter{i}/rollouts.hdf5")
+            sources = list(dataset.read_dataset(rollouts, task=self.task).episodes) if rollouts.exists() else []
+            by_object: dict[str, list] = {}
+            for ep in sources:
+                by_object.setdefault(ep.object_ids[0], []).append(ep)
+            generated, summary = [], {"per_object": {}}
+            if by_object:
+                share = math.ceil(nxt.trajectories / len(by_object))
+                for k, (obj, eps) in enumerate(sorted(by_object.items())):
+                    caug = dataclasses.replace(self.preset.augment_config(), objects=((self.main_role, (obj,)),), env_ids=nxt.env_ids,
+                                               pose_ids=nxt.pose_ids(self.task))
+                    got, stats = augment(eps, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,
+                                         seed=self.seed * 1000 + 10 * i + k, progress=self.progress)
+                    generated += got
+                    summary["per_object"][obj] = {"sources": len(eps), "generated": stats.generated, "attempts": stats.attempts}
+            else:
+                self.log(f"[yellow]iter{i}: no successful rollouts to augment: D_{i + 1} holds no new data")
+            attempts = sum(v["attempts"] for v in summary["per_object"].values())
+            summary.update(generated=len(generated), attempts=attempts, success_rate=len(generated) / attempts if attempts else None)
+            previous = list(dataset.read_dataset(self._d(i), task=self.task).episodes) if self.preset.keep_previous_data else []
+            data = previous + generated
+            if not data:
+                raise StageError(f"iter{i}/augment: D_{i + 1} would be empty (no successful rollouts and keep_previous_data is off)")
+            self._write(self._d(i + 1), data, {"flywheel_stage": f"iter{i}/augment"})
+            return [f"d{i + 1}.hdf5"], {**summary, **dataset_diversity(data)}
+
+        return self._stage(f"iter{i}/augment", config, body)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        from dexfly.flywheel.report import write_report
+
+        self.warmup()
+        for i in range(1, self.n + 1):
+            self.diffusion(i)
+            self.evaluate(i)
+            if i < self.n:
+                self.residual(i)
+                self.collect(i)
+                self.augment(i)
+        return write_report(self)
+
+
+def _rates(res: evaluation.GroupedEval) -> dict:
+    return {"mean": res.success_rate_mean, "std": res.success_rate_std, "per_seed": list(res.per_seed), "per_object": res.per_object()}
+
+
+def run_flywheel(task: str, preset: str, out, *, iterations: int = 3, seed: int = 0, redo_from: str | None = None, **kw) -> dict:
+    fw = Flywheel(task, preset, out, iterations=iterations, seed=seed, **kw)
+    if redo_from:
+        fw.redo_from(redo_from)
+    return fw.run()
+
+
+__all__ = ["Flywheel", "dataset_diversity", "run_flywheel", "stage_names", "stage_outputs"]

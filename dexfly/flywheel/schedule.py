@@ -1,0 +1,173 @@
+"""Flywheel schedules: per task and preset, what each iteration covers and how large each stage is. Data, not
+code: `assets/schedules/<task>.json`.
+
+    preset = load_preset("grasp", "tiny")
+    preset.iteration(1).objects          # O_1 (the seed's object), E_1 and P_1: C_1 of the warm-up
+    preset.diffusion_config()            # the base policy's DiffusionConfig for this preset
+
+File format (`format: dexfly.schedule/1`):
+    {"task": ..., "presets": {name: {
+        "iterations": [{"objects": [...], "env_ids": [...], "num_poses": N, "trajectories": M}, ...],
+        "diffusion": {DiffusionConfig fields},   "residual": {ResidualConfig fields},
+        "augment": {AugmentConfig fields, "batch_size": B},
+        "rollouts_per_object": R, "collect_batch_size": B,
+        "evaluation": {"seeds": [...], "t_o_pose_ids": [...], "t_oep_scenes": N},
+        "keep_previous_data": bool, "warm_start": bool}}}
+
+Iteration i's entry is D_i's scenario set: its objects O_i, environments E_i and the first `num_poses`
+catalog poses P_i, and `trajectories`, the size of D_i. Entry 1 is C_1 of the warm-up (the seed's object);
+entry i+1 is C_aug^{i+1}, which the rollouts of iteration i (on the objects O_{i+1}) are augmented across.
+Iterations past the last entry repeat it (the paper stops at 3; any n runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dexfly import paths
+from dexfly.catalog import TASK_ROLES, TASKS, load_catalog
+
+FORMAT = "dexfly.schedule/1"
+SCHEDULES_DIR = paths.ASSETS_DIR / "schedules"
+
+
+@dataclass(frozen=True)
+class IterationSpec:
+    objects: tuple[str, ...]
+    env_ids: tuple[str, ...]
+    num_poses: int
+    trajectories: int
+
+    def pose_ids(self, task: str) -> tuple[str, ...]:
+        ids = load_catalog().poses_for(task).ids
+        if self.num_poses > len(ids):
+            raise ValueError(f"num_poses={self.num_poses}: task {task!r} has {len(ids)} catalog poses")
+        return tuple(ids[: self.num_poses])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"objects": list(self.objects), "env_ids": list(self.env_ids), "num_poses": self.num_poses, "trajectories": self.trajectories}
+
+
+@dataclass(frozen=True)
+class Preset:
+    task: str
+    name: str
+    iterations: tuple[IterationSpec, ...]
+    diffusion: dict[str, Any]
+    residual: dict[str, Any]
+    augment: dict[str, Any]
+    rollouts_per_object: int
+    collect_batch_size: int
+    evaluation: dict[str, Any]
+    keep_previous_data: bool
+    warm_start: bool
+
+    def iteration(self, i: int) -> IterationSpec:
+        """The scenario set of D_i (1-based); past the schedule's end, its last entry."""
+        if i < 1:
+            raise ValueError(f"iterations count from 1, got {i}")
+        return self.iterations[min(i, len(self.iterations)) - 1]
+
+    def diffusion_config(self):
+        from dexfly.policies.diffusion.config import DiffusionConfig
+
+        kw = dict(self.diffusion)
+        base = DiffusionConfig.paper() if kw.pop("size", "default") == "paper" else DiffusionConfig()
+        cfg = base.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
+        return cfg.replace(warmup_steps=min(cfg.warmup_steps, max(cfg.total_steps // 10, 1)))
+
+    def residual_config(self):
+        from dexfly.policies.residual.config import ResidualConfig
+
+        return ResidualConfig.from_dict({**ResidualConfig().to_dict(), **self.residual})
+
+    def augment_config(self):
+        from dexfly.augment.config import AugmentConfig
+
+        return dataclasses.replace(AugmentConfig(), **{k: v for k, v in self.augment.items() if k != "batch_size"})
+
+    @property
+    def augment_batch_size(self) -> int:
+        return int(self.augment.get("batch_size", 64))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "name": self.name, "iterations": [it.to_dict() for it in self.iterations], "diffusion": self.diffusion,
+                "residual": self.residual, "augment": self.augment, "rollouts_per_object": self.rollouts_per_object,
+                "collect_batch_size": self.collect_batch_size, "evaluation": self.evaluation,
+                "keep_previous_data": self.keep_previous_data, "warm_start": self.warm_start}
+
+
+_PRESET_KEYS = {"iterations", "diffusion", "residual", "augment", "rollouts_per_object", "collect_batch_size", "evaluation",
+                "keep_previous_data", "warm_start", "note"}
+_EVAL_KEYS = {"seeds", "t_o_pose_ids", "t_oep_scenes", "video_episodes"}
+
+
+def schedule_path(task: str) -> Path:
+    return SCHEDULES_DIR / f"{task}.json"
+
+
+def presets_of(task: str) -> tuple[str, ...]:
+    return tuple(_read(task)["presets"])
+
+
+def _read(task: str) -> dict:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; available: {list(TASKS)}")
+    path = schedule_path(task)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no flywheel schedule for task {task!r} ({path})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if data.get("format") != FORMAT or data.get("task") != task:
+        raise ValueError(f"{path}: not a {FORMAT} schedule for task {task!r}")
+    return data
+
+
+def load_preset(task: str, preset: str) -> Preset:
+    """The preset of the task's schedule, validated (unknown preset, keys, objects or environments: an error
+    naming them)."""
+    data = _read(task)
+    where = f"{schedule_path(task)} preset {preset!r}"
+    if preset not in data["presets"]:
+        raise ValueError(f"unknown preset {preset!r} for task {task!r}; available: {list(data['presets'])}")
+    p = data["presets"][preset]
+    unknown = sorted(set(p) - _PRESET_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}")
+    cat = load_catalog()
+    main_kind = next(iter(TASK_ROLES[task].values()))  # the object role of the task's main role
+    its = []
+    for i, it in enumerate(p["iterations"], 1):
+        spec = IterationSpec(tuple(it["objects"]), tuple(it["env_ids"]), int(it["num_poses"]), int(it["trajectories"]))
+        for oid in spec.objects:
+            obj = cat.object(oid)  # CatalogError naming the id
+            if task not in obj.tasks or obj.role != main_kind:
+                raise ValueError(f"{where}, iteration {i}: object {oid!r} is not a {task} {main_kind}")
+        for e in spec.env_ids:
+            cat.environment(e)
+        spec.pose_ids(task)
+        if not spec.objects or not spec.env_ids or spec.num_poses < 1 or spec.trajectories < 1:
+            raise ValueError(f"{where}, iteration {i}: needs objects, env_ids, num_poses >= 1 and trajectories >= 1")
+        its.append(spec)
+    if not its:
+        raise ValueError(f"{where}: no iterations")
+    evaluation = dict(p.get("evaluation", {}))
+    if set(evaluation) - _EVAL_KEYS:
+        raise ValueError(f"{where}: unknown evaluation keys {sorted(set(evaluation) - _EVAL_KEYS)}")
+    evaluation = {"seeds": [0, 1, 2, 3, 4], "t_o_pose_ids": ["p00"], "t_oep_scenes": 40, "video_episodes": 4, **evaluation}
+    preset_obj = Preset(task, preset, tuple(its), dict(p.get("diffusion", {})), dict(p.get("residual", {})), dict(p.get("augment", {})),
+                        int(p.get("rollouts_per_object", 8)), int(p.get("collect_batch_size", 64)), evaluation,
+                        bool(p.get("keep_previous_data", True)), bool(p.get("warm_start", False)))
+    preset_obj.diffusion_config()  # unknown fields fail here, naming them
+    preset_obj.residual_config()
+    preset_obj.augment_config()
+    return preset_obj
+
+
+__all__ = ["FORMAT", "IterationSpec", "Preset", "load_preset", "presets_of", "schedule_path"]

@@ -1,0 +1,156 @@
+"""A flywheel run folder and its stage records: what makes a long run resumable and its outputs trustworthy.
+
+    run = RunFolder.open("runs/flywheel_grasp", task="grasp", preset="cpu", seed=0)
+    if not run.done("iter1/diffusion", config):    # finished with this config: skip
+        ... write outputs ...
+        run.finish("iter1/diffusion", config, outputs=["iter1/diffusion"], seconds=...)
+
+`flywheel.json` names the run (task, preset, seed); a folder of another task, preset or seed, or a non-empty
+folder that is not a flywheel run, is refused. Each finished stage leaves `stages/<name>.json`: its config and
+the hash of it, its outputs with a SHA-256 of each (files, or every file of a folder), the time it took. A
+rerun skips a stage whose record matches; a record with another config is an error (unless the user redoes
+the run from that stage), and an output whose content no longer matches its hash is refused, naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dexfly.utils import atomic_write_text
+
+FORMAT = "dexfly.flywheel/1"
+RUN_FILE = "flywheel.json"
+
+
+class StageError(ValueError):
+    """A stage record or output that cannot be trusted or reused (names the stage and the file)."""
+
+
+def config_hash(config: Any) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's files (relative names and contents, sorted)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    if not path.exists():
+        raise FileNotFoundError(path)
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _record_name(stage: str) -> str:
+    return stage.replace("/", "__") + ".json"
+
+
+@dataclass
+class RunFolder:
+    root: Path
+    meta: dict
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, *, task: str, preset: str, seed: int) -> RunFolder:
+        root = Path(root).resolve()
+        meta = {"format": FORMAT, "task": task, "preset": preset, "seed": seed}
+        run_file = root / RUN_FILE
+        if run_file.exists():
+            try:
+                saved = json.loads(run_file.read_text())
+            except json.JSONDecodeError as e:
+                raise StageError(f"{run_file}: not valid JSON ({e})") from None
+            if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+                raise StageError(f"{run_file}: not a dexfly flywheel run")
+            for key in ("task", "preset", "seed"):
+                if saved.get(key) != meta[key]:
+                    raise StageError(f"{root} is a flywheel run of {key} {saved.get(key)!r}, not {meta[key]!r} (use another --out)")
+        else:
+            if root.exists() and any(root.iterdir()):
+                raise StageError(f"{root} is not empty and holds no {RUN_FILE}: not a flywheel run folder (use another --out)")
+            root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_file, json.dumps({**meta, "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
+        (root / "stages").mkdir(exist_ok=True)
+        return cls(root, meta)
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def record(self, stage: str) -> dict | None:
+        f = self.root / "stages" / _record_name(stage)
+        if not f.exists():
+            return None
+        try:
+            return json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise StageError(f"stage {stage!r}: its record {f} is corrupt ({e}); redo the run from this stage") from None
+
+    def done(self, stage: str, config: Any) -> bool:
+        """True when the stage finished with this config and its outputs are intact; False when it has not
+        finished. StageError when it finished with another config or an output changed since."""
+        rec = self.record(stage)
+        if rec is None:
+            return False
+        if rec.get("config_hash") != config_hash(config):
+            raise StageError(f"stage {stage!r} finished with other settings than this run asks for "
+                             f"({_diff(rec.get('config'), config)}); rerun with --redo-from {stage} to redo it and what follows")
+        for rel, digest in rec.get("outputs", {}).items():
+            p = self.root / rel
+            if not p.exists():
+                raise StageError(f"stage {stage!r}: its output {p} is missing; rerun with --redo-from {stage}")
+            if content_hash(p) != digest:
+                raise StageError(f"stage {stage!r}: its output {p} changed since the stage finished (corrupt or edited); "
+                                 f"rerun with --redo-from {stage}")
+        return True
+
+    def finish(self, stage: str, config: Any, outputs: list[str], seconds: float, summary: dict | None = None) -> dict:
+        rec = {"stage": stage, "config_hash": config_hash(config), "config": config,
+               "outputs": {rel: content_hash(self.root / rel) for rel in outputs}, "seconds": round(seconds, 1),
+               "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary or {}}
+        atomic_write_text(self.root / "stages" / _record_name(stage), json.dumps(rec, indent=2, default=str))
+        return rec
+
+    def output_hash(self, stage: str, rel: str) -> str:
+        rec = self.record(stage)
+        if rec is None or rel not in rec.get("outputs", {}):
+            raise StageError(f"stage {stage!r} has not finished (no output {rel})")
+        return rec["outputs"][rel]
+
+    def redo_from(self, stages_in_order: list[str], stage: str, outputs_of: dict[str, list[str]]) -> list[str]:
+        """Forget `stage` and every later one: their records and outputs are removed. Returns the removed stages."""
+        if stage not in stages_in_order:
+            raise StageError(f"unknown stage {stage!r}; this run's stages: {stages_in_order}")
+        removed = []
+        for s in stages_in_order[stages_in_order.index(stage):]:
+            f = self.root / "stages" / _record_name(s)
+            for rel in outputs_of.get(s, []):
+                p = self.root / rel
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+            if f.exists():
+                f.unlink()
+                removed.append(s)
+        return removed
+
+
+def _diff(old: Any, new: Any) -> str:
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return "config differs"
+    keys = sorted(k for k in set(old) | set(new) if json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(new.get(k), sort_keys=True, default=str))
+    return "changed: " + ", ".join(keys) if keys else "config differs"
+
+
+__all__ = ["FORMAT", "RunFolder", "StageError", "config_hash", "content_hash"]

@@ -1,0 +1,158 @@
+"""The flywheel: schedules and test sets as data, run folders and stage records, the tiny preset end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from dexfly.flywheel.schedule import load_preset, presets_of
+from dexfly.flywheel.stages import RunFolder, StageError
+from dexfly.flywheel.testsets import T_OEP_SIZE, load_t_oep
+from dexfly.catalog import TASKS
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_has_a_schedule_and_a_t_oep_set(task):
+    assert {"tiny", "paper"} <= set(presets_of(task))
+    for name in presets_of(task):
+        preset = load_preset(task, name)
+        assert preset.iteration(1).objects, "iteration 1 holds the seed's object"
+        assert preset.iteration(99) == preset.iterations[-1], "iterations past the schedule repeat its last entry"
+    specs = load_t_oep(task)
+    assert len(specs) == T_OEP_SIZE and len(set(specs)) == T_OEP_SIZE
+    assert all(s.pose_id.startswith("t_oep_") for s in specs)
+
+
+def test_bad_presets_are_refused(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        load_preset("grasp", "huge")
+    with pytest.raises(ValueError, match="unknown task"):
+        load_preset("juggle", "tiny")
+    from dexfly.flywheel import schedule
+
+    data = json.loads(schedule.schedule_path("grasp").read_text())
+    data["presets"]["tiny"]["iterations"][1]["objects"].append("lift_box_carton")
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    monkeypatch.setattr(schedule, "SCHEDULES_DIR", tmp_path)
+    with pytest.raises(ValueError, match="'lift_box_carton' is not a grasp object"):
+        load_preset("grasp", "tiny")
+
+
+def test_a_foreign_or_non_run_folder_is_refused(tmp_path):
+    RunFolder.open(tmp_path / "run", task="grasp", preset="tiny", seed=0)
+    with pytest.raises(StageError, match="task 'grasp', not 'lift'"):
+        RunFolder.open(tmp_path / "run", task="lift", preset="tiny", seed=0)
+    with pytest.raises(StageError, match="seed 0, not 1"):
+        RunFolder.open(tmp_path / "run", task="grasp", preset="tiny", seed=1)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(StageError, match="not a flywheel run folder"):
+        RunFolder.open(tmp_path / "other", task="grasp", preset="tiny", seed=0)
+
+
+def test_stage_records(tmp_path):
+    run = RunFolder.open(tmp_path / "run", task="grasp", preset="tiny", seed=0)
+    (run.root / "out.txt").write_text("data")
+    assert not run.done("a", {"x": 1})
+    run.finish("a", {"x": 1}, ["out.txt"], 1.0)
+    assert run.done("a", {"x": 1})
+    with pytest.raises(StageError, match=r"stage 'a' finished with other settings .*changed: x.*--redo-from a"):
+        run.done("a", {"x": 2})
+    (run.root / "out.txt").write_text("edited")
+    with pytest.raises(StageError, match="out.txt changed since the stage finished"):
+        run.done("a", {"x": 1})
+    assert run.redo_from(["a", "b"], "a", {"a": ["out.txt"]}) == ["a"]
+    assert not (run.root / "out.txt").exists() and run.record("a") is None
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+ITERATIONS = 2
+
+
+def _strip(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k not in ("stage_seconds", "total_seconds")}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny preset, warm-up plus two iterations, run once for the module."""
+    from dexfly.flywheel.loop import Flywheel
+
+    out = tmp_path_factory.mktemp("flywheel") / "grasp_tiny"
+    report = Flywheel("grasp", "tiny", out, iterations=ITERATIONS, progress=False, video=False).run()
+    return out, report
+
+
+def test_tiny_preset_end_to_end(tiny_run, capsys):
+    out, report = tiny_run
+    rows = report["table1"]
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert rows[0]["objects"] == 1 and rows[0]["trajectories"] >= 1
+    assert rows[1]["trajectories"] >= rows[0]["trajectories"]  # D_2 keeps D_1 (the tiny preset keeps previous data)
+    for r in rows:
+        assert 0.0 <= r["t_oep"]["mean"] <= 1.0 and len(r["t_oep"]["per_seed"]) == 1
+    assert rows[1]["t_o_base"] is not None and rows[1]["t_o_combined"] is not None
+    for name in ("report.json", "report.md", "success.png", "d1.hdf5", "d2.hdf5", "iter1/residual/eval.json", "iter1/collect.json"):
+        assert (out / name).exists(), name
+    saved = json.loads((out / "report.json").read_text())
+    assert _strip(saved) == _strip(report)
+    # rerunning skips every stage and prints the same table
+    from dexfly.flywheel.loop import Flywheel
+
+    again = Flywheel("grasp", "tiny", out, iterations=ITERATIONS, progress=False, video=False).run()
+    assert _strip(again) == _strip(report)
+    assert "t_oep_success=" in capsys.readouterr().out
+
+
+def test_interrupted_run_resumes_to_the_same_report(tiny_run, tmp_path):
+    from dexfly.flywheel.loop import Flywheel
+
+    out, report = tiny_run
+    resumed = tmp_path / "resumed"
+    fw = Flywheel("grasp", "tiny", resumed, iterations=ITERATIONS, progress=False, video=False)
+    fw.warmup()
+    fw.diffusion(1)  # "interrupted" here: a new process would start from the records on disk
+    assert _strip(Flywheel("grasp", "tiny", resumed, iterations=ITERATIONS, progress=False, video=False).run()) == _strip(report)
+
+
+def test_a_corrupt_stage_output_is_refused(tiny_run, tmp_path):
+    from dexfly.flywheel.loop import Flywheel
+
+    out, _ = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / "d1.hdf5", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00corrupt\x00")
+    with pytest.raises(StageError, match=r"stage 'warmup': its output .*d1.hdf5 changed since the stage finished"):
+        Flywheel("grasp", "tiny", copy, iterations=ITERATIONS, progress=False, video=False).run()
+
+
+def test_rollouts_become_augmentation_sources(tiny_run):
+    """Seed actions replayed through `collect` (the hook alone acts) come back as episodes with the detector's
+    subtask ends, and A_EP accepts them as sources: the path from D_O^i to D_(i+1)."""
+    import numpy as np
+
+    import envs
+    from dexfly import dataset
+    from dexfly.augment import AugmentConfig, augment
+    from dexfly.collect import collect
+    from dexfly.paths import DEMOS_DIR
+    from dexfly.rollout import _replay_hook
+
+    seed = dataset.read_dataset(DEMOS_DIR / "grasp_seed.hdf5", task="grasp").episodes[0]
+    env = envs.make_cached("grasp", envs.episode_objects(seed))
+    specs = [env.scene_from_episode(seed)] * 8
+    actions = np.repeat(np.asarray(seed.actions, np.float32)[None], 8, axis=0)
+    episodes, stats = collect("grasp", None, specs, hook=_replay_hook, hook_params=actions, batch_size=8)
+    assert stats.attempts == 8 and stats.successes == 8 and stats.kept == 8, stats
+    ep = episodes[0]
+    assert ep.source == "rollout" and ep.success
+    np.testing.assert_allclose(ep.actions, seed.actions, atol=1e-6)
+    assert ep.subtask_end.shape == seed.subtask_end.shape and ep.subtask_end[-1].all() and not ep.subtask_end[:-1].any()
+    caug = AugmentConfig(objects=(("object", ("box_cube_5cm",)),), env_ids=("studio",), pose_ids=("p01", "p02"))
+    generated, aug = augment(episodes[:2], "grasp", caug, num_wanted=2, batch_size=8, progress=False)
+    assert aug.generated >= 1, aug.breakdown()
