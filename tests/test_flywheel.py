@@ -108,13 +108,16 @@ def test_tiny_preset_end_to_end(tiny_run, capsys):
 
 
 def test_interrupted_run_resumes_to_the_same_report(tiny_run, tmp_path):
+    """A run stopped before `iter1/collect` finished (its record and outputs, and all later ones, absent) resumes
+    from the records on disk to the same report."""
     from dexfly.flywheel.loop import Flywheel
 
     out, report = tiny_run
     resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
     fw = Flywheel("grasp", "tiny", resumed, iterations=ITERATIONS, progress=False, video=False)
-    fw.warmup()
-    fw.diffusion(1)  # "interrupted" here: a new process would start from the records on disk
+    assert fw.redo_from("iter1/collect")[0] == "iter1/collect"
+    assert not (resumed / "d2.hdf5").exists()
     assert _strip(Flywheel("grasp", "tiny", resumed, iterations=ITERATIONS, progress=False, video=False).run()) == _strip(report)
 
 
