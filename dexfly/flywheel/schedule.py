@@ -114,19 +114,24 @@ def presets_of(task: str) -> tuple[str, ...]:
     return tuple(_read(task)["presets"])
 
 
-def _read(task: str) -> dict:
+def read_task_file(path: Path, task: str, fmt: str, what: str) -> dict:
+    """A per-task JSON data file (schedule, test set): FileNotFoundError or ValueError naming the file when it
+    is missing, not JSON, or not a `fmt` file of `task`."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; available: {list(TASKS)}")
-    path = schedule_path(task)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"no flywheel schedule for task {task!r} ({path})") from None
+        raise FileNotFoundError(f"no {what} for task {task!r} ({path})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if data.get("format") != FORMAT or data.get("task") != task:
-        raise ValueError(f"{path}: not a {FORMAT} schedule for task {task!r}")
+    if not isinstance(data, dict) or data.get("format") != fmt or data.get("task") != task:
+        raise ValueError(f"{path}: not a {fmt} {what} for task {task!r}")
     return data
+
+
+def _read(task: str) -> dict:
+    return read_task_file(schedule_path(task), task, FORMAT, "flywheel schedule")
 
 
 def load_preset(task: str, preset: str) -> Preset:

@@ -9,13 +9,13 @@ every baseline of a task is scored on the same file. `make_t_oep` wrote them (se
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from dexfly import paths
 from dexfly.catalog import TASK_ROLES, load_catalog
+from dexfly.flywheel.schedule import read_task_file
 from dexfly.scenes import object_scene, scene_grid
 from envs.base import SceneSpec
 
@@ -46,15 +46,7 @@ def make_t_oep(task: str, objects: tuple[str, ...], n: int = T_OEP_SIZE, seed: i
 
 def load_t_oep(task: str, limit: int | None = None) -> list[SceneSpec]:
     """T_OEP's scenes (the first `limit`); ValueError naming the file when it is malformed or of another task."""
-    path = testset_path(task)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no T_OEP test set for task {task!r} ({path})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if data.get("format") != FORMAT or data.get("task") != task:
-        raise ValueError(f"{path}: not a {FORMAT} test set for task {task!r}")
+    data = read_task_file(testset_path(task), task, FORMAT, "T_OEP test set")
     configs = data["t_oep"][:limit] if limit else data["t_oep"]
     return [object_scene(task, c["object"], c["env_id"], c["pose"], f"t_oep_{k:02d}") for k, c in enumerate(configs)]
 
