@@ -62,12 +62,21 @@ class DiffusionPolicy:
         """
         if obs_history.ndim == 2:
             return self.sample(obs_history[None], key)[0]
+        x_T = jax.random.normal(key, (obs_history.shape[0], self.config.pred_horizon, self.action_dim), jnp.float32)
+        return self.sample_from_noise(obs_history, x_T)
+
+    def sample_from_noise(self, obs_history: jax.Array, x_T: jax.Array) -> jax.Array:
+        """`sample` with its one random draw given: DDIM (eta = 0) is deterministic given the initial noise, so
+        this is a pure function (what `dexfly.export` serialises).
+
+        obs_history: [B, obs_horizon, obs_dim] raw; x_T: [B, pred_horizon, action_dim] standard normal noise.
+        Returns raw actions [B, pred_horizon, action_dim].
+        """
         cfg = self.config
         B = obs_history.shape[0]
         feats = obs_features(obs_history.astype(jnp.float32), cfg.obs_quat_at, cfg.obs_rel_pos)
         cond = self.normalizer.obs.normalize(feats).reshape(B, -1)
         model = make_model(cfg, self.action_dim)
-        x_T = jax.random.normal(key, (B, cfg.pred_horizon, self.action_dim), jnp.float32)
         denoise = lambda x, t: model.apply({"params": self.params}, x, t, cond)  # noqa: E731
         x0 = ddim_sample(denoise, make_schedule(cfg.num_train_timesteps), x_T, cfg.num_inference_steps,
                          cfg.clip_sample)
