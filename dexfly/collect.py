@@ -20,9 +20,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 import envs
-from dexfly import watchdog
+from dexfly import devices, watchdog
 from dexfly.evaluation import check_policy_fits
 from dexfly.rollout import episodes_from_trajectory, record_dataset_step, rollout_subtask_end, trajectory_from_records
 from dexfly.unroll import ChunkPolicy, Hook, Step, jit_unroll
@@ -70,16 +71,18 @@ def _intermediate(env: TaskEnv) -> np.ndarray:
 
 def collect(task: str, policy: ChunkPolicy | None, specs: list[SceneSpec], *, hook: Hook | None = None, hook_params: Any = None, seed: int = 0,
             batch_size: int = 64, env_config: envs.EnvConfig | None = None, source: str = "rollout",
-            on_batch: Callable[[int, int], None] | None = None) -> tuple[list, CollectStats]:
+            on_batch: Callable[[int, int], None] | None = None, mesh: Mesh | None = None) -> tuple[list, CollectStats]:
     """Roll the policy out once in every scene; returns (successful Episodes, CollectStats).
 
     Scenes are grouped by object topology (one compiled env each) and run `batch_size` at a time (a short last
     batch is padded with copies of its first scene, whose results are dropped). Batch k of the whole call uses
     the key fold_in(PRNGKey(seed), k), so the same scenes, seed and batch size give the same episodes.
-    `on_batch(done, total)` is called after every batch. A NaN in the simulation fails the episode.
+    `on_batch(done, total)` is called after every batch. A NaN in the simulation fails the episode. With a device
+    `mesh` (`dexfly.devices`), each batch is split over its devices (`batch_size` a multiple of their number).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    devices.check_batch(batch_size, mesh, "batch_size")
     if not specs:
         raise ValueError("no scenes to collect in")
     stats, episodes, batch_index, done = CollectStats(), [], 0, 0
@@ -88,13 +91,13 @@ def collect(task: str, policy: ChunkPolicy | None, specs: list[SceneSpec], *, ho
         env = envs.make_cached(task, tuple(objects), env_config)
         if policy is not None:  # None: the hook alone acts (e.g. replay), as in `dexfly.unroll`
             check_policy_fits(env, policy, task)
-        run = jit_unroll(env, env.episode_steps, hook, _recorder(env))
+        run = jit_unroll(env, env.episode_steps, hook, _recorder(env), mesh)
         intermediate = _intermediate(env)
         for start in range(0, len(group), batch_size):
             chunk = list(group[start : start + batch_size])
             n = len(chunk)
             scenes = env.make_scenes(chunk + [chunk[0]] * (batch_size - n))
-            _, rec = run(policy, scenes, jax.random.fold_in(jax.random.PRNGKey(seed), batch_index), hook_params, None)
+            _, rec = devices.gather(run(policy, scenes, jax.random.fold_in(jax.random.PRNGKey(seed), batch_index), hook_params, None))
             actions = np.asarray(jnp.swapaxes(rec.pop("action"), 0, 1))[:n]
             traj = jax.tree.map(lambda x, n=n: np.asarray(x)[:n], trajectory_from_records(rec))
             success = traj.success[:, -1] & ~traj.nan.any(axis=1)

@@ -5,6 +5,10 @@ residual policy) for an episode; episode success is the task's success after the
 documented rule). `evaluate` repeats this over several seeds and reports the mean and standard deviation
 of the success rate (the paper reports 5 runs); `evaluate_scenes` does it for scenes of any topologies,
 one compiled env per topology, weighting each group by its number of scenes.
+
+With a device mesh (`dexfly.devices`), the scenes are split over its devices; a scene count that is not a
+multiple of the device count is padded with copies of the first scene, whose results are dropped (every random
+draw is per env, so the real scenes get the same numbers as without padding).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 import envs
-from dexfly import watchdog
+from dexfly import devices, watchdog
 from dexfly.unroll import ChunkPolicy, Hook, Step, jit_unroll, record_success
 from dexfly.utils import group_by_topology
 from envs.base import SceneSpec, State, TaskEnv
@@ -48,18 +53,19 @@ def _record_success_qpos(step: Step, action, after: State, extras):
 
 
 def rollout_policy(env: TaskEnv, policy: ChunkPolicy, scenes, key, *, num_steps: int | None = None, record_qpos: bool = False,
-                   hook: Hook | None = None, hook_params: Any = None, specs: list[SceneSpec] | None = None):
+                   hook: Hook | None = None, hook_params: Any = None, specs: list[SceneSpec] | None = None, mesh: Mesh | None = None):
     """Run the policy closed loop for `num_steps` env steps (default: the task's episode) in every scene.
 
     `hook` / `hook_params` change each step's action (see `dexfly.unroll`). Returns (success [T, B] per step,
     qpos [T, B, nq] or None). Raises SimulationError (naming the scenes, given `specs`) on NaN in the simulation.
+    With a `mesh`, B must be a multiple of its device count (`evaluate` pads).
     """
     num_steps = env.episode_steps if num_steps is None else num_steps
     if num_steps <= 0:
         raise ValueError(f"evaluation horizon must be positive, got num_steps={num_steps}")
     check_policy_fits(env, policy)
     record = _record_success_qpos if record_qpos else record_success
-    final, records = jit_unroll(env, num_steps, hook, record)(policy, scenes, key, hook_params, None)
+    final, records = devices.gather(jit_unroll(env, num_steps, hook, record, mesh)(policy, scenes, key, hook_params, None))
     env.check_finite(final.state, specs, where="policy evaluation")
     if record_qpos:
         success, qpos = records
@@ -78,16 +84,20 @@ def evaluate(
     record_qpos: bool = False,
     hook: Hook | None = None,
     hook_params: Any = None,
+    mesh: Mesh | None = None,
 ) -> EvalResult:
     """Success rate over the scenes, mean and std over seeds (each seed re-samples the policy's noise)."""
     if not specs:
         raise ValueError("no evaluation scenes")
     check_policy_fits(env, policy, task)
-    scenes = env.make_scenes(specs)
+    n = len(specs)
+    padded = list(specs) + [specs[0]] * devices.padding(n, mesh)  # a whole number of envs per device; dropped below
+    scenes = env.make_scenes(padded)
     rates, per_scene, first_qpos = [], [], None
     for i, seed in enumerate(seeds):
         success, qpos = rollout_policy(env, policy, scenes, jax.random.PRNGKey(seed), num_steps=num_steps,
-                                       record_qpos=record_qpos and i == 0, hook=hook, hook_params=hook_params, specs=specs)
+                                       record_qpos=record_qpos and i == 0, hook=hook, hook_params=hook_params, specs=padded, mesh=mesh)
+        success, qpos = success[:, :n], None if qpos is None else qpos[:, :n]
         watchdog.beat(f"evaluate {env.name}: {len(specs)} scenes of {dict(specs[0].objects)}, seed {seed}")
         final = success[-1]
         per_scene.append(final)
@@ -117,7 +127,7 @@ class GroupedEval:
 
 def evaluate_scenes(task: str, policy: ChunkPolicy, specs: list[SceneSpec], *, seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
                     num_steps: int | None = None, record_qpos_first: bool = False, hook: Hook | None = None,
-                    hook_params: Any = None, env_config: envs.EnvConfig | None = None) -> GroupedEval:
+                    hook_params: Any = None, env_config: envs.EnvConfig | None = None, mesh: Mesh | None = None) -> GroupedEval:
     """`evaluate` over scenes of any object topologies: one compiled env per topology group; overall per-seed
     rates weight each group by its number of scenes. With `record_qpos_first`, the first group's first seed
     keeps its qpos (for a video)."""
@@ -127,7 +137,7 @@ def evaluate_scenes(task: str, policy: ChunkPolicy, specs: list[SceneSpec], *, s
     for i, (objects, group) in enumerate(group_by_topology(task, specs).items()):
         env = envs.make_cached(task, tuple(objects), env_config)
         res = evaluate(env, policy, group, seeds=seeds, num_steps=num_steps, task=task, record_qpos=record_qpos_first and i == 0,
-                       hook=hook, hook_params=hook_params)
+                       hook=hook, hook_params=hook_params, mesh=mesh)
         per_seed += np.asarray(res.per_seed) * len(group)
         groups.append((tuple(objects), tuple(group), res))
     per_seed /= len(specs)

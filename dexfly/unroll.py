@@ -18,7 +18,7 @@ records are cut to `num_steps` (the final state is the one after the last step a
 need the state at `num_steps` exactly pick a horizon that divides it).
 
 Every env is stepped through `env.batched(env.step)` (a vmap over the batch). Nothing here is jitted: wrap
-`unroll` in your own jit, or use `jit_unroll` (cached per env, horizon, hook and recorder).
+`unroll` in your own jit, or use `jit_unroll` (cached per env, horizon, hook, recorder and device mesh).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
+from dexfly import devices
 from dexfly.layout import history_init, history_push, obs_vector
 from envs.base import State, TaskEnv
 
@@ -130,12 +132,13 @@ def unroll(
 
 
 @functools.lru_cache(maxsize=64)
-def jit_unroll(env: TaskEnv, num_steps: int, hook: Hook | None = None, record: Record = record_success):
-    """Jitted reset-and-unroll, cached per (env, horizon, hook, recorder); hook and recorder must be hashable
+def jit_unroll(env: TaskEnv, num_steps: int, hook: Hook | None = None, record: Record = record_success, mesh: Mesh | None = None):
+    """Jitted reset-and-unroll, cached per (env, horizon, hook, recorder, mesh); hook and recorder must be hashable
     (module functions or `functools.partial`s of hashable values).
 
     fn(policy, scenes, key, hook_params, hook_carry) resets every env in `scenes` (one reset key per env) and
-    unrolls; returns (final UnrollCarry, records [num_steps, B, ...]).
+    unrolls; returns (final UnrollCarry, records [num_steps, B, ...]). With a `mesh` (`dexfly.devices`), the
+    scenes [B] are split over its devices (B a multiple of their number) and everything else is replicated.
     """
 
     def run(policy, scenes, key, hook_params, hook_carry):
@@ -145,7 +148,15 @@ def jit_unroll(env: TaskEnv, num_steps: int, hook: Hook | None = None, record: R
         return unroll(env, policy, start, k_unroll, num_steps=num_steps, hook=hook, hook_params=hook_params,
                       hook_carry=hook_carry, record=record)
 
-    return jax.jit(run)
+    fn = jax.jit(run)
+    if mesh is None:
+        return fn
+
+    def sharded(policy, scenes, key, hook_params, hook_carry):
+        policy, key, hook_params, hook_carry = devices.replicate((policy, key, hook_params, hook_carry), mesh)
+        return fn(policy, devices.shard_batch(scenes, mesh), key, hook_params, hook_carry)
+
+    return sharded
 
 
 __all__ = ["ChunkPolicy", "Hook", "Record", "Step", "UnrollCarry", "history_init", "history_push", "jit_unroll", "record_success", "unroll"]

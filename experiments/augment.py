@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import dexfly  # noqa: F401  (XLA flags before jax)
 import tyro
@@ -24,6 +25,7 @@ import envs
 from dexfly import dataset, watchdog
 from dexfly.augment import AugmentConfig, augment
 from dexfly.augment.config import parse_object_sets, with_counts
+from dexfly.devices import DeviceConfig
 from dexfly.paths import DEMOS_DIR
 
 
@@ -38,7 +40,7 @@ class Args:
     max_attempts: int | None = None
     """Attempt budget (default 4 x num_wanted)."""
     batch_size: int = 64
-    """Attempts simulated at once (one batched env per attempt)."""
+    """Attempts simulated at once (one batched env per attempt); a multiple of the device count."""
     seed: int = 0
     # ---- C_aug as counts (ids given in --augment.* win)
     num_poses: int = 0
@@ -54,6 +56,8 @@ class Args:
     """Seconds without progress after which the run stops with an error (0: no watchdog)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """C_aug ids and the generator's settings (see dexfly.augment.AugmentConfig)."""
+    parallel: Annotated[DeviceConfig, tyro.conf.arg(name="")] = field(default_factory=DeviceConfig)
+    """Devices that batches are split over, and the multi-host setup (no flag prefix: --devices, --coordinator-address, ...)."""
 
 
 def build_caug(args: Args, first_source) -> AugmentConfig:
@@ -75,9 +79,10 @@ def main(args: Args):
         sources += list(data.episodes)
         env_args = env_args or dict(data.env_args)
     caug = build_caug(args, sources[0])
+    mesh = args.parallel.mesh()
     with watchdog.stage(f"augment {args.task}", timeout_s=args.stall_timeout):
         episodes, stats = augment(sources, args.task, caug, num_wanted=args.num_wanted, batch_size=args.batch_size,
-                                  max_attempts=args.max_attempts, seed=args.seed, progress=args.progress)
+                                  max_attempts=args.max_attempts, seed=args.seed, progress=args.progress, mesh=mesh)
     console = Console()
     console.print(stats.table())
     console.print(stats.breakdown(), markup=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import dexfly  # noqa: F401  (XLA flags before jax)
 import tyro
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from dexfly import evaluation, watchdog
 from dexfly.catalog import TASKS, CatalogError
+from dexfly.devices import DeviceConfig
 from dexfly.policies.diffusion import load_run
 from dexfly.policies.residual import checkpoint as residual_checkpoint
 from dexfly.scenes import scene_grid
@@ -55,6 +57,8 @@ class Args:
     stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S
     """Seconds without progress after which the evaluation stops with an error (0: no watchdog)."""
     env: EnvConfig = field(default_factory=EnvConfig)
+    parallel: Annotated[DeviceConfig, tyro.conf.arg(name="")] = field(default_factory=DeviceConfig)
+    """Devices that batches are split over, and the multi-host setup (no flag prefix: --devices, --coordinator-address, ...)."""
 
 
 def main(args: Args) -> tuple[float, float]:
@@ -80,9 +84,10 @@ def main(args: Args) -> tuple[float, float]:
                            num_env_ids=args.num_env_ids, pose_ids=args.pose_ids, num_poses=args.num_poses)[: args.max_scenes]
     except (CatalogError, ValueError) as e:
         raise SystemExit(str(e)) from None
+    mesh = args.parallel.mesh()
     with watchdog.stage(f"evaluate {args.task}", timeout_s=args.stall_timeout):
         res = evaluation.evaluate_scenes(args.task, policy, specs, seeds=args.seeds, record_qpos_first=args.videos > 0,
-                                         env_config=args.env, hook=hook, hook_params=hook_params)
+                                         env_config=args.env, hook=hook, hook_params=hook_params, mesh=mesh)
     video = None
     if args.videos > 0:
         video = evaluation.write_video(args.out / f"eval_{args.task}.mp4", args.task, res, episodes=args.videos, env_config=args.env)

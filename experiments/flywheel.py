@@ -12,8 +12,9 @@ Ends by printing Table 1 and the line `t_oep_success=<i1>,<i2>,...`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import dexfly  # noqa: F401  (XLA flags before jax)
 import tyro
@@ -21,6 +22,7 @@ from rich.console import Console
 
 from dexfly import watchdog
 from dexfly.catalog import TASKS, CatalogError
+from dexfly.devices import DeviceConfig
 from dexfly.flywheel.loop import Flywheel
 from dexfly.flywheel.stages import StageError
 
@@ -36,10 +38,16 @@ class Args:
     seed: int = 0
     redo_from: str | None = None
     """Redo this stage (e.g. iter2/residual) and every later one; their outputs are removed first."""
+    residual: bool = True
+    """Ablation --no-residual: rollouts by the base policy alone, no residual stage (a run of its own: another --out)."""
+    augment_rollouts: bool = True
+    """Ablation --no-augment-rollouts: D_(i+1) is the successful rollouts themselves, without A_EP (another --out)."""
     video: bool = True
     progress: bool = True
     stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S
     """Seconds without progress after which a stage stops with an error (0: no watchdog); rerun to resume."""
+    parallel: Annotated[DeviceConfig, tyro.conf.arg(name="")] = field(default_factory=DeviceConfig)
+    """Devices that batches are split over, and the multi-host setup (no flag prefix: --devices, --coordinator-address, ...)."""
 
 
 def main(args: Args) -> dict:
@@ -49,7 +57,8 @@ def main(args: Args) -> dict:
     try:
         with watchdog.stage(f"flywheel {args.task}", timeout_s=args.stall_timeout):
             fw = Flywheel(args.task, args.preset, args.out, iterations=args.iterations, seed=args.seed, log=console.print,
-                          progress=args.progress, video=args.video)
+                          progress=args.progress, video=args.video, mesh=args.parallel.mesh(), residual=args.residual,
+                          augment_rollouts=args.augment_rollouts)
             if args.redo_from:
                 removed = fw.redo_from(args.redo_from)
                 console.print(f"redoing from {args.redo_from}: forgot {removed or 'nothing (not run yet)'}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import dexfly  # noqa: F401  (XLA flags before jax)
 import tyro
@@ -20,6 +21,7 @@ from rich.table import Table
 
 import envs
 from dexfly import dataset, watchdog
+from dexfly.devices import DeviceConfig
 from dexfly.policies.diffusion import DiffusionConfig, num_parameters
 from dexfly.policies.diffusion.run import task_config, train_run
 
@@ -35,6 +37,7 @@ class Args:
     steps: int = 6000
     """Optimizer steps (6000 at batch 256: ~25 min on a 2-core CPU)."""
     batch_size: int = 256
+    """Training windows per step (all devices together); a multiple of the device count."""
     lr: float = 1e-3
     seed: int = 0
     eval_every: int = 0
@@ -50,6 +53,8 @@ class Args:
     """Seconds without progress after which training stops with an error (0: no watchdog); rerun to resume."""
     policy: DiffusionConfig = field(default_factory=DiffusionConfig)
     """Network and schedule settings (horizons, widths, DDIM steps); --size paper overrides the widths."""
+    parallel: Annotated[DeviceConfig, tyro.conf.arg(name="")] = field(default_factory=DeviceConfig)
+    """Devices that batches are split over, and the multi-host setup (no flag prefix: --devices, --coordinator-address, ...)."""
 
 
 def main(args: Args) -> float:
@@ -72,7 +77,7 @@ def main(args: Args) -> float:
         with watchdog.stage(f"train_diffusion {args.task}", timeout_s=args.stall_timeout):
             result = train_run(args.task, episodes, args.out, config, datasets=tuple(str(p) for p in args.datasets),
                                eval_scenes=args.eval_scenes, eval_seeds=args.eval_seeds, eval_every=args.eval_every,
-                               checkpoint_every=args.checkpoint_every, log=console.print)
+                               checkpoint_every=args.checkpoint_every, log=console.print, mesh=args.parallel.mesh())
     except ValueError as e:
         raise SystemExit(str(e)) from None
     history, losses, seconds = result.history, result.losses, result.seconds

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from dexfly import watchdog
 from dexfly.catalog import TASKS, CatalogError
+from dexfly.devices import DeviceConfig
 from dexfly.policies.residual.config import ResidualConfig
 from dexfly.policies.residual.fit import EvalSet, fit
 from envs.base import EnvConfig
@@ -51,6 +52,8 @@ class Args:
     env: EnvConfig = field(default_factory=EnvConfig)
     residual: Annotated[ResidualConfig, tyro.conf.arg(name="")] = field(default_factory=ResidualConfig)
     """The residual and PPO settings (flags without a prefix: --num-envs, --total-steps, --explore-steps, --seed, ...)."""
+    parallel: Annotated[DeviceConfig, tyro.conf.arg(name="")] = field(default_factory=DeviceConfig)
+    """Devices that batches are split over, and the multi-host setup (no flag prefix: --devices, --coordinator-address, ...)."""
 
 
 def main(args: Args):
@@ -64,7 +67,7 @@ def main(args: Args):
     try:
         with watchdog.stage(f"train_residual {args.task}", timeout_s=args.stall_timeout):
             res = fit(args.task, args.base, args.objects, args.env_ids, config, args.out, eval_set=args.eval, env_config=args.env,
-                      checkpoint_every=args.checkpoint_every, video=args.video, log=console.print)
+                      checkpoint_every=args.checkpoint_every, video=args.video, log=console.print, mesh=args.parallel.mesh())
     except (FileNotFoundError, ValueError, CatalogError) as e:
         raise SystemExit(str(e)) from None
     table = Table(title=f"residual PPO: {args.task}, evaluation scenes ({args.eval.env_id}, {len(args.eval.pose_ids)} poses, "

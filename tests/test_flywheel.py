@@ -69,21 +69,11 @@ def test_stage_records(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- end to end
 
-ITERATIONS = 2
+ITERATIONS = 2  # as conftest's session fixture `tiny_run` (the tiny preset, warm-up plus two iterations, run once)
 
 
 def _strip(report: dict) -> dict:
     return {k: v for k, v in report.items() if k not in ("stage_seconds", "total_seconds")}
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """The tiny preset, warm-up plus two iterations, run once for the module."""
-    from dexfly.flywheel.loop import Flywheel
-
-    out = tmp_path_factory.mktemp("flywheel") / "grasp_tiny"
-    report = Flywheel("grasp", "tiny", out, iterations=ITERATIONS, progress=False, video=False).run()
-    return out, report
 
 
 def test_tiny_preset_end_to_end(tiny_run, capsys):

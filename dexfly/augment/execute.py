@@ -1,6 +1,7 @@
 """Batched, jitted execution of generation attempts in an MJX task, on the one unroll (`dexfly.unroll`): the
 generator (`schedule.gen_step`, vmapped over attempts) is the unroll's per-step hook, and every step is
-recorded by `dexfly.rollout.record_dataset_step`, exactly as replay records it."""
+recorded by `dexfly.rollout.record_dataset_step`, exactly as replay records it. With a device mesh
+(`dexfly.devices`), the attempts are split over its devices."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import functools
 import time
 
 import jax
+from jax.sharding import Mesh
 
+from dexfly import devices
 from dexfly.augment.schedule import GenStatic, Plan, gen_step, init_carry
 from dexfly.rollout import Trajectory, record_dataset_step, trajectory_from_records
 from dexfly.unroll import Step, unroll
@@ -38,10 +41,11 @@ def _run(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plans: Plan):
 _COMPILED: dict = {}
 
 
-def compiled_executor(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plans: Plan):
-    """AOT-compiled executor for these shapes (cached); returns (fn, compile seconds (0 if cached))."""
+def compiled_executor(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plans: Plan, mesh: Mesh | None = None):
+    """AOT-compiled executor for these shapes and mesh (cached); returns (fn, compile seconds (0 if cached)).
+    With a mesh, the arguments must already be split over it (`execute` does that)."""
     shapes = jax.tree.map(lambda x: (x.shape, x.dtype), (scenes, keys, plans))
-    cache_key = (id(env), static, str(jax.tree.structure(shapes)), str(jax.tree.leaves(shapes)))
+    cache_key = (id(env), static, mesh, str(jax.tree.structure(shapes)), str(jax.tree.leaves(shapes)))
     if cache_key in _COMPILED:
         return _COMPILED[cache_key], 0.0
     t0 = time.perf_counter()
@@ -50,9 +54,11 @@ def compiled_executor(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plan
     return fn, time.perf_counter() - t0
 
 
-def execute(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plans: Plan) -> tuple[State, Trajectory, jax.Array, jax.Array, float]:
+def execute(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plans: Plan,
+            mesh: Mesh | None = None) -> tuple[State, Trajectory, jax.Array, jax.Array, float]:
     """Run a batch of attempts -> (final State, Trajectory [B, T], actions [B, T, A], signals [B, T, n_arms, n_sub],
-    compile seconds)."""
-    fn, compile_s = compiled_executor(env, static, scenes, keys, plans)
-    final, traj, actions, signals = fn(scenes, keys, plans)
+    compile seconds). With a `mesh`, B must be a multiple of its device count."""
+    scenes, keys, plans = devices.shard_batch((scenes, keys, plans), mesh)
+    fn, compile_s = compiled_executor(env, static, scenes, keys, plans, mesh)
+    final, traj, actions, signals = devices.gather(fn(scenes, keys, plans))
     return final, traj, actions, signals, compile_s

@@ -6,7 +6,8 @@
 Attempts are numbered 0, 1, ...; everything random about attempt i (its configuration in `sample` mode,
 source choice, boundary offsets, action noise) is seeded by (seed, i), so the same seed gives the same data
 whatever the batching. Attempts are run in batches of `batch_size` of one object topology (one compiled env
-per topology, cached); a partial batch is padded with copies that are discarded.
+per topology, cached); a partial batch is padded with copies that are discarded. With a device mesh
+(`dexfly.devices`), every batch is split over its devices (`batch_size` must be a multiple of their number).
 
 Success rule: an attempt succeeds iff the task's success flag holds after the final step of the episode
 (the env's episode success, the same rule as seed replay) and the simulation stayed finite.
@@ -23,9 +24,10 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 import envs
-from dexfly import watchdog
+from dexfly import devices, watchdog
 from dexfly import catalog as catalog_lib
 from dexfly.augment.config import AugmentConfig
 from dexfly.augment.constraints import CONSTRAINTS
@@ -120,7 +122,8 @@ def shared_env_cache(task: str, config) -> _EnvCache:
 
 
 def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wanted: int = 100, batch_size: int = 64,
-            max_attempts: int | None = None, seed: int = 0, progress: bool = True, env_cache: _EnvCache | None = None):
+            max_attempts: int | None = None, seed: int = 0, progress: bool = True, env_cache: _EnvCache | None = None,
+            mesh: Mesh | None = None):
     """Generate up to `num_wanted` successful demos from source Episodes into the scenes of C_aug.
 
     Returns (episodes, AugmentStats). Episodes carry object / environment / pose ids, `source="augment"`, the
@@ -128,6 +131,7 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
     """
     if num_wanted < 1 or batch_size < 1:
         raise ValueError(f"num_wanted and batch_size must be >= 1 (got {num_wanted}, {batch_size})")
+    devices.check_batch(batch_size, mesh, "batch_size")
     max_attempts = max_attempts if max_attempts is not None else 4 * num_wanted
     sources = list(sources)
     if not sources:
@@ -166,7 +170,7 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
             scenes = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *[ctx.scene_cache[s] for s in specs_p])
             keys = jnp.stack([attempt_key(seed + 1, i) for i in idx] + [attempt_key(seed + 1, idx[0])] * pad)
             t0 = time.perf_counter()
-            final, traj, actions, signals, compile_s = execute(env, static, scenes, keys, stack_plans(plans_p))
+            final, traj, actions, signals, compile_s = execute(env, static, scenes, keys, stack_plans(plans_p), mesh)
             jax.block_until_ready(traj)
             stats.run_seconds += time.perf_counter() - t0 - compile_s
             stats.compile_seconds += compile_s

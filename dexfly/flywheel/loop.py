@@ -15,6 +15,12 @@ Stages, in order (`stage_names`), each writing its outputs atomically and then a
                     plus D_i when the preset keeps previous data                  -> d<i+1>.hdf5
 Table 1's row i (`report.build_report`) is D_i's diversity, T_O^i and pi_base^i's success on T_OEP, as in the
 paper ("policies trained on our generated datasets D_i"; T_O^i holds the objects introduced in generating D_i).
+
+Ablations (the paper's Figure 5; `dexfly.flywheel.baselines`): `residual=False` rolls out the base alone (no
+residual stage), `augment_rollouts=False` makes D_{i+1} the successful rollouts themselves (plus D_i when kept),
+without A_EP. Both are recorded in the run's identity (`flywheel.json`'s `variant`) and in the configs of the
+stages they change; the defaults add nothing, so plain runs keep their records. `donors` are other finished runs
+whose identical stages (same config hash: warm-up, iteration 1's base, ...) are copied instead of recomputed.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from jax.sharding import Mesh
+
 from dexfly import dataset, evaluation, watchdog
 from dexfly.catalog import TASK_ROLES
 from dexfly.flywheel.schedule import Preset, load_preset
@@ -35,12 +43,12 @@ from dexfly.paths import DEMOS_DIR
 from dexfly.utils import atomic_write_text
 
 
-def stage_names(iterations: int) -> list[str]:
+def stage_names(iterations: int, residual: bool = True) -> list[str]:
     names = ["warmup"]
     for i in range(1, iterations + 1):
         names += [f"iter{i}/diffusion", f"iter{i}/evaluate"]
         if i < iterations:
-            names += [f"iter{i}/residual", f"iter{i}/collect", f"iter{i}/augment"]
+            names += ([f"iter{i}/residual"] if residual else []) + [f"iter{i}/collect", f"iter{i}/augment"]
     return names
 
 
@@ -63,13 +71,42 @@ def dataset_diversity(episodes) -> dict[str, int]:
             "trajectories": len(episodes)}
 
 
+def train_base(task: str, preset: Preset, data: Path, out: Path, *, seed: int, init_from: Path | None = None, progress: bool = True,
+               log: Callable[[str], Any] = print, mesh: Mesh | None = None) -> dict:
+    """The base policy as every iteration, and every baseline, trains it: the preset's DiffusionConfig on the
+    dataset `data`, in the run folder `out` (resumed from its last checkpoint). Returns the stage summary."""
+    from dexfly.policies.diffusion.run import task_config, train_run
+
+    episodes = dataset.load_episodes([data], task=task)
+    cfg = task_config(task, episodes, preset.diffusion_config().replace(seed=seed))
+    res = train_run(task, episodes, out, cfg, datasets=(str(data),), eval_seeds=(), checkpoint_every=max(cfg.total_steps // 4, 1),
+                    init_from=init_from, progress=progress, log=log, mesh=mesh)
+    loss = float(res.losses[-50:].mean()) if res.losses.size else None
+    return {"steps": int(res.state.step), "final_loss": loss, "train_seconds": round(res.seconds, 1)}
+
+
+def evaluate_t_oep(task: str, preset: Preset, base, *, video: Path | None = None, mesh: Mesh | None = None) -> dict:
+    """A base policy on T_OEP, as every iteration and every baseline is scored: the preset's first `t_oep_scenes`
+    configurations, each seed of `seeds`; a video of the first episodes when `video` is a path. Returns eval.json's
+    {"t_oep": {"mean", "std", "per_seed", "per_object"}, "t_oep_scenes"}."""
+    ev = preset.evaluation
+    specs = load_t_oep(task, ev["t_oep_scenes"])
+    oep = evaluation.evaluate_scenes(task, base, specs, seeds=tuple(ev["seeds"]), record_qpos_first=video is not None, mesh=mesh)
+    if video is not None:
+        evaluation.write_video(video, task, oep, episodes=int(ev["video_episodes"]))
+    return {"t_oep": _rates(oep), "t_oep_scenes": len(specs)}
+
+
 class Flywheel:
     """One run: the preset, the run folder and the stages. `run()` executes every unfinished stage."""
 
     def __init__(self, task: str, preset: str | Preset, out, *, iterations: int = 3, seed: int = 0, log: Callable[[str], Any] = print,
-                 progress: bool = True, video: bool = True):
+                 progress: bool = True, video: bool = True, mesh: Mesh | None = None, residual: bool = True, augment_rollouts: bool = True,
+                 donors: tuple = ()):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
+        self.use_residual = residual
+        self.augment_rollouts = augment_rollouts
         self.task = task
         self.preset = preset if isinstance(preset, Preset) else load_preset(task, preset)
         self.n = iterations
@@ -77,14 +114,21 @@ class Flywheel:
         self.log = log
         self.progress = progress
         self.video = video
-        self.run_dir = RunFolder.open(out, task=task, preset=self.preset.name, seed=seed)
+        self.mesh = mesh  # devices every stage splits its batches over (dexfly.devices); not part of the stage configs
+        self.run_dir = RunFolder.open(out, task=task, preset=self.preset.name, seed=seed, variant=self.variant())
+        # finished runs of the same task, preset and seed (any variant) whose identical stages are copied, not rerun
+        self.donors = [RunFolder.existing(d, task=task, preset=self.preset.name, seed=seed, any_variant=True) for d in donors]
         self.main_role = tuple(TASK_ROLES[task])[0]
         self.seed_file = DEMOS_DIR / f"{task}_seed.hdf5"
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ plumbing
+    def variant(self) -> dict:
+        """The ablations switched on (empty for the plain flywheel): part of the run's identity."""
+        return {**({"residual": False} if not self.use_residual else {}), **({"augment_rollouts": False} if not self.augment_rollouts else {})}
+
     def names(self) -> list[str]:
-        return stage_names(self.n)
+        return stage_names(self.n, self.use_residual)
 
     def redo_from(self, stage: str) -> list[str]:
         return self.run_dir.redo_from(self.names(), stage, stage_outputs(max(self.n, 1)))
@@ -99,6 +143,12 @@ class Flywheel:
             self.log(f"[dim]{name}: done ({rec['seconds']:.0f} s), skipped")
             self.timings[name] = rec["seconds"]
             return rec
+        for donor in self.donors:
+            rec = self.run_dir.adopt(name, config, donor)
+            if rec is not None:
+                self.log(f"[dim]{name}: identical to {donor.root}'s, copied from there")
+                self.timings[name] = rec["seconds"]
+                return rec
         self.log(f"[bold]{name}[/bold] ...")
         t0 = time.perf_counter()
         with watchdog.stage(f"flywheel {self.task} {name}"):
@@ -124,7 +174,7 @@ class Flywheel:
             caug = dataclasses.replace(self.preset.augment_config(), objects=((self.main_role, c1.objects),), env_ids=c1.env_ids,
                                        pose_ids=c1.pose_ids(self.task))
             episodes, stats = augment(sources, self.task, caug, num_wanted=c1.trajectories, batch_size=self.preset.augment_batch_size,
-                                      seed=self.seed, progress=self.progress)
+                                      seed=self.seed, progress=self.progress, mesh=self.mesh)
             if not episodes:
                 raise StageError(f"warm-up: A_EP generated no successful demo from the seed in {stats.attempts} attempts")
             self._write(self._d(1), episodes, {"flywheel_stage": "warmup"})
@@ -140,15 +190,10 @@ class Flywheel:
                   "warm_start_from": self.run_dir.output_hash(f"iter{i - 1}/diffusion", f"iter{i - 1}/diffusion") if warm else None}
 
         def body():
-            from dexfly.policies.diffusion.run import task_config, train_run
-
-            episodes = dataset.load_episodes([self._d(i)], task=self.task)
-            cfg = task_config(self.task, episodes, self.preset.diffusion_config().replace(seed=self.seed))
-            res = train_run(self.task, episodes, self.run_dir.path(f"iter{i}/diffusion"), cfg, datasets=(str(self._d(i)),), eval_seeds=(),
-                            checkpoint_every=max(cfg.total_steps // 4, 1), init_from=self.run_dir.path(f"iter{i - 1}/diffusion") if warm else None,
-                            progress=self.progress, log=self.log)
-            loss = float(res.losses[-50:].mean()) if res.losses.size else None
-            return [f"iter{i}/diffusion"], {"steps": int(res.state.step), "final_loss": loss, "train_seconds": round(res.seconds, 1)}
+            summary = train_base(self.task, self.preset, self._d(i), self.run_dir.path(f"iter{i}/diffusion"), seed=self.seed,
+                                 init_from=self.run_dir.path(f"iter{i - 1}/diffusion") if warm else None, progress=self.progress, log=self.log,
+                                 mesh=self.mesh)
+            return [f"iter{i}/diffusion"], summary
 
         return self._stage(f"iter{i}/diffusion", config, body)
 
@@ -163,16 +208,12 @@ class Flywheel:
 
             base, _, _ = load_run(self.run_dir.path(f"iter{i}/diffusion"), task=self.task)
             seeds = tuple(ev["seeds"])
-            specs = load_t_oep(self.task, ev["t_oep_scenes"])
-            oep = evaluation.evaluate_scenes(self.task, base, specs, seeds=seeds, record_qpos_first=self.video)
-            result = {"t_oep": _rates(oep), "t_oep_scenes": len(specs)}
-            outputs = [f"iter{i}/eval.json"]
-            if self.video:
-                evaluation.write_video(self.run_dir.path(f"iter{i}/t_oep.mp4"), self.task, oep, episodes=int(ev["video_episodes"]))
-                outputs.append(f"iter{i}/t_oep.mp4")
+            result = evaluate_t_oep(self.task, self.preset, base, video=self.run_dir.path(f"iter{i}/t_oep.mp4") if self.video else None,
+                                    mesh=self.mesh)
+            outputs = [f"iter{i}/eval.json"] + ([f"iter{i}/t_oep.mp4"] if self.video else [])
             if i == 1:
                 t_o = evaluation.evaluate_scenes(self.task, base, t_o_scenes(self.task, self.preset.iteration(1).objects, tuple(ev["t_o_pose_ids"])),
-                                                 seeds=seeds)
+                                                 seeds=seeds, mesh=self.mesh)
                 result["t_o_base"] = _rates(t_o)
             atomic_write_text(self.run_dir.path(f"iter{i}/eval.json"), json.dumps(result, indent=2))
             return outputs, {"t_oep": result["t_oep"]["mean"]}
@@ -192,7 +233,7 @@ class Flywheel:
             eval_set = EvalSet(env_id=load_catalog().environments[0].id, pose_ids=tuple(ev["t_o_pose_ids"]), seeds=tuple(ev["seeds"]))
             res = fit(self.task, self.run_dir.path(f"iter{i}/diffusion"), tuple(objects), tuple(env_ids),
                       self.preset.residual_config().replace(seed=self.seed), self.run_dir.path(f"iter{i}/residual"), eval_set=eval_set,
-                      progress=self.progress, video=self.video, log=self.log)
+                      progress=self.progress, video=self.video, log=self.log, mesh=self.mesh)
             return [f"iter{i}/residual"], {"t_o_base": res.base_success["mean"], "t_o_combined": res.combined_success["mean"],
                                            "env_steps": int(res.state.env_steps)}
 
@@ -203,24 +244,30 @@ class Flywheel:
         per_object = self.preset.rollouts_per_object
         config = {"stage": "collect", "iteration": i, "objects": list(objects), "env_ids": list(env_ids), "per_object": per_object,
                   "batch_size": self.preset.collect_batch_size, "seed": self.seed,
-                  "residual": self.run_dir.output_hash(f"iter{i}/residual", f"iter{i}/residual")}
+                  "residual": self.run_dir.output_hash(f"iter{i}/residual", f"iter{i}/residual") if self.use_residual else None}
+        if not self.use_residual:  # the ablation rolls out the base alone (the key is absent for the plain flywheel)
+            config["base"] = self.run_dir.output_hash(f"iter{i}/diffusion", f"iter{i}/diffusion")
 
         def body():
             from dexfly.collect import collect
+            from dexfly.policies.diffusion import load_run
             from dexfly.policies.residual.checkpoint import load_combined
             from dexfly.scenes import sample_object_scenes
 
-            base, hook, params, _ = load_combined(self.run_dir.path(f"iter{i}/residual"), task=self.task)
+            if self.use_residual:
+                base, hook, params, _ = load_combined(self.run_dir.path(f"iter{i}/residual"), task=self.task)
+            else:
+                (base, _, _), hook, params = load_run(self.run_dir.path(f"iter{i}/diffusion"), task=self.task), None, None
             specs = sample_object_scenes(self.task, tuple(objects), tuple(env_ids), per_object, seed=self.seed * 1000 + i)
             episodes, stats = collect(self.task, base, specs, hook=hook, hook_params=params, seed=self.seed * 1000 + i,
-                                      batch_size=self.preset.collect_batch_size)
+                                      batch_size=self.preset.collect_batch_size, mesh=self.mesh)
             self.log(f"iter{i}: {stats.successes}/{stats.attempts} rollouts succeeded ({stats.success_rate:.2f}), {stats.kept} kept")
             outputs = [f"iter{i}/collect.json"]
             if episodes:
                 self._write(self.run_dir.path(f"iter{i}/rollouts.hdf5"), episodes, {"flywheel_stage": f"iter{i}/collect"})
                 outputs.insert(0, f"iter{i}/rollouts.hdf5")
             atomic_write_text(self.run_dir.path(f"iter{i}/collect.json"), json.dumps(stats.to_dict(), indent=2))
-            return outputs, stats.to_dict()
+            return outputs, {**stats.to_dict(), "policy": "combined" if self.use_residual else "base"}
 
         return self._stage(f"iter{i}/collect", config, body)
 
@@ -230,6 +277,8 @@ class Flywheel:
         config = {"stage": "augment", "iteration": i, "c_aug": nxt.to_dict(), "augment": self.preset.augment, "seed": self.seed,
                   "keep_previous_data": self.preset.keep_previous_data, "rollouts": collected["outputs"] if collected else None,
                   "previous": self.run_dir.output_hash("warmup" if i == 1 else f"iter{i - 1}/augment", f"d{i}.hdf5")}
+        if not self.augment_rollouts:  # the ablation keeps the rollouts as they are (absent for the plain flywheel)
+            config["augment_rollouts"] = False
 
         def body():
             from dexfly.augment import augment
@@ -239,18 +288,20 @@ class Flywheel:
             by_object: dict[str, list] = {}
             for ep in sources:
                 by_object.setdefault(ep.object_ids[0], []).append(ep)
-            generated, summary = [], {"per_object": {}}
-            if by_object:
+            generated, summary = [], {"per_object": {}, "augmented": self.augment_rollouts}
+            if not self.augment_rollouts:
+                generated = sources  # D_O^i itself: no A_EP, so no generation attempts either
+            elif by_object:
                 share = math.ceil(nxt.trajectories / len(by_object))
                 for k, (obj, eps) in enumerate(sorted(by_object.items())):
                     caug = dataclasses.replace(self.preset.augment_config(), objects=((self.main_role, (obj,)),), env_ids=nxt.env_ids,
                                                pose_ids=nxt.pose_ids(self.task))
                     got, stats = augment(eps, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,
-                                         seed=self.seed * 1000 + 10 * i + k, progress=self.progress)
+                                         seed=self.seed * 1000 + 10 * i + k, progress=self.progress, mesh=self.mesh)
                     generated += got
                     summary["per_object"][obj] = {"sources": len(eps), "generated": stats.generated, "attempts": stats.attempts}
-            else:
-                self.log(f"[yellow]iter{i}: no successful rollouts to augment: D_{i + 1} holds no new data")
+            if not sources:
+                self.log(f"[yellow]iter{i}: no successful rollouts: D_{i + 1} holds no new data")
             attempts = sum(v["attempts"] for v in summary["per_object"].values())
             summary.update(generated=len(generated), attempts=attempts, success_rate=len(generated) / attempts if attempts else None)
             previous = list(dataset.read_dataset(self._d(i), task=self.task).episodes) if self.preset.keep_previous_data else []
@@ -271,7 +322,8 @@ class Flywheel:
             self.diffusion(i)
             self.evaluate(i)
             if i < self.n:
-                self.residual(i)
+                if self.use_residual:
+                    self.residual(i)
                 self.collect(i)
                 self.augment(i)
         return write_report(self)
@@ -288,4 +340,4 @@ def run_flywheel(task: str, preset: str, out, *, iterations: int = 3, seed: int 
     return fw.run()
 
 
-__all__ = ["Flywheel", "dataset_diversity", "run_flywheel", "stage_names", "stage_outputs"]
+__all__ = ["Flywheel", "dataset_diversity", "evaluate_t_oep", "run_flywheel", "stage_names", "stage_outputs", "train_base"]

@@ -39,10 +39,13 @@ def build_report(root: Path, task: str, preset: str, iterations: int) -> dict:
         rows.append({"iteration": i, **diversity, "t_o_base": t_o_base, "t_o_combined": t_o_combined, "t_oep": evaluated.get("t_oep")})
         if made:
             source = "A_EP from the seed" if i == 1 else "A_EP from rollouts"
+            if made["summary"].get("augmented") is False:  # the no-A_EP ablation: rollouts kept as they are, nothing generated
+                source = "rollouts, no A_EP"
             generation.append({"iteration": i, "source": source, "success_rate": made["summary"].get("success_rate")})
         collected = records(f"iter{i}/collect")
         if collected:
-            generation.append({"iteration": i, "source": "combined-policy rollouts", "success_rate": collected["summary"].get("success_rate"),
+            policy = "base" if collected["summary"].get("policy") == "base" else "combined"  # base: the no-residual ablation
+            generation.append({"iteration": i, "source": f"{policy}-policy rollouts", "success_rate": collected["summary"].get("success_rate"),
                                "attempts": collected["summary"].get("attempts")})
     stage_seconds = {}
     for f in sorted((root / "stages").glob("*.json")):

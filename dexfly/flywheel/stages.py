@@ -5,11 +5,14 @@
         ... write outputs ...
         run.finish("iter1/diffusion", config, outputs=["iter1/diffusion"], seconds=...)
 
-`flywheel.json` names the run (task, preset, seed); a folder of another task, preset or seed, or a non-empty
-folder that is not a flywheel run, is refused. Each finished stage leaves `stages/<name>.json`: its config and
+`flywheel.json` names the run (task, preset, seed, and a `variant` when it is not the plain flywheel: an ablation,
+a baseline); a folder of another task, preset, seed or variant, or a non-empty folder that is not a flywheel run,
+is refused. Each finished stage leaves `stages/<name>.json`: its config and
 the hash of it, its outputs with a SHA-256 of each (files, or every file of a folder), the time it took. A
 rerun skips a stage whose record matches; a record with another config is an error (unless the user redoes
 the run from that stage), and an output whose content no longer matches its hash is refused, naming it.
+A stage that another finished run (a donor) holds with the same config hash is copied from it (`adopt`): stage
+configs name their inputs by content hash, so an identical config means an identical computation.
 """
 
 from __future__ import annotations
@@ -62,20 +65,14 @@ class RunFolder:
     meta: dict
 
     @classmethod
-    def open(cls, root: str | os.PathLike, *, task: str, preset: str, seed: int) -> RunFolder:
+    def open(cls, root: str | os.PathLike, *, task: str, preset: str, seed: int, variant: dict | None = None) -> RunFolder:
+        """Open (or start, in an empty or absent folder) the run of this task, preset, seed and variant (None or {}:
+        the plain flywheel; the key is only written for others, so plain runs keep their files)."""
         root = Path(root).resolve()
-        meta = {"format": FORMAT, "task": task, "preset": preset, "seed": seed}
+        meta = {"format": FORMAT, "task": task, "preset": preset, "seed": seed, **({"variant": variant} if variant else {})}
         run_file = root / RUN_FILE
         if run_file.exists():
-            try:
-                saved = json.loads(run_file.read_text())
-            except json.JSONDecodeError as e:
-                raise StageError(f"{run_file}: not valid JSON ({e})") from None
-            if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-                raise StageError(f"{run_file}: not a dexfly flywheel run")
-            for key in ("task", "preset", "seed"):
-                if saved.get(key) != meta[key]:
-                    raise StageError(f"{root} is a flywheel run of {key} {saved.get(key)!r}, not {meta[key]!r} (use another --out)")
+            cls.existing(root, task=task, preset=preset, seed=seed, variant=variant)
         else:
             if root.exists() and any(root.iterdir()):
                 raise StageError(f"{root} is not empty and holds no {RUN_FILE}: not a flywheel run folder (use another --out)")
@@ -83,6 +80,29 @@ class RunFolder:
             atomic_write_text(run_file, json.dumps({**meta, "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
         (root / "stages").mkdir(exist_ok=True)
         return cls(root, meta)
+
+    @classmethod
+    def existing(cls, root: str | os.PathLike, *, task: str, preset: str, seed: int, variant: dict | None = None,
+                 any_variant: bool = False) -> RunFolder:
+        """An existing run of this task, preset, seed (and variant, unless `any_variant`), read only: StageError
+        naming the folder and the difference otherwise."""
+        root = Path(root).resolve()
+        run_file = root / RUN_FILE
+        if not run_file.exists():
+            raise StageError(f"{root} holds no {RUN_FILE}: not a flywheel run folder")
+        try:
+            saved = json.loads(run_file.read_text())
+        except json.JSONDecodeError as e:
+            raise StageError(f"{run_file}: not valid JSON ({e})") from None
+        if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+            raise StageError(f"{run_file}: not a dexfly flywheel run")
+        for key, want in (("task", task), ("preset", preset), ("seed", seed)):
+            if saved.get(key) != want:
+                raise StageError(f"{root} is a flywheel run of {key} {saved.get(key)!r}, not {want!r} (use another --out)")
+        if not any_variant and (saved.get("variant") or {}) != (variant or {}):
+            name = lambda v: json.dumps(v, sort_keys=True) if v else "the plain flywheel"  # noqa: E731
+            raise StageError(f"{root} is a run of {name(saved.get('variant'))}, not {name(variant)} (use another --out)")
+        return cls(root, {k: v for k, v in saved.items() if k != "created"})
 
     def path(self, relative: str) -> Path:
         return self.root / relative
@@ -120,6 +140,33 @@ class RunFolder:
                "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary or {}}
         atomic_write_text(self.root / "stages" / _record_name(stage), json.dumps(rec, indent=2, default=str))
         return rec
+
+    def adopt(self, stage: str, config: Any, donor: RunFolder) -> dict | None:
+        """Copy `stage` from `donor` when it finished there with this config and its outputs are intact (each
+        output copied to a temporary name, then renamed); returns the new record, or None when the donor's
+        stage differs or is unfinished. The record keeps the donor's time and summary, plus `adopted_from`."""
+        rec = donor.record(stage)
+        if rec is None or rec.get("config_hash") != config_hash(config):
+            return None
+        outputs = rec.get("outputs", {})
+        if not all((donor.root / rel).exists() and content_hash(donor.root / rel) == digest for rel, digest in outputs.items()):
+            return None
+        for rel in outputs:
+            src, dst = donor.root / rel, self.root / rel
+            tmp = dst.with_name(f".{dst.name}.adopting")
+            if tmp.is_dir():
+                shutil.rmtree(tmp)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, tmp, dirs_exist_ok=True)
+                if dst.is_dir():
+                    shutil.rmtree(dst)
+            else:
+                shutil.copy2(src, tmp)
+            os.replace(tmp, dst)
+        new = {**rec, "adopted_from": str(donor.root)}
+        atomic_write_text(self.root / "stages" / _record_name(stage), json.dumps(new, indent=2, default=str))
+        return new
 
     def output_hash(self, stage: str, rel: str) -> str:
         rec = self.record(stage)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from dexfly import dataset, watchdog
 from dexfly.policies.diffusion.checkpoint import RUN_FILE, latest_step
@@ -91,11 +92,13 @@ def warm_start_state(init_from: str | os.PathLike, config: DiffusionConfig, trai
 
 def train_run(task: str, episodes, out: str | os.PathLike, config: DiffusionConfig, *, datasets: tuple[str, ...] = (),
               eval_scenes: int = 20, eval_seeds: tuple[int, ...] = (0, 1, 2), eval_every: int = 0, checkpoint_every: int = 1000,
-              init_from: str | os.PathLike | None = None, progress: bool = True, log: Callable[[str], Any] = print) -> RunResult:
+              init_from: str | os.PathLike | None = None, progress: bool = True, log: Callable[[str], Any] = print,
+              mesh: Mesh | None = None) -> RunResult:
     """Train `config` on `episodes` in the run folder `out` (resuming from its latest checkpoint), evaluate
     closed loop on up to `eval_scenes` of the training scenes with `eval_seeds` (every `eval_every` steps and at
     the end; no seeds: no evaluation). `init_from` (a run folder) warm-starts a fresh run from its weights.
-    A folder trained for another task or config is refused (ValueError naming the difference)."""
+    A folder trained for another task or config is refused (ValueError naming the difference). With a device `mesh`
+    (`dexfly.devices`), training batches and evaluation scenes are split over its devices."""
     from dexfly import evaluation
 
     train = dataset.policy_training_episodes(episodes)
@@ -122,7 +125,7 @@ def train_run(task: str, episodes, out: str | os.PathLike, config: DiffusionConf
     history: list[dict] = []
 
     def on_eval(step, state):
-        res = evaluation.evaluate_scenes(task, DiffusionPolicy.from_state(state, config), specs, seeds=tuple(eval_seeds))
+        res = evaluation.evaluate_scenes(task, DiffusionPolicy.from_state(state, config), specs, seeds=tuple(eval_seeds), mesh=mesh)
         history.append({"step": step, "success_rate": res.success_rate_mean, "std": res.success_rate_std, "per_seed": list(res.per_seed)})
         log(f"step {step}: closed-loop success_rate={res.success_rate_mean:.3f} ± {res.success_rate_std:.3f}")
 
@@ -133,7 +136,7 @@ def train_run(task: str, episodes, out: str | os.PathLike, config: DiffusionConf
     t0 = time.perf_counter()
     with watchdog.stage(f"diffusion training {task}"):
         result = fit(train, config, callback=on_eval if specs else None, callback_every=eval_every, checkpoint_dir=str(ckpt_dir),
-                     checkpoint_every=checkpoint_every, progress=progress, state=state)
+                     checkpoint_every=checkpoint_every, progress=progress, state=state, mesh=mesh)
     seconds = time.perf_counter() - t0
     if specs and (not history or history[-1]["step"] != int(result.state.step)):
         on_eval(int(result.state.step), result.state)

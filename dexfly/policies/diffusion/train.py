@@ -3,6 +3,9 @@
 Randomness is a pure function of (config.seed, step): the batch of step s is `batch_indices(data_key, s)`
 and the diffusion noise / timesteps come from `fold_in(noise_key, s)`. So a run restored from a
 checkpoint at step N continues exactly like an uninterrupted run.
+
+With a device mesh (`dexfly.devices`), each batch is split over its devices (data parallel: the state and the
+dataset are replicated, XLA averages the gradients across devices); `batch_size` must be a multiple of their number.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
-from dexfly import watchdog
+from dexfly import devices, watchdog
 from dexfly.policies.diffusion import checkpoint as ckpt
 from dexfly.policies.diffusion.config import DiffusionConfig
 from dexfly.policies.diffusion.data import WindowData, batch_indices, make_window_data
@@ -50,10 +54,11 @@ def diffusion_loss(params: Any, config: DiffusionConfig, obs: jax.Array, actions
     return jnp.mean((pred - noise) ** 2)
 
 
-def _train_step(state: TrainState, data: WindowData, config: DiffusionConfig) -> tuple[TrainState, jax.Array]:
+def _train_step(state: TrainState, data: WindowData, config: DiffusionConfig, mesh: Mesh | None = None) -> tuple[TrainState, jax.Array]:
     _, data_key, noise_key = _keys(config)
     idx = batch_indices(data_key, state.step, data.num_windows, config.batch_size)
-    obs, act = data.gather(idx)
+    # The batch is gathered from the replicated dataset: only this constraint splits it (and its gradients) over the devices.
+    obs, act = devices.constrain_batch(data.gather(idx), mesh)
     loss, grads = jax.value_and_grad(diffusion_loss)(
         state.params, config, obs, act, jax.random.fold_in(noise_key, state.step)
     )
@@ -64,17 +69,19 @@ def _train_step(state: TrainState, data: WindowData, config: DiffusionConfig) ->
     return state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state), loss
 
 
-train_step = jax.jit(_train_step, static_argnames=("config",))
-train_step.__doc__ = """One optimizer step: (state, data, config) -> (state, loss []). Jitted; config static."""
+train_step = jax.jit(_train_step, static_argnames=("config", "mesh"))
+train_step.__doc__ = """One optimizer step: (state, data, config, mesh=None) -> (state, loss []). Jitted; config and mesh static
+(with a mesh, pass state and data replicated over it)."""
 
 
-def _train_steps(state: TrainState, data: WindowData, config: DiffusionConfig, num_steps: int):
-    return jax.lax.scan(lambda s, _: _train_step(s, data, config), state, None, length=num_steps)
+def _train_steps(state: TrainState, data: WindowData, config: DiffusionConfig, num_steps: int, mesh: Mesh | None = None):
+    return jax.lax.scan(lambda s, _: _train_step(s, data, config, mesh), state, None, length=num_steps)
 
 
-train_steps = jax.jit(_train_steps, static_argnames=("config", "num_steps"))
-train_steps.__doc__ = """num_steps optimizer steps in one lax.scan: (state, data, config, num_steps) ->
-(state, losses [num_steps]). Jitted; config and num_steps static (each distinct num_steps compiles once)."""
+train_steps = jax.jit(_train_steps, static_argnames=("config", "num_steps", "mesh"))
+train_steps.__doc__ = """num_steps optimizer steps in one lax.scan: (state, data, config, num_steps, mesh=None) ->
+(state, losses [num_steps]). Jitted; config, num_steps and mesh static (each distinct num_steps compiles once; with a
+mesh, pass state and data replicated over it)."""
 
 
 class FitResult(NamedTuple):
@@ -106,6 +113,7 @@ def fit(
     scan_steps: int = 50,
     progress: bool = True,
     state: TrainState | None = None,
+    mesh: Mesh | None = None,
 ) -> FitResult:
     """Train a Diffusion Policy on demonstration episodes.
 
@@ -119,9 +127,11 @@ def fit(
             (ValueError if its architecture differs); saves every `checkpoint_every` steps and at the end.
         scan_steps: steps per jitted lax.scan chunk (chunks are cut shorter at callback/checkpoint steps).
         state: start from this state instead (the normaliser is taken from it).
+        mesh: split every batch over these devices (`dexfly.devices`; None: one device).
     Returns:
         FitResult(state, losses [steps run by this call], data).
     """
+    devices.check_batch(config.batch_size, mesh, "batch_size")
     if state is None and checkpoint_dir is not None:
         od, ad = (np.shape(episodes[0]["obs"])[-1], np.shape(episodes[0]["actions"])[-1])
         state = ckpt.restore_latest(checkpoint_dir, config, obs_dim=od + config.obs_extra_dims, action_dim=ad)
@@ -131,6 +141,7 @@ def fit(
     )
     if state is None:
         state = init_train_state(config, normalizer)
+    state, data = devices.replicate((state, data), mesh)
     start = int(state.step)
     end = config.total_steps if num_steps is None else min(config.total_steps, start + num_steps)
     events = {end}
@@ -147,7 +158,7 @@ def fit(
         for ev in events:
             while step < ev:
                 k = min(scan_steps, ev - step)
-                state, chunk_losses = train_steps(state, data, config, k)
+                state, chunk_losses = train_steps(state, data, config, k, mesh)
                 chunk_losses = np.asarray(chunk_losses)
                 losses.append(chunk_losses)
                 step += k

@@ -6,7 +6,8 @@
 Objects of several geometry topologies train together: one compiled env per topology, one jitted update over
 all of them. Every episode draws a fresh scene (object, environment, continuous pose) from its group's pool.
 The run folder holds `residual.json` (what was asked), orbax checkpoints, `train_log.jsonl` (one line per
-update), `curve.png`, `eval.json` and a video; rerunning the same call resumes from the last checkpoint.
+update), `curve.png`, `eval.json` and a video; rerunning the same call resumes from the last checkpoint. With a
+device mesh (`dexfly.devices`), training episodes and evaluation scenes are split over its devices.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 import envs
-from dexfly import evaluation, watchdog
+from dexfly import devices, evaluation, watchdog
 from dexfly.catalog import TASK_ROLES, load_catalog
 from dexfly.policies.diffusion.checkpoint import load_run
 from dexfly.policies.residual import checkpoint as ckpt
@@ -76,9 +78,9 @@ def _pool(env, ids: tuple[str, ...], env_ids: tuple[str, ...], size: int, key) -
     return env.make_scenes(specs), specs
 
 
-def _evaluate(task, base, specs, seeds, hook=None, hook_params=None, env_config=None, record_video=False):
+def _evaluate(task, base, specs, seeds, hook=None, hook_params=None, env_config=None, record_video=False, mesh=None):
     res = evaluation.evaluate_scenes(task, base, specs, seeds=seeds, hook=hook, hook_params=hook_params, env_config=env_config,
-                                     record_qpos_first=record_video)
+                                     record_qpos_first=record_video, mesh=mesh)
     return res, {"mean": res.success_rate_mean, "std": res.success_rate_std, "per_seed": list(res.per_seed), "per_object": res.per_object()}
 
 
@@ -91,7 +93,7 @@ def _read_log(path: Path, upto: int) -> list[dict]:
 
 def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: tuple[str, ...], config: ResidualConfig,
         out: str | os.PathLike, *, eval_set: EvalSet = EvalSet(), env_config: EnvConfig = EnvConfig(), checkpoint_every: int = 5,
-        progress: bool = True, video: bool = True, log=print) -> FitResult:
+        progress: bool = True, video: bool = True, log=print, mesh: Mesh | None = None) -> FitResult:
     """Train until `config.total_steps` env steps, checkpointing every `checkpoint_every` updates; evaluate
     base and combined (deterministic residual) on the evaluation scenes with every seed at the end."""
     if task not in TASK_ROLES:
@@ -124,7 +126,8 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
     pools, pool_specs = zip(*[_pool(env, ids, env_ids, config.scene_pool, jax.random.fold_in(key, g)) for g, (env, ids) in enumerate(groups)])
     env_tuple = tuple(env for env, _ in groups)
-    update = make_update(config, spec, env_tuple, rl_base)
+    update = make_update(config, spec, env_tuple, devices.replicate(rl_base, mesh), mesh)
+    pools = devices.replicate(pools, mesh)
     per_update = steps_per_update(config, env_tuple)
     num_updates = -(-config.total_steps // per_update)
 
@@ -134,6 +137,7 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
         state, saved = ckpt.restore(ckpt_dir)
         ckpt.check_compatible(saved, config, spec, base_id, task, where=str(ckpt_dir))
         log(f"resuming {out} at update {int(state.updates)} ({int(state.env_steps):,} env steps)")
+    state = devices.replicate(state, mesh)  # a restored state sits on one device
     log_path = out / "train_log.jsonl"
     history = _read_log(log_path, int(state.updates))
     atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
@@ -152,7 +156,7 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
         while int(state.updates) < num_updates:
             u = int(state.updates)
             state, metrics = update(state, pools, update_key(config, u))
-            metrics = jax.device_get(metrics)
+            metrics = jax.device_get(devices.gather(metrics))
             if metrics["nan_envs"]:
                 bad = np.flatnonzero(metrics["nan_env_flags"])
                 n = config.num_envs
@@ -162,7 +166,7 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
             row = {"update": u + 1, "env_steps": int(state.env_steps), "seconds": round(time.perf_counter() - t0, 1),
                    **{k: (None if np.isnan(v) else float(v)) for k, v in metrics.items() if k not in ("nan_env_flags", "scene_index")}}
             if eval_set.every and (u + 1) % eval_set.every == 0:
-                _, r = _evaluate(task, base_policy, eval_specs, eval_set.seeds[:1], hook, combined_params(state), env_config)
+                _, r = _evaluate(task, base_policy, eval_specs, eval_set.seeds[:1], hook, combined_params(state), env_config, mesh=mesh)
                 row["eval_combined_success"] = r["mean"]
             history.append(row)
             with open(log_path, "a") as f:
@@ -174,9 +178,9 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
             bar.update(task_id, completed=u + 1, info=f"return {row['return']:.1f}  success {row['success']:.2f} "
                        f"(residual {rate(row['success_residual'])}, base {rate(row['success_base'])})  eps {row['epsilon']:.2f}")
         seconds = time.perf_counter() - t0
-        _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, env_config=env_config)
+        _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, env_config=env_config, mesh=mesh)
         watchdog.beat("base evaluation")
-        combined, comb_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state), env_config, record_video=video)
+        combined, comb_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state), env_config, record_video=video, mesh=mesh)
     result = {"task": task, "objects": list(objects), "eval_env_id": eval_set.env_id, "eval_pose_ids": list(eval_set.pose_ids),
               "seeds": list(eval_set.seeds), "base_success": base_res, "combined_success": comb_res, "updates": int(state.updates),
               "env_steps": int(state.env_steps), "train_seconds_this_call": round(seconds, 1)}

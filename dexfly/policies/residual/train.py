@@ -11,6 +11,10 @@ episode on the one unroll (`dexfly.unroll`): the base samples an action chunk fo
 updated, and `update_epochs` epochs of `num_minibatches` minibatches (split along envs, whole episodes) take
 clipped-PPO gradient steps (`losses.residual_ppo_loss`). Everything random is a pure function of
 (config.seed, update index), so a resumed run continues exactly like an uninterrupted one.
+
+With a device mesh (`dexfly.devices`), each group's `num_envs` episodes (a multiple of the device count) and
+the minibatches (when their size is one too) are split over the devices; XLA reduces the gradients and the
+normaliser's statistics across them.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from brax.training import gradients
 from brax.training.acme import running_statistics
 from brax.training.agents.ppo import losses as brax_losses
 from brax.training.types import Transition
+from jax.sharding import Mesh
 
+from dexfly import devices
 from dexfly.layout import obs_vector
 from dexfly.policies.residual.config import ResidualConfig
 from dexfly.policies.residual.losses import residual_ppo_loss
@@ -111,8 +117,10 @@ def _take(pool: Scene, idx: jax.Array) -> Scene:
     return jax.tree.map(lambda x: x[idx], pool)
 
 
-def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv, ...], base: ChunkPolicy):
-    """The jitted update: (state, pools, key) -> (state, metrics). `pools[g]` is group g's Scene pool [P, ...]."""
+def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv, ...], base: ChunkPolicy, mesh: Mesh | None = None):
+    """The jitted update: (state, pools, key) -> (state, metrics). `pools[g]` is group g's Scene pool [P, ...].
+    With a `mesh`, pass `state` and `pools` replicated over it (`devices.replicate`)."""
+    devices.check_batch(config.num_envs, mesh, "num_envs")
     network = make_networks(spec, config)
     optimizer = make_optimizer(config)
     num_steps = envs[0].episode_steps  # the task's fixed episode length (every group is the same task)
@@ -135,7 +143,9 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
             pool_size = jax.tree.leaves(pools[g])[0].shape[0]
             idx = jax.random.randint(k_scene, (n,), 0, pool_size)
             active = jax.random.uniform(k_draw, (n,)) < eps  # drawn once per episode (docs/residual_policy.md)
-            start = env.batched(env.reset)(_take(pools[g], idx), jax.random.split(k_reset, n))
+            # The episodes are drawn from a replicated pool: only this constraint splits them over the devices.
+            scenes, reset_keys = devices.constrain_batch((_take(pools[g], idx), jax.random.split(k_reset, n)), mesh)
+            start = env.batched(env.reset)(scenes, reset_keys)
             _, rec = unroll(env, base, start, k_unroll, num_steps=num_steps, hook=hook,
                             hook_params=HookParams(state.params.policy, state.normalizer, active), record=_record)
             out.append((jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rec), active, idx))  # [n, T, ...]
@@ -163,7 +173,10 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
         k_perm, k_loss = jax.random.split(key)
         perm = jax.random.permutation(k_perm, batch)
         shuffle = lambda x: jnp.take(x, perm, axis=0).reshape(config.num_minibatches, minibatch, *x.shape[1:])  # noqa: E731
-        mb = (jax.tree.map(shuffle, data), shuffle(active), shuffle(valid), jax.random.split(k_loss, config.num_minibatches))
+        mb = (jax.tree.map(shuffle, data), shuffle(active), shuffle(valid))
+        if minibatch % devices.size(mesh) == 0:  # data-parallel gradients; otherwise XLA places the minibatch as it likes
+            mb = devices.constrain_batch(mb, mesh, axis=1)
+        mb = (*mb, jax.random.split(k_loss, config.num_minibatches))
 
         def _update_minibatch(carry, xs):
             params, opt_state = carry

@@ -1,0 +1,145 @@
+"""Data parallelism over two devices gives the numbers of one device (dexfly.devices).
+
+XLA fixes the CPU device count when jax starts, so the comparison runs in a subprocess started with
+`XLA_FLAGS=--xla_force_host_platform_device_count=2` (this file, run as a script); the rest of the suite keeps its
+one device. The subprocess runs each stage twice, unsharded (devices=1, no mesh) and split over the two devices:
+a small augmentation batch (2 Grasp attempts, full episodes), 20 steps of the tiny diffusion network, and two
+updates of a tiny residual-PPO config; it prints the results as one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dexfly  # noqa: F401  (XLA flags + persistent compilation cache before jax is imported)
+import numpy as np
+import pytest
+
+RESULT_PREFIX = "MULTI_DEVICE_RESULT "
+
+
+# ---------------------------------------------------------------- the subprocess (two host devices)
+def _augmentation(mesh):
+    from dexfly import dataset
+    from dexfly.augment import AugmentConfig, augment
+    from dexfly.paths import DEMOS_DIR
+    from envs.base import EnvConfig
+
+    seed = dataset.read_dataset(DEMOS_DIR / "grasp_seed.hdf5", task="grasp").episodes[0]
+    # The seed's own pose and a shifted one, full 6 s episodes: the attempts can succeed (or fail) for real.
+    caug = AugmentConfig(pose_ids=("p00", "p03"), env_ids=("studio",), keep_failed=True, bridge_steps=5, env=EnvConfig())
+    eps, stats = augment([seed], "grasp", caug, num_wanted=2, batch_size=2, max_attempts=2, seed=3, progress=False, mesh=mesh)
+    return {"success": [bool(ep.success) for ep in eps], "successes": stats.successes,
+            "obj": np.stack([ep.obs["obj"] for ep in eps]), "actions": np.stack([ep.actions for ep in eps])}
+
+
+def _diffusion(mesh):
+    import jax
+
+    from dexfly.policies.diffusion import DiffusionConfig, fit
+
+    t = np.linspace(0, 1, 30, dtype=np.float32)
+    episodes = [{"obs": np.stack([np.sin(3 * t + e), np.cos(2 * t + e), t, np.full_like(t, e), np.full_like(t, 0.7)], -1),
+                 "actions": (10.0 * np.stack([np.sin(3 * t + e + 0.2), 0.5 * np.cos(2 * t + e), t ** 2 + e], -1)).astype(np.float32)}
+                for e in range(2)]
+    res = fit(episodes, DiffusionConfig.tiny(total_steps=20), num_steps=20, scan_steps=10, progress=False, mesh=mesh)
+    return {"losses": np.asarray(res.losses), "params": np.concatenate([np.ravel(x) for x in jax.tree.leaves(res.state.params)])}
+
+
+def _ppo(mesh):
+    import jax
+    import jax.numpy as jnp
+
+    import envs
+    from dexfly import devices
+    from dexfly.policies.residual import ResidualConfig, ResidualSpec
+    from dexfly.policies.residual import train as rt
+    from envs.base import EnvConfig
+
+    from test_residual import HomePolicy  # the toy base of tests/test_residual.py
+
+    env = envs.make_cached("grasp", None, EnvConfig(episode_seconds=0.2, reward_scales=(("enclose", 0.0), ("lift", 0.0), ("success", 0.0))))
+    base = HomePolicy(jnp.asarray(env.home_action()), obs_dim=sum(env.obs_dims.values()))
+    cfg = ResidualConfig(num_envs=4, num_minibatches=2, update_epochs=2, explore_steps=1, hidden=(16, 16), value_hidden=(16,), lr=5e-3,
+                         alpha_pos=0.3, alpha_rot=0.0, alpha_hand=0.0, reward_scaling=1.0, init_noise_std=0.3, seed=1)
+    spec = ResidualSpec.of_env(env)
+    pools = devices.replicate((env.make_scenes(env.sample_scenes(jax.random.PRNGKey(0), 8, envs.SceneSet(sample_poses=True))),), mesh)
+    update = rt.make_update(cfg, spec, (env,), base, mesh)
+    state, returns = devices.replicate(rt.init_state(cfg, spec), mesh), []
+    for u in range(2):  # update 0 runs the base alone (epsilon 0), update 1 the residual everywhere
+        state, metrics = update(state, pools, rt.update_key(cfg, u))
+        returns.append(float(metrics["return"]))  # also waits for the update: XLA:CPU deadlocks on queued sharded steps
+    return {"returns": np.asarray(returns), "params": np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])}
+
+
+def _compare(one: dict, two: dict) -> dict:
+    """Per key: exact equality and the largest absolute difference."""
+    out = {}
+    for k in one:
+        a, b = np.asarray(one[k], np.float64), np.asarray(two[k], np.float64)
+        out[k] = {"equal": bool(np.array_equal(a, b)), "max_abs_diff": float(np.max(np.abs(a - b))) if a.size else 0.0,
+                  "one": a.tolist() if a.size <= 32 else None, "two": b.tolist() if b.size <= 32 else None}
+    return out
+
+
+def main() -> None:
+    import time
+
+    import jax
+
+    from dexfly import devices
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    assert jax.device_count() == 2, jax.devices()
+    mesh = devices.make_mesh(None)
+    assert devices.make_mesh(1) is None and mesh is not None and devices.size(mesh) == 2
+    try:
+        devices.check_batch(3, mesh, "batch_size")
+        raise AssertionError("an odd batch over 2 devices was accepted")
+    except ValueError as e:
+        batch_error = str(e)
+    report = {"batch_error": batch_error, "seconds": {}}
+    for name, stage in (("augment", _augmentation), ("diffusion", _diffusion), ("ppo", _ppo)):
+        t0 = time.perf_counter()
+        report[name] = _compare(stage(None), stage(mesh))
+        report["seconds"][name] = round(time.perf_counter() - t0, 1)
+    print(RESULT_PREFIX + json.dumps(report), flush=True)
+
+
+# ---------------------------------------------------------------- the test
+@pytest.fixture(scope="module")
+def report():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    assert proc.returncode == 0 and lines, f"subprocess failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
+def test_two_devices_match_one(report):
+    print(json.dumps(report, indent=1))  # the measured differences, shown with pytest -s
+    assert "batch_size=3" in report["batch_error"] and "2 devices" in report["batch_error"]
+    # Augmentation: the same successes and executed actions. The object observations are not compared: a batch of 2 on
+    # one device and of 1 per device are different XLA programs, and contacts amplify their last-bit float differences
+    # (measured: actions 6e-8 apart, object velocities up to 0.15).
+    aug = report["augment"]
+    assert aug["success"]["equal"] and aug["successes"]["equal"], aug
+    assert aug["actions"]["max_abs_diff"] < 1e-4, aug
+    # Diffusion: losses and weights within float tolerance (measured: 7e-7 and 1.2e-7).
+    diff = report["diffusion"]
+    np.testing.assert_allclose(diff["losses"]["two"], diff["losses"]["one"], rtol=1e-5)
+    assert diff["params"]["max_abs_diff"] < 1e-5, diff
+    # PPO: the same return curve (measured: 1.5e-7 apart). The weights are not compared: Adam moves every weight by about
+    # lr per step whatever its gradient's size, so weights whose gradient is near float noise (a reduction order apart)
+    # end up a few lr apart (measured: 0.069, lr 5e-3, 8 steps).
+    ppo = report["ppo"]
+    np.testing.assert_allclose(ppo["returns"]["two"], ppo["returns"]["one"], rtol=1e-5)
+
+
+if __name__ == "__main__":
+    main()
