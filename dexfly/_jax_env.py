@@ -11,13 +11,18 @@ user already set for the same flag:
   experiments/stress_xla.py).
 
 The persistent compilation cache lives under the user's cache dir (``$XDG_CACHE_HOME/dexfly/jax`` or
-``~/.cache/dexfly/jax``) unless ``DEXFLY_JAX_CACHE_DIR`` or ``JAX_COMPILATION_CACHE_DIR`` is set;
-``DEXFLY_JAX_CACHE_DIR=off`` disables it.
+``~/.cache/dexfly/jax``), in a subfolder per jaxlib version and host CPU (`host_cache_tag`), unless
+``DEXFLY_JAX_CACHE_DIR`` or ``JAX_COMPILATION_CACHE_DIR`` is set (used as given); ``DEXFLY_JAX_CACHE_DIR=off``
+disables it. Why per CPU: an XLA:CPU executable is machine code for the CPU that compiled it, and a home folder
+shared by machines of different CPUs (a cluster's, a CI runner's) served one to another machine, where loading it
+aborted the process (CI, stop 19: `Fatal Python error: Aborted` in `deserialize_executable`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 from pathlib import Path
 
 # flag name -> dexfly's value (see the module docstring for why each is set)
@@ -25,6 +30,24 @@ XLA_DEFAULTS = {
     "xla_cpu_use_fusion_emitters": "false",
     "xla_cpu_enable_concurrency_optimized_scheduler": "false",
 }
+
+
+def host_cache_tag() -> str:
+    """`<jaxlib version>-<12 hex digits>`: the digits hash the CPU's model and feature flags (Linux
+    /proc/cpuinfo; elsewhere `platform`), so machines that could load each other's executables share a folder."""
+    try:
+        from importlib.metadata import version
+
+        jaxlib = version("jaxlib")
+    except Exception:  # noqa: BLE001  (not installed yet: the tag only has to be stable)
+        jaxlib = "unknown"
+    cpu = f"{platform.machine()} {platform.processor()}"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = "\n".join(sorted({ln for ln in lines if ln.split(":")[0].strip() in ("model name", "flags", "Features", "CPU part")}))
+    except OSError:
+        pass
+    return f"{jaxlib}-{hashlib.sha256(cpu.encode()).hexdigest()[:12]}"
 
 
 def configure() -> None:
@@ -37,7 +60,7 @@ def configure() -> None:
     cache = os.environ.get("DEXFLY_JAX_CACHE_DIR") or os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if cache is None:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        cache = str(Path(base) / "dexfly" / "jax")
+        cache = str(Path(base) / "dexfly" / "jax" / host_cache_tag())
     if cache != "off":
         os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")

@@ -100,3 +100,27 @@ def test_concurrent_writes_do_not_touch_umask(tmp_path, umask):
     assert not errors
     assert {mode(p) for p in tmp_path.iterdir()} == {0o640}
     assert os.umask(0o027) == 0o027
+
+
+def test_default_compilation_cache_is_per_jaxlib_and_cpu(tmp_path, monkeypatch):
+    """XLA:CPU executables are machine code: the default cache folder is named by jaxlib version and CPU, and a
+    folder the user names is used as given."""
+    from dexfly import _jax_env
+
+    for var in ("DEXFLY_JAX_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _jax_env.configure()
+    tag = _jax_env.host_cache_tag()
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "dexfly" / "jax" / tag)
+    version, digits = tag.rsplit("-", 1)
+    assert version == jax_version() and len(digits) == 12 and tag == _jax_env.host_cache_tag()
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
+    _jax_env.configure()
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+def jax_version():
+    import jaxlib
+
+    return jaxlib.__version__
