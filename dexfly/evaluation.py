@@ -13,6 +13,7 @@ draw is per env, so the real scenes get the same numbers as without padding).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from jax.sharding import Mesh
 import envs
 from dexfly import devices, watchdog
 from dexfly.unroll import ChunkPolicy, Hook, Step, jit_unroll, record_success
-from dexfly.utils import group_by_topology
+from dexfly.utils import group_by_topology, topology_indices
 from envs.base import SceneSpec, State, TaskEnv
 
 
@@ -85,13 +86,20 @@ def evaluate(
     hook: Hook | None = None,
     hook_params: Any = None,
     mesh: Mesh | None = None,
+    pad_to: int = 1,
 ) -> EvalResult:
-    """Success rate over the scenes, mean and std over seeds (each seed re-samples the policy's noise)."""
+    """Success rate over the scenes, mean and std over seeds (each seed re-samples the policy's noise).
+
+    The batch is padded to a multiple of `pad_to` (and of the mesh's device count) with copies of the first
+    scene, whose results are dropped: evaluations of slightly different sizes then share one compiled rollout."""
     if not specs:
         raise ValueError("no evaluation scenes")
+    if pad_to < 1:
+        raise ValueError(f"pad_to must be >= 1, got {pad_to}")
     check_policy_fits(env, policy, task)
     n = len(specs)
-    padded = list(specs) + [specs[0]] * devices.padding(n, mesh)  # a whole number of envs per device; dropped below
+    multiple = math.lcm(pad_to, devices.size(mesh))
+    padded = list(specs) + [specs[0]] * (-n % multiple)  # a whole number of envs per device; dropped below
     scenes = env.make_scenes(padded)
     rates, per_scene, first_qpos = [], [], None
     for i, seed in enumerate(seeds):
@@ -127,7 +135,8 @@ class GroupedEval:
 
 def evaluate_scenes(task: str, policy: ChunkPolicy, specs: list[SceneSpec], *, seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
                     num_steps: int | None = None, record_qpos_first: bool = False, hook: Hook | None = None,
-                    hook_params: Any = None, env_config: envs.EnvConfig | None = None, mesh: Mesh | None = None) -> GroupedEval:
+                    hook_params: Any = None, env_config: envs.EnvConfig | None = None, mesh: Mesh | None = None,
+                    pad_to: int = 1) -> GroupedEval:
     """`evaluate` over scenes of any object topologies: one compiled env per topology group; overall per-seed
     rates weight each group by its number of scenes. With `record_qpos_first`, the first group's first seed
     keeps its qpos (for a video)."""
@@ -137,11 +146,44 @@ def evaluate_scenes(task: str, policy: ChunkPolicy, specs: list[SceneSpec], *, s
     for i, (objects, group) in enumerate(group_by_topology(task, specs).items()):
         env = envs.make_cached(task, tuple(objects), env_config)
         res = evaluate(env, policy, group, seeds=seeds, num_steps=num_steps, task=task, record_qpos=record_qpos_first and i == 0,
-                       hook=hook, hook_params=hook_params, mesh=mesh)
+                       hook=hook, hook_params=hook_params, mesh=mesh, pad_to=pad_to)
         per_seed += np.asarray(res.per_seed) * len(group)
         groups.append((tuple(objects), tuple(group), res))
     per_seed /= len(specs)
     return GroupedEval(float(per_seed.mean()), float(per_seed.std()), tuple(float(r) for r in per_seed), tuple(groups))
+
+
+def evaluate_sets(task: str, policy: ChunkPolicy, sets: dict[str, list[SceneSpec]], **kw) -> dict[str, GroupedEval]:
+    """`evaluate_scenes` over several scene sets at once (e.g. T_OEP and T_O): scenes of one topology share one
+    batch, so one compiled rollout and one run per seed serve every set. Each set's rates are over its own scenes
+    only; a scene's random draws follow its place in the joint batch (the sets in order, then their scenes).
+    Keyword arguments as `evaluate_scenes`'; `record_qpos_first` records the first set's first group."""
+    empty = [name for name, specs in sets.items() if not specs]
+    if empty:
+        raise ValueError(f"empty evaluation set(s): {empty}")
+    joint = [spec for specs in sets.values() for spec in specs]
+    tags = [name for name, specs in sets.items() for _ in specs]
+    res = evaluate_scenes(task, policy, joint, **kw)
+    column: dict[int, tuple[int, int]] = {}  # joint index -> (group, column in that group's results)
+    for g, idx in enumerate(topology_indices(task, joint).values()):  # the order evaluate_scenes grouped them in
+        column.update({k: (g, c) for c, k in enumerate(idx)})
+    out = {}
+    for name in sets:
+        mine = [k for k, t in enumerate(tags) if t == name]
+        groups, hits = [], 0.0
+        for g, (objects, specs, r) in enumerate(res.groups):
+            cols = [column[k][1] for k in mine if column[k][0] == g]
+            if not cols:
+                continue
+            sub = r.per_scene[:, cols]  # [n_seeds, n]
+            rates = sub.mean(axis=1)
+            groups.append((objects, tuple(specs[c] for c in cols),
+                           EvalResult(float(rates.mean()), float(rates.std()), tuple(float(x) for x in rates), sub,
+                                      None if r.qpos is None else r.qpos[:, cols])))
+            hits = hits + sub.sum(axis=1)
+        per_seed = np.asarray(hits) / len(mine)
+        out[name] = GroupedEval(float(per_seed.mean()), float(per_seed.std()), tuple(float(r) for r in per_seed), tuple(groups))
+    return out
 
 
 def write_video(path, task: str, res: GroupedEval, *, episodes: int = 4, env_config: envs.EnvConfig | None = None, camera: str = "front"):
@@ -160,4 +202,4 @@ def write_video(path, task: str, res: GroupedEval, *, episodes: int = 4, env_con
     return render.write_video(path, frames, fps=1.0 / (2 * env.config.ctrl_dt))
 
 
-__all__ = ["ChunkPolicy", "EvalResult", "GroupedEval", "check_policy_fits", "evaluate", "evaluate_scenes", "rollout_policy", "write_video"]
+__all__ = ["ChunkPolicy", "EvalResult", "GroupedEval", "check_policy_fits", "evaluate", "evaluate_scenes", "evaluate_sets", "rollout_policy", "write_video"]

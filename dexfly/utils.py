@@ -82,15 +82,22 @@ def plot_curve(path, values, *, title: str, ylabel: str, xlabel: str = "step", l
     return Path(path)
 
 
-def group_by_topology(task: str, specs):
-    """{((role, representative object id), ...): [specs]}: scenes that can share one compiled env."""
+def topology_indices(task: str, specs) -> dict[tuple, list[int]]:
+    """{((role, representative object id), ...): [indices into specs]}: scenes that can share one compiled env,
+    groups in order of first appearance, each group's scenes in their order."""
     from dexfly.catalog import load_catalog
 
     cat = load_catalog()
-    groups: dict[tuple, list] = {}
+    groups: dict[tuple, list[int]] = {}
     reps: dict[tuple, tuple] = {}
-    for spec in specs:
+    for k, spec in enumerate(specs):
         topo = cat.scene_topology(spec.objects)
         reps.setdefault(topo, spec.objects)
-        groups.setdefault(reps[topo], []).append(spec)
+        groups.setdefault(reps[topo], []).append(k)
     return groups
+
+
+def group_by_topology(task: str, specs):
+    """{((role, representative object id), ...): [specs]}: scenes that can share one compiled env."""
+    specs = list(specs)
+    return {key: [specs[k] for k in idx] for key, idx in topology_indices(task, specs).items()}

@@ -47,3 +47,26 @@ def test_short_rollout_runs(grasp_env):
     assert res.qpos.shape == (16, 2, env.mj_model.nq)
     assert np.isfinite(res.qpos).all()
     assert 0.0 <= res.success_rate_mean <= 1.0
+
+
+def test_padding_and_joint_sets_keep_each_scenes_rollout(grasp_env):
+    """Padding the batch (to share a compiled rollout between evaluations of different sizes) and evaluating
+    several sets in one batch leave each real scene's rollout as it was: same random draws, same physics up to
+    float rounding of a different batch size."""
+    env = grasp_env
+    policy = untrained_policy(sum(env.obs_dims.values()), env.action_dim)
+    specs = [env.default_scene()] * 2
+    kw = dict(seeds=(0, 1), num_steps=16)
+    plain = evaluation.evaluate(env, policy, specs, record_qpos=True, **kw)
+    padded = evaluation.evaluate(env, policy, specs, record_qpos=True, pad_to=4, **kw)
+    assert padded.qpos.shape == plain.qpos.shape and padded.per_scene.shape == plain.per_scene.shape
+    np.testing.assert_allclose(padded.qpos, plain.qpos, atol=1e-4)
+    assert np.abs(plain.qpos[:, 0] - plain.qpos[:, 1]).max() > 1e-4  # the two envs' draws differ, so a mix-up would show
+    sets = evaluation.evaluate_sets("grasp", policy, {"a": specs[:1], "b": specs[1:]}, record_qpos_first=True, **kw)
+    np.testing.assert_array_equal(sets["a"].groups[0][2].qpos, plain.qpos[:, :1])  # the same batch of 2: the same program
+    np.testing.assert_array_equal(sets["b"].groups[0][2].per_scene, plain.per_scene[:, 1:])
+    assert sets["a"].per_seed == tuple(float(x) for x in plain.per_scene[:, :1].mean(axis=1))
+    with pytest.raises(ValueError, match=r"empty evaluation set\(s\): \['b'\]"):
+        evaluation.evaluate_sets("grasp", policy, {"a": specs, "b": []}, **kw)
+    with pytest.raises(ValueError, match="pad_to"):
+        evaluation.evaluate(env, policy, specs, pad_to=0, **kw)

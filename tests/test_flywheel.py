@@ -38,6 +38,20 @@ def test_bad_presets_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(schedule, "SCHEDULES_DIR", tmp_path)
     with pytest.raises(ValueError, match="'lift_box_carton' is not a grasp object"):
         load_preset("grasp", "tiny")
+    data["presets"]["tiny"]["iterations"][1]["objects"].pop()
+    data["presets"]["tiny"]["evaluation"]["t_oep_scenes"] = [4, 40]
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"T_OEP scene indices \[4, 40\] must be .* 0..39"):
+        load_preset("grasp", "tiny")
+
+
+def test_a_preset_scores_the_t_oep_scenes_it_names():
+    """`t_oep_scenes`: the first N configurations, or those at the listed indices (tiny Grasp: two cube scenes)."""
+    all_specs = load_t_oep("grasp")
+    assert load_preset("grasp", "cpu").t_oep_specs() == all_specs
+    tiny = load_preset("grasp", "tiny")
+    assert tiny.t_oep_specs() == [all_specs[k] for k in tiny.evaluation["t_oep_scenes"]]
+    assert load_t_oep("grasp", 3) == all_specs[:3]
 
 
 def test_a_foreign_or_non_run_folder_is_refused(tmp_path):

@@ -38,7 +38,7 @@ from dexfly import dataset, evaluation, watchdog
 from dexfly.catalog import TASK_ROLES
 from dexfly.flywheel.schedule import Preset, load_preset
 from dexfly.flywheel.stages import RunFolder, StageError, content_hash
-from dexfly.flywheel.testsets import load_t_oep, t_o_scenes, testset_path
+from dexfly.flywheel.testsets import t_o_scenes, testset_path
 from dexfly.paths import DEMOS_DIR
 from dexfly.utils import atomic_write_text
 
@@ -85,16 +85,24 @@ def train_base(task: str, preset: Preset, data: Path, out: Path, *, seed: int, i
     return {"steps": int(res.state.step), "final_loss": loss, "train_seconds": round(res.seconds, 1)}
 
 
-def evaluate_t_oep(task: str, preset: Preset, base, *, video: Path | None = None, mesh: Mesh | None = None) -> dict:
-    """A base policy on T_OEP, as every iteration and every baseline is scored: the preset's first `t_oep_scenes`
-    configurations, each seed of `seeds`; a video of the first episodes when `video` is a path. Returns eval.json's
-    {"t_oep": {"mean", "std", "per_seed", "per_object"}, "t_oep_scenes"}."""
+EVAL_PAD_TO = 4
+"""Evaluation batches are padded to a multiple of this (evaluation.evaluate), so iteration 1 (T_OEP with T_O^1
+in the same batches) and later iterations (T_OEP alone) share their compiled rollouts."""
+
+
+def evaluate_t_oep(task: str, preset: Preset, base, *, video: Path | None = None, mesh: Mesh | None = None,
+                   t_o: list | None = None) -> dict:
+    """A base policy on T_OEP, as every iteration and every baseline is scored: the preset's T_OEP scenes
+    (`Preset.t_oep_specs`), each seed of `seeds`; a video of the first episodes when `video` is a path. With `t_o`
+    (scenes), T_O is scored in the same batches (`evaluation.evaluate_sets`: a topology both share compiles once).
+    Returns eval.json's {"t_oep": {"mean", "std", "per_seed", "per_object"}, "t_oep_scenes"[, "t_o_base"]}."""
     ev = preset.evaluation
-    specs = load_t_oep(task, ev["t_oep_scenes"])
-    oep = evaluation.evaluate_scenes(task, base, specs, seeds=tuple(ev["seeds"]), record_qpos_first=video is not None, mesh=mesh)
+    specs = preset.t_oep_specs()
+    sets = evaluation.evaluate_sets(task, base, {"t_oep": specs, **({"t_o": t_o} if t_o else {})}, seeds=tuple(ev["seeds"]),
+                                    record_qpos_first=video is not None, mesh=mesh, pad_to=EVAL_PAD_TO)
     if video is not None:
-        evaluation.write_video(video, task, oep, episodes=int(ev["video_episodes"]))
-    return {"t_oep": _rates(oep), "t_oep_scenes": len(specs)}
+        evaluation.write_video(video, task, sets["t_oep"], episodes=int(ev["video_episodes"]))
+    return {"t_oep": _rates(sets["t_oep"]), "t_oep_scenes": len(specs), **({"t_o_base": _rates(sets["t_o"])} if t_o else {})}
 
 
 class Flywheel:
@@ -207,14 +215,10 @@ class Flywheel:
             from dexfly.policies.diffusion import load_run
 
             base, _, _ = load_run(self.run_dir.path(f"iter{i}/diffusion"), task=self.task)
-            seeds = tuple(ev["seeds"])
+            t_o = t_o_scenes(self.task, self.preset.iteration(1).objects, tuple(ev["t_o_pose_ids"])) if i == 1 else None
             result = evaluate_t_oep(self.task, self.preset, base, video=self.run_dir.path(f"iter{i}/t_oep.mp4") if self.video else None,
-                                    mesh=self.mesh)
+                                    mesh=self.mesh, t_o=t_o)
             outputs = [f"iter{i}/eval.json"] + ([f"iter{i}/t_oep.mp4"] if self.video else [])
-            if i == 1:
-                t_o = evaluation.evaluate_scenes(self.task, base, t_o_scenes(self.task, self.preset.iteration(1).objects, tuple(ev["t_o_pose_ids"])),
-                                                 seeds=seeds, mesh=self.mesh)
-                result["t_o_base"] = _rates(t_o)
             atomic_write_text(self.run_dir.path(f"iter{i}/eval.json"), json.dumps(result, indent=2))
             return outputs, {"t_oep": result["t_oep"]["mean"]}
 

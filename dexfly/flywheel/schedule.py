@@ -11,13 +11,15 @@ File format (`format: dexfly.schedule/1`):
         "diffusion": {DiffusionConfig fields},   "residual": {ResidualConfig fields},
         "augment": {AugmentConfig fields, "batch_size": B},
         "rollouts_per_object": R, "collect_batch_size": B,
-        "evaluation": {"seeds": [...], "t_o_pose_ids": [...], "t_oep_scenes": N},
+        "evaluation": {"seeds": [...], "t_o_pose_ids": [...], "t_oep_scenes": N or [indices]},
         "keep_previous_data": bool, "warm_start": bool}}}
 
 Iteration i's entry is D_i's scenario set: its objects O_i, environments E_i and the first `num_poses`
 catalog poses P_i, and `trajectories`, the size of D_i. Entry 1 is C_1 of the warm-up (the seed's object);
 entry i+1 is C_aug^{i+1}, which the rollouts of iteration i (on the objects O_{i+1}) are augmented across.
-Iterations past the last entry repeat it (the paper stops at 3; any n runs).
+Iterations past the last entry repeat it (the paper stops at 3; any n runs). `t_oep_scenes` picks the T_OEP
+scenes a preset scores: the first N of the task's 40, or a list of their indices (the `tiny` preset's two scenes
+share the seed object's topology, so its smoke run compiles one evaluation env instead of three).
 """
 
 from __future__ import annotations
@@ -89,6 +91,12 @@ class Preset:
         from dexfly.augment.config import AugmentConfig
 
         return dataclasses.replace(AugmentConfig(), **{k: v for k, v in self.augment.items() if k != "batch_size"})
+
+    def t_oep_specs(self) -> list:
+        """The T_OEP scenes this preset scores (`evaluation.t_oep_scenes`: the first N, or a list of indices)."""
+        from dexfly.flywheel.testsets import load_t_oep
+
+        return load_t_oep(self.task, self.evaluation["t_oep_scenes"])
 
     @property
     def augment_batch_size(self) -> int:
@@ -172,6 +180,7 @@ def load_preset(task: str, preset: str) -> Preset:
     preset_obj.diffusion_config()  # unknown fields fail here, naming them
     preset_obj.residual_config()
     preset_obj.augment_config()
+    preset_obj.t_oep_specs()  # indices the test set does not hold fail here, naming them
     return preset_obj
 
 

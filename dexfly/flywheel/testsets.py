@@ -44,11 +44,19 @@ def make_t_oep(task: str, objects: tuple[str, ...], n: int = T_OEP_SIZE, seed: i
     return {"format": FORMAT, "task": task, "seed": seed, "objects": list(objects), "t_oep": configs}
 
 
-def load_t_oep(task: str, limit: int | None = None) -> list[SceneSpec]:
-    """T_OEP's scenes (the first `limit`); ValueError naming the file when it is malformed or of another task."""
-    data = read_task_file(testset_path(task), task, FORMAT, "T_OEP test set")
-    configs = data["t_oep"][:limit] if limit else data["t_oep"]
-    return [object_scene(task, c["object"], c["env_id"], c["pose"], f"t_oep_{k:02d}") for k, c in enumerate(configs)]
+def load_t_oep(task: str, which: int | list[int] | tuple[int, ...] | None = None) -> list[SceneSpec]:
+    """T_OEP's scenes: all of them, the first `which` (an int), or those at the indices `which` (a list); ValueError
+    naming the file when it is malformed or of another task, or an index it does not hold."""
+    path = testset_path(task)
+    configs = read_task_file(path, task, FORMAT, "T_OEP test set")["t_oep"]
+    if isinstance(which, (list, tuple)):
+        bad = [k for k in which if not isinstance(k, int) or not 0 <= k < len(configs)]
+        if bad or not which:
+            raise ValueError(f"{path}: T_OEP scene indices {list(which)} must be a non-empty list of 0..{len(configs) - 1}")
+        picked = [(k, configs[k]) for k in which]
+    else:
+        picked = list(enumerate(configs[:which] if which else configs))
+    return [object_scene(task, c["object"], c["env_id"], c["pose"], f"t_oep_{k:02d}") for k, c in picked]
 
 
 def t_o_scenes(task: str, objects: tuple[str, ...], pose_ids: tuple[str, ...] = ("p00",), env_id: str | None = None) -> list[SceneSpec]:

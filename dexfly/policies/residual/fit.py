@@ -144,7 +144,9 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
 
     eval_specs = scene_grid(task, objects=tuple(objects), env_ids=(eval_set.env_id,), pose_ids=eval_set.pose_ids)
     hook = combined_hook(spec, config, True)
-    combined_params = lambda s: HookParams(s.params.policy, s.normalizer, np.bool_(True))  # noqa: E731
+    # The base is evaluated through the same hook with the residual switched off (bit-identical to the base
+    # alone, tests/test_residual.py), so base and combined evaluation share one compiled rollout.
+    combined_params = lambda s, on=True: HookParams(s.params.policy, s.normalizer, np.bool_(on))  # noqa: E731
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -178,7 +180,7 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
             bar.update(task_id, completed=u + 1, info=f"return {row['return']:.1f}  success {row['success']:.2f} "
                        f"(residual {rate(row['success_residual'])}, base {rate(row['success_base'])})  eps {row['epsilon']:.2f}")
         seconds = time.perf_counter() - t0
-        _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, env_config=env_config, mesh=mesh)
+        _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state, False), env_config, mesh=mesh)
         watchdog.beat("base evaluation")
         combined, comb_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state), env_config, record_video=video, mesh=mesh)
     result = {"task": task, "objects": list(objects), "eval_env_id": eval_set.env_id, "eval_pose_ids": list(eval_set.pose_ids),
