@@ -101,3 +101,31 @@ def group_by_topology(task: str, specs):
     """{((role, representative object id), ...): [specs]}: scenes that can share one compiled env."""
     specs = list(specs)
     return {key: [specs[k] for k in idx] for key, idx in topology_indices(task, specs).items()}
+
+
+def memory_mappings() -> tuple[int, int] | None:
+    """(memory mappings this process holds, the kernel's limit vm.max_map_count), or None off Linux."""
+    try:
+        with open("/proc/self/maps") as f:
+            count = sum(1 for _ in f)
+        limit = int(Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):
+        return None
+    return count, limit
+
+
+def release_compiled() -> None:
+    """Drop every compiled XLA program this process holds (`jax.clear_caches`); later calls recompile or load from
+    the persistent compilation cache (seconds).
+
+    Why: each loaded XLA:CPU executable keeps memory mappings of its own (a few hundred for an MJX rollout), and a
+    process that keeps compiling new programs reaches the kernel's limit (vm.max_map_count, 65530 by default),
+    where XLA crashes the process (a segfault or abort while compiling or loading a program; seen in the test
+    suite at about 10 GB). Long jobs call this between stages, the tests between modules.
+    """
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()

@@ -5,6 +5,18 @@ import pytest  # noqa: E402
 TINY_ITERATIONS = 2  # the tiny flywheel run's iterations (test_flywheel's ITERATIONS)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """After each test module, drop the compiled programs it left (dexfly.utils.release_compiled): the suite is one
+    long process, and without this it reached the kernel's memory-mapping limit and XLA crashed it (a segfault in
+    test_residual after about 50 minutes, with 10 GB resident). Programs a later module shares load from the
+    persistent compilation cache."""
+    yield
+    from dexfly.utils import release_compiled
+
+    release_compiled()
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """The flywheel's tiny preset, warm-up plus two iterations, run once per session: test_flywheel checks it,

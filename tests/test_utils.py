@@ -124,3 +124,24 @@ def jax_version():
     import jaxlib
 
     return jaxlib.__version__
+
+
+def test_release_compiled_gives_back_memory_mappings():
+    """Each loaded XLA program holds memory mappings; release_compiled returns them (long runs and the suite call
+    it, or the process reaches vm.max_map_count and XLA crashes it)."""
+    import jax
+    import jax.numpy as jnp
+
+    from dexfly.utils import memory_mappings, release_compiled
+
+    if memory_mappings() is None:
+        pytest.skip("/proc/self/maps is Linux only")
+    release_compiled()
+    before = memory_mappings()[0]
+    fns = [jax.jit(lambda x, i=i: jnp.sin(x * i) @ jnp.cos(x.T + i) + jnp.tanh(x).sum() * i) for i in range(20)]
+    for f in fns:
+        f(jnp.ones((8, 8))).block_until_ready()
+    grown = memory_mappings()[0] - before
+    release_compiled()
+    assert grown > 60, grown  # about 13 per program here
+    assert memory_mappings()[0] - before < grown / 2

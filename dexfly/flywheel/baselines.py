@@ -45,7 +45,7 @@ from dexfly.flywheel.stages import RunFolder, StageError, content_hash
 from dexfly.flywheel.testsets import testset_path
 from dexfly.paths import DEMOS_DIR
 from dexfly.teleop import HumanVariation
-from dexfly.utils import atomic_write_text
+from dexfly.utils import atomic_write_text, release_compiled
 
 METHODS = ("human-default", "human-enhanced", "replay-1", "replay-10", "no-residual", "no-aep", "no-both", "flywheel")
 LABELS = {"human-default": "Human Demo (Default)", "human-enhanced": "Human Demo (Enhanced)", "replay-1": "Replay-only, 1 seed",
@@ -350,6 +350,7 @@ class Baselines:
         t0 = time.perf_counter()
         with watchdog.stage(f"baselines {self.task} {run.root.name}/{name}"):
             outputs, summary = body()
+        release_compiled()  # bounded memory mappings over a long run (see release_compiled)
         return run.finish(name, config, outputs, time.perf_counter() - t0, summary)
 
     def _write(self, path: Path, episodes, method: str) -> None:

@@ -40,7 +40,7 @@ from dexfly.flywheel.schedule import Preset, load_preset
 from dexfly.flywheel.stages import RunFolder, StageError, content_hash
 from dexfly.flywheel.testsets import t_o_scenes, testset_path
 from dexfly.paths import DEMOS_DIR
-from dexfly.utils import atomic_write_text
+from dexfly.utils import atomic_write_text, release_compiled
 
 
 def stage_names(iterations: int, residual: bool = True) -> list[str]:
@@ -162,6 +162,7 @@ class Flywheel:
         with watchdog.stage(f"flywheel {self.task} {name}"):
             outputs, summary = body()
         seconds = time.perf_counter() - t0
+        release_compiled()  # a long run's memory mappings stay bounded (see release_compiled); shared programs reload from disk
         self.timings[name] = seconds
         return self.run_dir.finish(name, config, outputs, seconds, summary)
 
