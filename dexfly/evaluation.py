@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 
 import envs
 from dexfly import devices, watchdog
-from dexfly.unroll import ChunkPolicy, Hook, Step, jit_unroll, record_success
+from dexfly.unroll import ChunkPolicy, Hook, Step, jit_unroll
 from dexfly.utils import group_by_topology, topology_indices
 from envs.base import SceneSpec, State, TaskEnv
 
@@ -65,13 +65,11 @@ def rollout_policy(env: TaskEnv, policy: ChunkPolicy, scenes, key, *, num_steps:
     if num_steps <= 0:
         raise ValueError(f"evaluation horizon must be positive, got num_steps={num_steps}")
     check_policy_fits(env, policy)
-    record = _record_success_qpos if record_qpos else record_success
-    final, records = devices.gather(jit_unroll(env, num_steps, hook, record, mesh)(policy, scenes, key, hook_params, None))
+    # qpos is always recorded (a few MB), whether or not it is wanted: one compiled rollout then serves the video
+    # seed and every other seed; a rollout with another recorder is another program to compile (about 100 s here).
+    final, (success, qpos) = devices.gather(jit_unroll(env, num_steps, hook, _record_success_qpos, mesh)(policy, scenes, key, hook_params, None))
     env.check_finite(final.state, specs, where="policy evaluation")
-    if record_qpos:
-        success, qpos = records
-        return np.asarray(success), np.asarray(qpos)
-    return np.asarray(records), None
+    return np.asarray(success), (np.asarray(qpos) if record_qpos else None)
 
 
 def evaluate(

@@ -65,6 +65,9 @@ def test_normalizer_round_trip_and_range():
     np.testing.assert_allclose(y[:, :4].max(0), 1.0, atol=1e-6)
     np.testing.assert_array_equal(y[:, 4:], 0.0)  # constant dims map to 0
     np.testing.assert_allclose(np.asarray(m.unnormalize(jnp.asarray(y))), x, rtol=1e-5, atol=1e-5)
+    noisy = np.asarray(m.unnormalize(jnp.asarray(y + 0.05)))  # a model's output is never exactly 0 on a constant dim
+    np.testing.assert_array_equal(noisy[:, 4:], x[:, 4:])  # ... and the constant comes back as it is
+    np.testing.assert_allclose(noisy[:, :4], np.asarray(m.unnormalize(jnp.asarray(y)))[:, :4] + 0.05 / np.asarray(m.scale[:4]), rtol=1e-5)
     n = Normalizer.fit(x, x[:, :2])
     assert n.obs.dim == 6 and n.action.dim == 2
     # jittable pytree

@@ -15,7 +15,9 @@ class MinMax:
     """y = x * scale + offset maps [lo, hi] to [-1, 1] per dimension.
 
     A dimension with hi - lo < 1e-6 (constant in the data) gets scale 1 and maps lo to 0, so it neither
-    divides by zero nor blows up small deviations at test time. All fields are float32 [D].
+    divides by zero nor blows up small deviations at test time; unnormalising returns its constant, since
+    with scale 1 a model's output noise (0.03 to 0.06 in the Lift base's constant action dimensions) would
+    otherwise pass through as it is. All fields are float32 [D].
     """
 
     lo: jax.Array
@@ -40,8 +42,8 @@ class MinMax:
         return x * self.scale + self.offset
 
     def unnormalize(self, y: jax.Array) -> jax.Array:
-        """[..., D] normalised -> [..., D] raw."""
-        return (y - self.offset) / self.scale
+        """[..., D] normalised -> [..., D] raw; dimensions constant in the fitted data -> that constant."""
+        return jnp.where(self.hi - self.lo < _EPS, self.lo, (y - self.offset) / self.scale)
 
     @property
     def dim(self) -> int:
