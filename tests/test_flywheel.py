@@ -83,6 +83,16 @@ def test_stage_records(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- end to end
 
+def test_dataset_diversity_counts_configs_as_the_paper():
+    from types import SimpleNamespace
+
+    from dexfly.flywheel.loop import dataset_diversity
+
+    ep = lambda o, e, p: SimpleNamespace(object_ids=(o,), env_id=e, pose_id=p, extra={})  # noqa: E731
+    data = [ep("cube", "studio", "p00"), ep("cube", "oak", "p01"), ep("can", "studio", "p01")]
+    assert dataset_diversity(data) == {"objects": 2, "environments": 2, "poses": 2, "configs": 8, "configs_present": 3, "trajectories": 3}
+
+
 ITERATIONS = 2  # as conftest's session fixture `tiny_run` (the tiny preset, warm-up plus two iterations, run once)
 
 

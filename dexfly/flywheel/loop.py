@@ -64,11 +64,15 @@ def stage_outputs(iterations: int) -> dict[str, list[str]]:
 
 
 def dataset_diversity(episodes) -> dict[str, int]:
-    """O, E, P, configurations (O x E x P actually present) and trajectories of a dataset."""
+    """O, E, P (distinct objects, environments and poses in the dataset), configurations and trajectories.
+
+    `configs` is O x E x P, as the paper's Table 1 defines it ("the total number of possible scenario configurations
+    these combinations can form"); `configs_present` counts the (object, environment, pose) triples the dataset
+    actually holds, at most its number of trajectories."""
     pose = lambda ep: (ep.pose_id, ep.extra.get("poses"))  # noqa: E731  (named or sampled poses)
-    return {"objects": len({ep.object_ids for ep in episodes}), "environments": len({ep.env_id for ep in episodes}),
-            "poses": len({pose(ep) for ep in episodes}), "configs": len({(ep.object_ids, ep.env_id, pose(ep)) for ep in episodes}),
-            "trajectories": len(episodes)}
+    o, e, p = (len({ep.object_ids for ep in episodes}), len({ep.env_id for ep in episodes}), len({pose(ep) for ep in episodes}))
+    return {"objects": o, "environments": e, "poses": p, "configs": o * e * p,
+            "configs_present": len({(ep.object_ids, ep.env_id, pose(ep)) for ep in episodes}), "trajectories": len(episodes)}
 
 
 def train_base(task: str, preset: Preset, data: Path, out: Path, *, seed: int, init_from: Path | None = None, progress: bool = True,
