@@ -81,6 +81,29 @@ def test_stage_records(tmp_path):
     assert not (run.root / "out.txt").exists() and run.record("a") is None
 
 
+def test_run_stage_runs_skips_and_copies_from_a_donor(tmp_path):
+    calls, said = [], []
+
+    def body(root):
+        def run():
+            calls.append(root)
+            (root / "out.txt").write_text("data")
+            return ["out.txt"], {"n": 1}
+        return run
+
+    donor = RunFolder.open(tmp_path / "donor", task="grasp", preset="tiny", seed=0)
+    rec = donor.run_stage("a", {"x": 1}, body(donor.root), log=said.append)
+    assert calls == [donor.root] and rec["summary"] == {"n": 1} and said == ["[bold]a[/bold] ..."]
+    assert donor.run_stage("a", {"x": 1}, body(donor.root), log=said.append) == rec and calls == [donor.root]  # finished: skipped
+    assert said[-1].startswith("[dim]a: done")
+    other = RunFolder.open(tmp_path / "other", task="grasp", preset="tiny", seed=0, variant={"residual": False})
+    copied = other.run_stage("a", {"x": 1}, body(other.root), donors=(donor,), label="other/a", log=said.append)
+    assert calls == [donor.root] and copied["adopted_from"] == str(donor.root) and (other.root / "out.txt").read_text() == "data"
+    assert "other/a: identical to" in said[-1]
+    with pytest.raises(StageError, match="finished with other settings"):
+        donor.run_stage("a", {"x": 2}, body(donor.root))
+
+
 # ---------------------------------------------------------------------------------------------- end to end
 
 def test_dataset_diversity_counts_configs_as_the_paper():

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -37,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 from jax.sharding import Mesh
 
-from dexfly import dataset, watchdog
+from dexfly import dataset
 from dexfly.catalog import TASK_ROLES, load_catalog
 from dexfly.flywheel.loop import Flywheel, dataset_diversity, evaluate_t_oep, train_base
 from dexfly.flywheel.schedule import Preset, load_preset
@@ -45,7 +44,7 @@ from dexfly.flywheel.stages import RunFolder, StageError, content_hash
 from dexfly.flywheel.testsets import testset_path
 from dexfly.paths import DEMOS_DIR
 from dexfly.teleop import HumanVariation
-from dexfly.utils import atomic_write_text, release_compiled
+from dexfly.utils import atomic_write_text
 
 METHODS = ("human-default", "human-enhanced", "replay-1", "replay-10", "no-residual", "no-aep", "no-both", "flywheel")
 LABELS = {"human-default": "Human Demo (Default)", "human-enhanced": "Human Demo (Enhanced)", "replay-1": "Replay-only, 1 seed",
@@ -342,16 +341,9 @@ class Baselines:
 
     # ------------------------------------------------------------------ data sources
     def _stage(self, run: RunFolder, name: str, config: dict, body: Callable[[], tuple[list[str], dict]]) -> dict:
-        """Run `body` unless the stage finished with this config (as the flywheel's stages)."""
-        if run.done(name, config):
-            self.log(f"[dim]{run.root.name}/{name}: done, skipped")
-            return run.record(name)
-        self.log(f"[bold]{run.root.name}/{name}[/bold] ...")
-        t0 = time.perf_counter()
-        with watchdog.stage(f"baselines {self.task} {run.root.name}/{name}"):
-            outputs, summary = body()
-        release_compiled()  # bounded memory mappings over a long run (see release_compiled)
-        return run.finish(name, config, outputs, time.perf_counter() - t0, summary)
+        """Run `body` unless the stage finished with this config (RunFolder.run_stage, as the flywheel's stages)."""
+        label = f"{run.root.name}/{name}"
+        return run.run_stage(name, config, body, label=label, watch=f"baselines {self.task} {label}", log=self.log)
 
     def _write(self, path: Path, episodes, method: str) -> None:
         env_args = dict(dataset.read_dataset(self.seed_file, task=self.task).env_args)

@@ -28,19 +28,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 from jax.sharding import Mesh
 
-from dexfly import dataset, evaluation, watchdog
+from dexfly import dataset, evaluation
 from dexfly.catalog import TASK_ROLES
 from dexfly.flywheel.schedule import Preset, load_preset
 from dexfly.flywheel.stages import RunFolder, StageError, content_hash
 from dexfly.flywheel.testsets import t_o_scenes, testset_path
 from dexfly.paths import DEMOS_DIR
-from dexfly.utils import atomic_write_text, release_compiled
+from dexfly.utils import atomic_write_text
 
 
 def stage_names(iterations: int, residual: bool = True) -> list[str]:
@@ -149,26 +148,10 @@ class Flywheel:
         return self.run_dir.path(f"d{i}.hdf5")
 
     def _stage(self, name: str, config: dict, body: Callable[[], tuple[list[str], dict]]) -> dict:
-        """Run `body` unless the stage finished with this config; body returns (outputs, summary)."""
-        if self.run_dir.done(name, config):
-            rec = self.run_dir.record(name)
-            self.log(f"[dim]{name}: done ({rec['seconds']:.0f} s), skipped")
-            self.timings[name] = rec["seconds"]
-            return rec
-        for donor in self.donors:
-            rec = self.run_dir.adopt(name, config, donor)
-            if rec is not None:
-                self.log(f"[dim]{name}: identical to {donor.root}'s, copied from there")
-                self.timings[name] = rec["seconds"]
-                return rec
-        self.log(f"[bold]{name}[/bold] ...")
-        t0 = time.perf_counter()
-        with watchdog.stage(f"flywheel {self.task} {name}"):
-            outputs, summary = body()
-        seconds = time.perf_counter() - t0
-        release_compiled()  # a long run's memory mappings stay bounded (see release_compiled); shared programs reload from disk
-        self.timings[name] = seconds
-        return self.run_dir.finish(name, config, outputs, seconds, summary)
+        """Run `body` unless the stage finished with this config (RunFolder.run_stage); body returns (outputs, summary)."""
+        rec = self.run_dir.run_stage(name, config, body, watch=f"flywheel {self.task} {name}", donors=self.donors, log=self.log)
+        self.timings[name] = rec["seconds"]
+        return rec
 
     def _write(self, path: Path, episodes, extra: dict) -> None:
         env_args = dict(dataset.read_dataset(self.seed_file, task=self.task).env_args)

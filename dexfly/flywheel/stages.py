@@ -1,9 +1,9 @@
 """A flywheel run folder and its stage records: what makes a long run resumable and its outputs trustworthy.
 
     run = RunFolder.open("runs/flywheel_grasp", task="grasp", preset="cpu", seed=0)
-    if not run.done("iter1/diffusion", config):    # finished with this config: skip
-        ... write outputs ...
-        run.finish("iter1/diffusion", config, outputs=["iter1/diffusion"], seconds=...)
+    record = run.run_stage("iter1/diffusion", config, body)   # body() writes the outputs, returns (outputs, summary)
+
+(`run_stage` is `done`, then `adopt` from donors, then the body and `finish`.)
 
 `flywheel.json` names the run (task, preset, seed, and a `variant` when it is not the plain flywheel: an ablation,
 a baseline); a folder of another task, preset, seed or variant, or a non-empty folder that is not a flywheel run,
@@ -22,11 +22,13 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dexfly.utils import atomic_write_text
+from dexfly import watchdog
+from dexfly.utils import atomic_write_text, release_compiled
 
 FORMAT = "dexfly.flywheel/1"
 RUN_FILE = "flywheel.json"
@@ -133,6 +135,31 @@ class RunFolder:
                 raise StageError(f"stage {stage!r}: its output {p} changed since the stage finished (corrupt or edited); "
                                  f"rerun with --redo-from {stage}")
         return True
+
+    def run_stage(self, stage: str, config: Any, body: Callable[[], tuple[list[str], dict]], *, label: str | None = None,
+                  watch: str | None = None, donors: tuple[RunFolder, ...] = (), log: Callable[[str], Any] = print) -> dict:
+        """The stage's record: as it is when the stage finished with this config; copied from the first donor run
+        that finished it identically; else from running `body` (which writes the outputs and returns (outputs
+        relative to the run folder, summary)) under the watchdog (`watch`), then `finish`. `label` names the stage
+        in the log. Compiled programs are released after the body, so that a long run's memory mappings stay
+        bounded (`release_compiled`); a program a later stage shares reloads from the persistent cache."""
+        label = label or stage
+        if self.done(stage, config):
+            rec = self.record(stage)
+            log(f"[dim]{label}: done ({rec['seconds']:.0f} s), skipped")
+            return rec
+        for donor in donors:
+            rec = self.adopt(stage, config, donor)
+            if rec is not None:
+                log(f"[dim]{label}: identical to {donor.root}'s, copied from there")
+                return rec
+        log(f"[bold]{label}[/bold] ...")
+        t0 = time.perf_counter()
+        with watchdog.stage(watch or label):
+            outputs, summary = body()
+        seconds = time.perf_counter() - t0
+        release_compiled()
+        return self.finish(stage, config, outputs, seconds, summary)
 
     def finish(self, stage: str, config: Any, outputs: list[str], seconds: float, summary: dict | None = None) -> dict:
         rec = {"stage": stage, "config_hash": config_hash(config), "config": config,
