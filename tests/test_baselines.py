@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from dexfly.flywheel.baselines import BaselineConfig, Baselines, build_tables, check_flywheel_run
+from dexfly.flywheel.baselines import METHODS, BaselineConfig, Baselines, build_tables, check_flywheel_run, parse_methods
 from dexfly.flywheel.stages import RunFolder, StageError
 
 ITERATIONS = 2  # as conftest's tiny flywheel run
@@ -117,5 +117,6 @@ def test_identical_stages_are_copied_from_a_donor_run(tmp_path):
     assert RunFolder.open(tmp_path / "other", task="grasp", preset="tiny", seed=0).adopt("warmup", {"x": 1}, donor) is None  # corrupt donor
     with pytest.raises(StageError, match=r'is a run of \{"residual": false\}, not the plain flywheel'):
         RunFolder.open(tmp_path / "ablation", task="grasp", preset="tiny", seed=0)
+    assert parse_methods(("all",)) == METHODS and parse_methods(("flywheel", "replay-1")) == ("replay-1", "flywheel")
     with pytest.raises(ValueError, match=r"unknown method id\(s\) \['replay-2'\]"):
         _suite(tmp_path / "a", None, methods=("replay-1", "replay-2"))

@@ -10,11 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from dexfly.flywheel.baselines import BaselineConfig, Baselines, last_dataset_size, write_tables
+from dexfly.flywheel.baselines import Baselines, last_dataset_size, write_tables
 from dexfly.flywheel.schedule import load_preset
+from test_baselines import ITERATIONS, SMALL, _record  # the same iterations, sizes and record reader as the variants
 
-ITERATIONS = 2  # the flywheel variants' tiny runs (test_baselines.py)
-SMALL = BaselineConfig(human_demos=4, replay_sources=2, teleop_batch_size=4)  # a few of each exercise every path
 DATA_SOURCES = ("human-default", "human-enhanced", "replay-1", "replay-10")
 
 
@@ -23,10 +22,6 @@ def data_suite(tmp_path_factory):
     out = tmp_path_factory.mktemp("baselines_data") / "grasp_tiny"
     tables = Baselines("grasp", "tiny", out, methods=DATA_SOURCES, iterations=ITERATIONS, config=SMALL, progress=False, video=False).run()
     return out, tables
-
-
-def _record(root, stage):
-    return json.loads((root / "stages" / (stage.replace("/", "__") + ".json")).read_text())
 
 
 def test_every_data_source_method_runs_at_the_tiny_preset(data_suite):
