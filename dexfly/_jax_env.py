@@ -10,6 +10,9 @@ user already set for the same flag:
   CPU); with it off they did not in the stress runs of BENCHMARKS.md ("XLA:CPU hangs",
   experiments/stress_xla.py).
 
+`network_jit` turns the fusion emitters back on for single programs that hold no MJX (network training):
+diffusion training is about a fifth faster with them on this CPU (BENCHMARKS.md).
+
 The persistent compilation cache lives under the user's cache dir (``$XDG_CACHE_HOME/dexfly/jax`` or
 ``~/.cache/dexfly/jax``), in a subfolder per jaxlib version and host CPU (`host_cache_tag`), unless
 ``DEXFLY_JAX_CACHE_DIR`` or ``JAX_COMPILATION_CACHE_DIR`` is set (used as given); ``DEXFLY_JAX_CACHE_DIR=off``
@@ -20,16 +23,23 @@ aborted the process (CI, stop 19: `Fatal Python error: Aborted` in `deserialize_
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # flag name -> dexfly's value (see the module docstring for why each is set)
 XLA_DEFAULTS = {
     "xla_cpu_use_fusion_emitters": "false",
     "xla_cpu_enable_concurrency_optimized_scheduler": "false",
 }
+# defaults that configure() added, in this process or a parent whose environment it inherited (named in this env
+# var); a flag the user set in XLA_FLAGS is theirs, and network_jit leaves it alone
+_ADDED_VAR = "DEXFLY_XLA_DEFAULTS_ADDED"
+_ADDED: set[str] = set(filter(None, os.environ.get(_ADDED_VAR, "").split(",")))
 
 
 def host_cache_tag() -> str:
@@ -56,6 +66,8 @@ def configure() -> None:
     for name, value in XLA_DEFAULTS.items():
         if f"--{name}=" not in flags and not flags.rstrip().endswith(f"--{name}"):
             flags = f"{flags} --{name}={value}".strip()
+            _ADDED.add(name)
+    os.environ[_ADDED_VAR] = ",".join(sorted(_ADDED))
     os.environ["XLA_FLAGS"] = flags
     cache = os.environ.get("DEXFLY_JAX_CACHE_DIR") or os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if cache is None:
@@ -68,6 +80,26 @@ def configure() -> None:
     # Rendering without a display: EGL is the fast headless path; users may override.
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def network_jit(fun: Callable, **jit_kwargs: Any) -> Callable:
+    """`jax.jit(fun, **jit_kwargs)` for a program with no MJX in it. On the CPU backend, when the fusion emitters
+    are off only by dexfly's default, the program is compiled with them on (a per-program XLA option; the
+    process-wide flag stays off for MJX). On other backends, or when the user set the flag, it is plain jax.jit.
+    The backend is read at the first call (not at import, before any multi-host setup)."""
+    import jax
+
+    compiled: dict[str, Callable] = {}
+
+    @functools.wraps(fun)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        backend = jax.default_backend()
+        if backend not in compiled:
+            on = backend == "cpu" and "xla_cpu_use_fusion_emitters" in _ADDED
+            compiled[backend] = jax.jit(fun, compiler_options={"xla_cpu_use_fusion_emitters": True} if on else None, **jit_kwargs)
+        return compiled[backend](*args, **kwargs)
+
+    return call
 
 
 configure()

@@ -22,6 +22,7 @@ import optax
 from jax.sharding import Mesh
 
 from dexfly import devices, watchdog
+from dexfly._jax_env import network_jit
 from dexfly.policies.diffusion import checkpoint as ckpt
 from dexfly.policies.diffusion.config import DiffusionConfig
 from dexfly.policies.diffusion.data import WindowData, batch_indices, make_window_data
@@ -69,16 +70,16 @@ def _train_step(state: TrainState, data: WindowData, config: DiffusionConfig, me
     return state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state), loss
 
 
-train_step = jax.jit(_train_step, static_argnames=("config", "mesh"))
+train_step = network_jit(_train_step, static_argnames=("config", "mesh"))
 train_step.__doc__ = """One optimizer step: (state, data, config, mesh=None) -> (state, loss []). Jitted; config and mesh static
-(with a mesh, pass state and data replicated over it)."""
+(with a mesh, pass state and data replicated over it). On the CPU, compiled with XLA's fusion emitters (`network_jit`)."""
 
 
 def _train_steps(state: TrainState, data: WindowData, config: DiffusionConfig, num_steps: int, mesh: Mesh | None = None):
     return jax.lax.scan(lambda s, _: _train_step(s, data, config, mesh), state, None, length=num_steps)
 
 
-train_steps = jax.jit(_train_steps, static_argnames=("config", "num_steps", "mesh"))
+train_steps = network_jit(_train_steps, static_argnames=("config", "num_steps", "mesh"))
 train_steps.__doc__ = """num_steps optimizer steps in one lax.scan: (state, data, config, num_steps, mesh=None) ->
 (state, losses [num_steps]). Jitted; config, num_steps and mesh static (each distinct num_steps compiles once; with a
 mesh, pass state and data replicated over it)."""
