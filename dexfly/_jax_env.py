@@ -36,10 +36,10 @@ XLA_DEFAULTS = {
     "xla_cpu_use_fusion_emitters": "false",
     "xla_cpu_enable_concurrency_optimized_scheduler": "false",
 }
-# defaults that configure() added, in this process or a parent whose environment it inherited (named in this env
-# var); a flag the user set in XLA_FLAGS is theirs, and network_jit leaves it alone
-_ADDED_VAR = "DEXFLY_XLA_DEFAULTS_ADDED"
-_ADDED: set[str] = set(filter(None, os.environ.get(_ADDED_VAR, "").split(",")))
+# XLA_DEFAULTS that configure() added (network_jit leaves a flag the user set alone). A child process inherits the
+# names with the XLA_FLAGS value they belong to, and keeps them only if XLA_FLAGS is still that value.
+_ADDED_VAR, _FLAGS_VAR = "DEXFLY_XLA_DEFAULTS_ADDED", "DEXFLY_XLA_FLAGS"
+_ADDED: set[str] = set()
 
 
 def host_cache_tag() -> str:
@@ -63,12 +63,17 @@ def host_cache_tag() -> str:
 def configure() -> None:
     """Set XLA flags and JAX compilation-cache env vars (idempotent; call before importing jax)."""
     flags = os.environ.get("XLA_FLAGS", "")
+    added = set()
+    if flags and flags == os.environ.get(_FLAGS_VAR):  # set by configure() in this process or a parent
+        added = set(filter(None, os.environ.get(_ADDED_VAR, "").split(",")))
     for name, value in XLA_DEFAULTS.items():
         if f"--{name}=" not in flags and not flags.rstrip().endswith(f"--{name}"):
             flags = f"{flags} --{name}={value}".strip()
-            _ADDED.add(name)
-    os.environ[_ADDED_VAR] = ",".join(sorted(_ADDED))
-    os.environ["XLA_FLAGS"] = flags
+            added.add(name)
+    _ADDED.clear()
+    _ADDED.update(added)
+    os.environ["XLA_FLAGS"] = os.environ[_FLAGS_VAR] = flags
+    os.environ[_ADDED_VAR] = ",".join(sorted(added))
     cache = os.environ.get("DEXFLY_JAX_CACHE_DIR") or os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if cache is None:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -113,3 +113,39 @@ def test_watchdog_ends_a_process_stuck_in_native_code():
     assert "stage 'rollout grasp' made no progress" in out.stderr and "chunk 7 of 38" in out.stderr
     assert "UNREACHABLE" not in out.stdout
     assert elapsed < 30
+
+
+# Prints the compiler options network_jit hands to jax.jit on this (CPU) backend, after running the program once.
+_NETWORK_JIT_PROBE = textwrap.dedent(
+    """
+    import dexfly, jax, jax.numpy as jnp
+    from dexfly._jax_env import network_jit
+    seen, real_jit = [], jax.jit
+    def recording_jit(fun, **kw):
+        seen.append(kw.get("compiler_options"))
+        return real_jit(fun, **kw)
+    jax.jit = recording_jit
+    f = network_jit(lambda x: jnp.tanh(x) @ x)
+    assert float(f(jnp.eye(3)).sum()) > 0 and float(f(jnp.eye(3)).sum()) > 0
+    print("OPTIONS=" + repr(seen))
+    """
+)
+
+
+def _network_jit_options(env: dict) -> str:
+    out = subprocess.run([sys.executable, "-c", _NETWORK_JIT_PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [x for x in out.stdout.splitlines() if x.startswith("OPTIONS=")][-1].split("=", 1)[1]
+
+
+def test_network_jit_turns_fusion_emitters_on_only_where_dexfly_turned_them_off():
+    fresh = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_FLAGS", "DEXFLY_XLA"))}
+    on = "[{'xla_cpu_use_fusion_emitters': True}]"  # one jit, built at the first call, for two calls
+    assert _network_jit_options(fresh) == on
+    # the user's own setting wins, also when it repeats dexfly's default
+    assert _network_jit_options({**fresh, "XLA_FLAGS": "--xla_cpu_use_fusion_emitters=false"}) == "[None]"
+    # a child of a dexfly process (this one) inherits XLA_FLAGS with the record that dexfly set the flag
+    assert _network_jit_options({k: v for k, v in os.environ.items()}) == on
+    # ... unless the flags were changed on the way
+    changed = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"] + " --xla_cpu_use_fusion_emitters=false"}
+    assert _network_jit_options(changed) == "[None]"
