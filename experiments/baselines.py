@@ -22,10 +22,9 @@ import tyro
 from rich.console import Console
 
 from dexfly import watchdog
-from dexfly.catalog import TASKS, CatalogError
 from dexfly.devices import DeviceConfig
 from dexfly.flywheel.baselines import BaselineConfig, Baselines
-from dexfly.flywheel.stages import StageError
+from dexfly.flywheel.stages import run_guarded
 
 
 @dataclass(frozen=True)
@@ -51,17 +50,15 @@ class Args:
 
 
 def main(args: Args) -> dict:
-    if args.task not in TASKS:
-        raise SystemExit(f"unknown task {args.task!r}; available: {list(TASKS)}")
     console = Console()
-    try:
-        with watchdog.stage(f"baselines {args.task}", timeout_s=args.stall_timeout):
-            suite = Baselines(args.task, args.preset, args.out, methods=args.methods, iterations=args.iterations, seed=args.seed,
-                              flywheel_run=args.flywheel_run, config=args.baseline, log=console.print, progress=args.progress,
-                              video=args.video, mesh=args.parallel.mesh())
-            return suite.run()
-    except (FileNotFoundError, ValueError, CatalogError, StageError) as e:
-        raise SystemExit(str(e)) from None
+
+    def run() -> dict:
+        suite = Baselines(args.task, args.preset, args.out, methods=args.methods, iterations=args.iterations, seed=args.seed,
+                          flywheel_run=args.flywheel_run, config=args.baseline, log=console.print, progress=args.progress,
+                          video=args.video, mesh=args.parallel.mesh())
+        return suite.run()
+
+    return run_guarded(args.task, f"baselines {args.task}", args.stall_timeout, run)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,9 @@ import tyro
 from rich.console import Console
 
 from dexfly import watchdog
-from dexfly.catalog import TASKS, CatalogError
 from dexfly.devices import DeviceConfig
 from dexfly.flywheel.loop import Flywheel
-from dexfly.flywheel.stages import StageError
+from dexfly.flywheel.stages import run_guarded
 
 
 @dataclass(frozen=True)
@@ -51,20 +50,18 @@ class Args:
 
 
 def main(args: Args) -> dict:
-    if args.task not in TASKS:
-        raise SystemExit(f"unknown task {args.task!r}; available: {list(TASKS)}")
     console = Console()
-    try:
-        with watchdog.stage(f"flywheel {args.task}", timeout_s=args.stall_timeout):
-            fw = Flywheel(args.task, args.preset, args.out, iterations=args.iterations, seed=args.seed, log=console.print,
-                          progress=args.progress, video=args.video, mesh=args.parallel.mesh(), residual=args.residual,
-                          augment_rollouts=args.augment_rollouts)
-            if args.redo_from:
-                removed = fw.redo_from(args.redo_from)
-                console.print(f"redoing from {args.redo_from}: forgot {removed or 'nothing (not run yet)'}")
-            return fw.run()
-    except (FileNotFoundError, ValueError, CatalogError, StageError) as e:
-        raise SystemExit(str(e)) from None
+
+    def run() -> dict:
+        fw = Flywheel(args.task, args.preset, args.out, iterations=args.iterations, seed=args.seed, log=console.print,
+                      progress=args.progress, video=args.video, mesh=args.parallel.mesh(), residual=args.residual,
+                      augment_rollouts=args.augment_rollouts)
+        if args.redo_from:
+            removed = fw.redo_from(args.redo_from)
+            console.print(f"redoing from {args.redo_from}: forgot {removed or 'nothing (not run yet)'}")
+        return fw.run()
+
+    return run_guarded(args.task, f"flywheel {args.task}", args.stall_timeout, run)
 
 
 if __name__ == "__main__":

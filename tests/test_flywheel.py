@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from dexfly.flywheel.schedule import load_preset, presets_of
-from dexfly.flywheel.stages import RunFolder, StageError
+from dexfly.flywheel.stages import RunFolder, StageError, run_guarded
 from dexfly.flywheel.testsets import T_OEP_SIZE, load_t_oep
 from dexfly.catalog import TASKS
 
@@ -24,6 +24,22 @@ def test_every_task_has_a_schedule_and_a_t_oep_set(task):
     assert len(specs) == T_OEP_SIZE and len(set(specs)) == T_OEP_SIZE
     assert all(s.pose_id.startswith("t_oep_") for s in specs)
 
+
+
+def test_scripts_turn_user_errors_into_one_line_exits():
+    """experiments/flywheel.py and baselines.py run under run_guarded: a result passes through, an unknown task
+    or a stage error ends the process with its message, a bug (not a user's error) keeps its traceback."""
+    assert run_guarded("grasp", "t", 0, lambda: {"ok": 1}) == {"ok": 1}
+    with pytest.raises(SystemExit, match="unknown task 'juggle'"):
+        run_guarded("juggle", "t", 0, lambda: None)
+
+    def corrupt():
+        raise StageError("iter1/diffusion: output changed since it was recorded")
+
+    with pytest.raises(SystemExit, match="iter1/diffusion: output changed"):
+        run_guarded("grasp", "t", 0, corrupt)
+    with pytest.raises(ZeroDivisionError):
+        run_guarded("grasp", "t", 0, lambda: 1 / 0)
 
 def test_bad_presets_are_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown preset 'huge'"):

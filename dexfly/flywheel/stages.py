@@ -228,3 +228,18 @@ def _diff(old: Any, new: Any) -> str:
 
 
 __all__ = ["FORMAT", "RunFolder", "StageError", "config_hash", "content_hash"]
+
+
+def run_guarded(task: str, label: str, stall_timeout: float, body: Callable[[], Any]) -> Any:
+    """What a flywheel-run script does around its run: refuse an unknown task, watch the run for stalls (`label`
+    names it in the watchdog's message; `stall_timeout` 0 turns it off), and end with a one-line message (SystemExit)
+    on the errors a user can act on (a missing or foreign file or run folder, a bad value, a catalog or stage error)."""
+    from dexfly.catalog import TASKS, CatalogError
+
+    if task not in TASKS:
+        raise SystemExit(f"unknown task {task!r}; available: {list(TASKS)}")
+    try:
+        with watchdog.stage(label, timeout_s=stall_timeout):
+            return body()
+    except (FileNotFoundError, ValueError, CatalogError) as e:  # StageError is a ValueError
+        raise SystemExit(str(e)) from None
