@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from dexfly import paths
+from dexfly.utils import read_json
 
 __all__ = [
     "CatalogError",
@@ -427,10 +427,7 @@ class _Ctx:
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise CatalogError(f"{path}: catalog file not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CatalogError(f"{path}: invalid JSON: {e}") from e
+    return read_json(path, CatalogError)
 
 
 def _quat_to_mat(q: Sequence[float]) -> np.ndarray:

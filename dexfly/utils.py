@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, learning-curve plots, grouping scenes by compiled topology."""
+"""Small shared helpers: atomic writes, reading JSON files, learning-curve plots, grouping scenes by compiled topology."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 
 def _create_temp(directory: Path, prefix: str, suffix: str) -> str:
@@ -48,6 +49,19 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def read_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
+    """The parsed contents of a JSON file; `error("<path>: not valid JSON (<why>)")` when it is not JSON
+    (a missing file raises FileNotFoundError: callers say what the file should have been)."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not valid JSON (not UTF-8 text: {e})") from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

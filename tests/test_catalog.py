@@ -309,7 +309,7 @@ def test_malformed_env_pose_particles(tmp_path):
     with pytest.raises(CatalogError, match=r"particles.json.*count"):
         load_catalog(d)
     (d / "particles.json").write_text("{not json")
-    with pytest.raises(CatalogError, match=r"particles.json.*invalid JSON"):
+    with pytest.raises(CatalogError, match=r"particles.json.*not valid JSON"):
         load_catalog(d)
 
 

@@ -10,7 +10,7 @@ import pytest
 import dexfly  # noqa: F401
 from dexfly.dataset import Episode, merge_datasets, read_dataset, write_dataset
 from dexfly.render import write_video
-from dexfly.utils import atomic_path, atomic_write_text, plot_curve
+from dexfly.utils import atomic_path, atomic_write_text, plot_curve, read_json
 
 
 @pytest.fixture
@@ -145,3 +145,21 @@ def test_release_compiled_gives_back_memory_mappings():
     release_compiled()
     assert grown > 60, grown  # about 13 per program here
     assert memory_mappings()[0] - before < grown / 2
+
+
+def test_read_json_names_the_file_and_takes_the_callers_error(tmp_path):
+    good, bad, binary = tmp_path / "good.json", tmp_path / "bad.json", tmp_path / "binary.json"
+    good.write_text('{"format": "x", "n": [1, 2]}')
+    bad.write_text('{"format": ')
+    binary.write_bytes(b"\x89HDF\r\n\x1a\n\xff\xfe")
+    assert read_json(good) == {"format": "x", "n": [1, 2]}
+    with pytest.raises(ValueError, match=r"bad\.json: not valid JSON"):
+        read_json(bad)
+
+    class StageLikeError(ValueError):
+        pass
+
+    with pytest.raises(StageLikeError, match=r"binary\.json: not valid JSON \(not UTF-8"):
+        read_json(binary, StageLikeError)
+    with pytest.raises(FileNotFoundError):
+        read_json(tmp_path / "missing.json")

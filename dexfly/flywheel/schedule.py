@@ -25,12 +25,12 @@ share the seed object's topology, so its smoke run compiles one evaluation env i
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dexfly import paths
+from dexfly.utils import read_json
 from dexfly.catalog import TASK_ROLES, TASKS, load_catalog
 
 FORMAT = "dexfly.schedule/1"
@@ -128,11 +128,9 @@ def read_task_file(path: Path, task: str, fmt: str, what: str) -> dict:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; available: {list(TASKS)}")
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"no {what} for task {task!r} ({path})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("format") != fmt or data.get("task") != task:
         raise ValueError(f"{path}: not a {fmt} {what} for task {task!r}")
     return data

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dexfly import watchdog
-from dexfly.utils import atomic_write_text, release_compiled
+from dexfly.utils import atomic_write_text, read_json, release_compiled
 
 FORMAT = "dexfly.flywheel/1"
 RUN_FILE = "flywheel.json"
@@ -92,10 +92,7 @@ class RunFolder:
         run_file = root / RUN_FILE
         if not run_file.exists():
             raise StageError(f"{root} holds no {RUN_FILE}: not a flywheel run folder")
-        try:
-            saved = json.loads(run_file.read_text())
-        except json.JSONDecodeError as e:
-            raise StageError(f"{run_file}: not valid JSON ({e})") from None
+        saved = read_json(run_file, StageError)
         if not isinstance(saved, dict) or saved.get("format") != FORMAT:
             raise StageError(f"{run_file}: not a dexfly flywheel run")
         for key, want in (("task", task), ("preset", preset), ("seed", seed)):

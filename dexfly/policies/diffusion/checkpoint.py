@@ -20,6 +20,7 @@ from dexfly.policies.diffusion.config import ARCH_FIELDS, DiffusionConfig
 from dexfly.policies.diffusion.normalizer import MinMax, Normalizer
 from dexfly.policies.diffusion.policy import DiffusionPolicy
 from dexfly.policies.diffusion.state import TrainState, init_train_state
+from dexfly.utils import read_json
 
 FORMAT = "dexfly.diffusion/1"
 
@@ -131,17 +132,13 @@ RUN_FILE = "policy.json"
 def resolve_run(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     """A diffusion training folder (holding `policy.json` and `checkpoints/`) or its `checkpoints/` folder ->
     (checkpoints folder, the run's policy.json contents). FileNotFoundError naming the path otherwise."""
-    import json
     from pathlib import Path
 
     path = Path(path).resolve()
     for run in (path, path.parent):
         meta_file = run / RUN_FILE
         if meta_file.is_file():
-            try:
-                meta = json.loads(meta_file.read_text())
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{meta_file}: not valid JSON ({e})") from None
+            meta = read_json(meta_file)
             if not isinstance(meta, dict) or "task" not in meta:
                 raise ValueError(f"{meta_file}: not a dexfly diffusion run description (no 'task')")
             return str(run / "checkpoints"), meta

@@ -10,7 +10,6 @@ Layout under a run folder `R`:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import orbax.checkpoint as ocp
 from dexfly.policies.residual.config import ResidualConfig
 from dexfly.policies.residual.networks import ResidualSpec
 from dexfly.policies.residual.train import TrainState, init_state
+from dexfly.utils import read_json
 
 FORMAT = "dexfly.residual/1"
 RUN_FILE = "residual.json"
@@ -108,10 +108,7 @@ def read_run(run: str | os.PathLike) -> dict[str, Any]:
     f = Path(run) / RUN_FILE
     if not f.is_file():
         raise FileNotFoundError(f"{run}: no {RUN_FILE} (not a train_residual.py output folder)")
-    try:
-        meta = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{f}: not valid JSON ({e})") from None
+    meta = read_json(f)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{f}: not a dexfly residual run (format {meta.get('format')!r})")
     return meta
