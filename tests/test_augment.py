@@ -342,3 +342,20 @@ def test_determinism_without_rerun(grasp_seed, small_run):
             np.testing.assert_array_equal(plan[k], plan2[k])
         assert spec.pose_id == ep.pose_id and ep.seed == SMALL_KW["seed"] * 1_000_003 + i
         assert int(ep.extra["attempt"]) == i and int(ep.extra["source_index"]) == meta["source_index"]
+
+
+def test_grid_prefix_spreads_over_environments_and_poses(grasp_seed):
+    """Grid mode takes C_aug's configurations in order and a run wanting fewer demos than configurations stops in
+    the first pass: any 8 consecutive configurations of 8 environments x 10 poses hold all 8 environments, the first
+    20 hold 10 poses, and the whole list is every (environment, pose) pair once."""
+    from dexfly.augment.scenes import scene_configs
+    from dexfly.catalog import load_catalog
+
+    env_ids = tuple(e.id for e in load_catalog().environments[:8])
+    pose_ids = tuple(f"p{k:02d}" for k in range(10))
+    caug = AugmentConfig(env_ids=env_ids, pose_ids=pose_ids)
+    specs = scene_configs(caug, envs.make("grasp"), grasp_seed, seed=0)
+    pairs = [(s.env_id, s.pose_id) for s in specs]
+    assert sorted(pairs) == sorted((e, p) for e in env_ids for p in pose_ids)
+    assert all(len({e for e, _ in pairs[k:k + 8]}) == 8 for k in range(len(pairs) - 7))
+    assert len({p for _, p in pairs[:20]}) == 10

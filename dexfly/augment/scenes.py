@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -38,17 +39,26 @@ def scene_configs(caug: AugmentConfig, env, source, seed: int) -> list[SceneSpec
     poses += [pose_set.sample(rng) for _ in range(caug.num_sampled_poses)]
     if not poses:
         poses = [pose_set.default_pose]
+    # Grid mode takes the configurations in this order, cycling, and a run that wants fewer demos than there are
+    # configurations stops within the first pass; so consecutive configurations cycle through the U (objects,
+    # environment) units and the P poses at once: entry t is unit t % U at pose (t + t // lcm(U, P)) % P, which is
+    # every (unit, pose) pair exactly once (the shift per lcm block reaches the pairs the plain cycle skips when U and
+    # P share a factor). Listed unit by unit, a 20-demo run over 8 environments x 10 poses had drawn its demos from the
+    # first 2 or 3 environments only.
+    units = [(combo, e) for combo in itertools.product(*per_role) for e in env_ids]
+    n_units, n_poses = len(units), len(poses)
+    block = math.lcm(n_units, n_poses)
     specs = []
-    for combo in itertools.product(*per_role):
-        for e in env_ids:
-            for p in poses:
-                specs.append(SceneSpec(
-                    objects=tuple(zip(roles, combo)),
-                    env_id=e,
-                    pose_id=p.id,
-                    poses=tuple((r, tuple(float(v) for v in p[r])) for r in roles),
-                ))
-    # Stable sort by topology so that grid cycling yields long same-topology runs (one compiled env each).
+    for t in range(n_units * n_poses):
+        (combo, e), p = units[t % n_units], poses[(t + t // block) % n_poses]
+        specs.append(SceneSpec(
+            objects=tuple(zip(roles, combo)),
+            env_id=e,
+            pose_id=p.id,
+            poses=tuple((r, tuple(float(v) for v in p[r])) for r in roles),
+        ))
+    # Stable sort by topology so that grid cycling yields long same-topology runs (one compiled env each); within a
+    # topology the interleaving above is kept.
     topo = [cat.scene_topology(s.objects) for s in specs]
     order = sorted(range(len(specs)), key=lambda i: (str(topo[i]), i))
     return [specs[i] for i in order]
