@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from pathlib import Path
@@ -54,8 +55,6 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
 def read_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
     """The parsed contents of a JSON file; `error("<path>: not valid JSON (<why>)")` when it is not JSON
     (a missing file raises FileNotFoundError: callers say what the file should have been)."""
-    import json
-
     try:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:

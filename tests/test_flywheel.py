@@ -25,7 +25,6 @@ def test_every_task_has_a_schedule_and_a_t_oep_set(task):
     assert all(s.pose_id.startswith("t_oep_") for s in specs)
 
 
-
 def test_scripts_turn_user_errors_into_one_line_exits():
     """experiments/flywheel.py and baselines.py run under run_guarded: a result passes through, an unknown task
     or a stage error ends the process with its message, a bug (not a user's error) keeps its traceback."""
@@ -40,6 +39,7 @@ def test_scripts_turn_user_errors_into_one_line_exits():
         run_guarded("grasp", "t", 0, corrupt)
     with pytest.raises(ZeroDivisionError):
         run_guarded("grasp", "t", 0, lambda: 1 / 0)
+
 
 def test_bad_presets_are_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown preset 'huge'"):

@@ -145,7 +145,7 @@ def test_network_jit_turns_fusion_emitters_on_only_where_dexfly_turned_them_off(
     # the user's own setting wins, also when it repeats dexfly's default
     assert _network_jit_options({**fresh, "XLA_FLAGS": "--xla_cpu_use_fusion_emitters=false"}) == "[None]"
     # a child of a dexfly process (this one) inherits XLA_FLAGS with the record that dexfly set the flag
-    assert _network_jit_options({k: v for k, v in os.environ.items()}) == on
+    assert _network_jit_options(dict(os.environ)) == on
     # ... unless the flags were changed on the way
     changed = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"] + " --xla_cpu_use_fusion_emitters=false"}
     assert _network_jit_options(changed) == "[None]"

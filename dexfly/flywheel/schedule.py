@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from dexfly import paths
-from dexfly.utils import read_json
 from dexfly.catalog import TASK_ROLES, TASKS, load_catalog
+from dexfly.utils import read_json
 
 FORMAT = "dexfly.schedule/1"
 SCHEDULES_DIR = paths.ASSETS_DIR / "schedules"

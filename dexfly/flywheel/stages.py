@@ -224,9 +224,6 @@ def _diff(old: Any, new: Any) -> str:
     return "changed: " + ", ".join(keys) if keys else "config differs"
 
 
-__all__ = ["FORMAT", "RunFolder", "StageError", "config_hash", "content_hash"]
-
-
 def run_guarded(task: str, label: str, stall_timeout: float, body: Callable[[], Any]) -> Any:
     """What a flywheel-run script does around its run: refuse an unknown task, watch the run for stalls (`label`
     names it in the watchdog's message; `stall_timeout` 0 turns it off), and end with a one-line message (SystemExit)
@@ -240,3 +237,7 @@ def run_guarded(task: str, label: str, stall_timeout: float, body: Callable[[], 
             return body()
     except (FileNotFoundError, ValueError, CatalogError) as e:  # StageError is a ValueError
         raise SystemExit(str(e)) from None
+
+
+__all__ = ["FORMAT", "RunFolder", "StageError", "config_hash", "content_hash", "run_guarded"]
+
