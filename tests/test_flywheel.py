@@ -61,6 +61,25 @@ def test_bad_presets_are_refused(tmp_path, monkeypatch):
         load_preset("grasp", "tiny")
 
 
+def test_warm_started_bases_train_for_the_presets_warm_start_steps(tmp_path, monkeypatch):
+    import dataclasses
+
+    from dexfly.flywheel import schedule
+
+    cpu = load_preset("grasp", "cpu")
+    scratch = dataclasses.replace(cpu, warm_start_steps=None)
+    assert scratch.diffusion_config(warm=True).total_steps == scratch.diffusion_config().total_steps == cpu.diffusion["total_steps"]
+    short = dataclasses.replace(cpu, warm_start=True, warm_start_steps=1234)
+    assert short.diffusion_config(warm=True).total_steps == 1234
+    assert short.diffusion_config().total_steps == cpu.diffusion["total_steps"], "iteration 1 (no warm start) keeps its steps"
+    data = json.loads(schedule.schedule_path("grasp").read_text())
+    data["presets"]["tiny"]["warm_start_steps"] = 0
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    monkeypatch.setattr(schedule, "SCHEDULES_DIR", tmp_path)
+    with pytest.raises(ValueError, match="warm_start_steps must be a positive integer, got 0"):
+        load_preset("grasp", "tiny")
+
+
 def test_a_preset_scores_the_t_oep_scenes_it_names():
     """`t_oep_scenes`: the first N configurations, or those at the listed indices (tiny Grasp: two cube scenes)."""
     all_specs = load_t_oep("grasp")

@@ -77,11 +77,12 @@ def dataset_diversity(episodes) -> dict[str, int]:
 def train_base(task: str, preset: Preset, data: Path, out: Path, *, seed: int, init_from: Path | None = None, progress: bool = True,
                log: Callable[[str], Any] = print, mesh: Mesh | None = None) -> dict:
     """The base policy as every iteration, and every baseline, trains it: the preset's DiffusionConfig on the
-    dataset `data`, in the run folder `out` (resumed from its last checkpoint). Returns the stage summary."""
+    dataset `data`, in the run folder `out` (resumed from its last checkpoint); with `init_from` (a base run folder),
+    warm-started from its weights for the preset's `warm_start_steps`. Returns the stage summary."""
     from dexfly.policies.diffusion.run import task_config, train_run
 
     episodes = dataset.load_episodes([data], task=task)
-    cfg = task_config(task, episodes, preset.diffusion_config().replace(seed=seed))
+    cfg = task_config(task, episodes, preset.diffusion_config(warm=init_from is not None).replace(seed=seed))
     res = train_run(task, episodes, out, cfg, datasets=(str(data),), eval_seeds=(), checkpoint_every=max(cfg.total_steps // 4, 1),
                     init_from=init_from, progress=progress, log=log, mesh=mesh)
     loss = float(res.losses[-50:].mean()) if res.losses.size else None
@@ -184,6 +185,8 @@ class Flywheel:
         config = {"stage": "diffusion", "iteration": i, "diffusion": self.preset.diffusion, "seed": self.seed,
                   "data": self.run_dir.output_hash("warmup" if i == 1 else f"iter{i - 1}/augment", f"d{i}.hdf5"),
                   "warm_start_from": self.run_dir.output_hash(f"iter{i - 1}/diffusion", f"iter{i - 1}/diffusion") if warm else None}
+        if warm and self.preset.warm_start_steps is not None:
+            config["warm_start_steps"] = self.preset.warm_start_steps  # only then, so runs recorded before the option keep their hashes
 
         def body():
             summary = train_base(self.task, self.preset, self._d(i), self.run_dir.path(f"iter{i}/diffusion"), seed=self.seed,

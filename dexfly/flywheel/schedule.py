@@ -12,7 +12,7 @@ File format (`format: dexfly.schedule/1`):
         "augment": {AugmentConfig fields, "batch_size": B},
         "rollouts_per_object": R, "collect_batch_size": B,
         "evaluation": {"seeds": [...], "t_o_pose_ids": [...], "t_oep_scenes": N or [indices]},
-        "keep_previous_data": bool, "warm_start": bool}}}
+        "keep_previous_data": bool, "warm_start": bool, "warm_start_steps": N}}}
 
 Iteration i's entry is D_i's scenario set: its objects O_i, environments E_i and the first `num_poses`
 catalog poses P_i, and `trajectories`, the size of D_i. Entry 1 is C_1 of the warm-up (the seed's object);
@@ -67,6 +67,9 @@ class Preset:
     evaluation: dict[str, Any]
     keep_previous_data: bool
     warm_start: bool
+    warm_start_steps: int | None = None
+    """Training steps of a warm-started base (iterations 2 and on, with `warm_start`); None: the diffusion's own
+    `total_steps`, as from scratch."""
 
     def iteration(self, i: int) -> IterationSpec:
         """The scenario set of D_i (1-based); past the schedule's end, its last entry."""
@@ -74,10 +77,14 @@ class Preset:
             raise ValueError(f"iterations count from 1, got {i}")
         return self.iterations[min(i, len(self.iterations)) - 1]
 
-    def diffusion_config(self):
+    def diffusion_config(self, warm: bool = False):
+        """The base policy's DiffusionConfig; `warm`: for a base warm-started from the previous iteration's, whose
+        `total_steps` are `warm_start_steps` when the preset sets them."""
         from dexfly.policies.diffusion.config import DiffusionConfig
 
         kw = dict(self.diffusion)
+        if warm and self.warm_start_steps is not None:
+            kw["total_steps"] = self.warm_start_steps
         base = DiffusionConfig.paper() if kw.pop("size", "default") == "paper" else DiffusionConfig()
         cfg = base.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
         return cfg.replace(warmup_steps=min(cfg.warmup_steps, max(cfg.total_steps // 10, 1)))
@@ -106,11 +113,11 @@ class Preset:
         return {"task": self.task, "name": self.name, "iterations": [it.to_dict() for it in self.iterations], "diffusion": self.diffusion,
                 "residual": self.residual, "augment": self.augment, "rollouts_per_object": self.rollouts_per_object,
                 "collect_batch_size": self.collect_batch_size, "evaluation": self.evaluation,
-                "keep_previous_data": self.keep_previous_data, "warm_start": self.warm_start}
+                "keep_previous_data": self.keep_previous_data, "warm_start": self.warm_start, "warm_start_steps": self.warm_start_steps}
 
 
 _PRESET_KEYS = {"iterations", "diffusion", "residual", "augment", "rollouts_per_object", "collect_batch_size", "evaluation",
-                "keep_previous_data", "warm_start", "note"}
+                "keep_previous_data", "warm_start", "warm_start_steps", "note"}
 _EVAL_KEYS = {"seeds", "t_o_pose_ids", "t_oep_scenes", "video_episodes"}
 
 
@@ -174,7 +181,10 @@ def load_preset(task: str, preset: str) -> Preset:
     evaluation = {"seeds": [0, 1, 2, 3, 4], "t_o_pose_ids": ["p00"], "t_oep_scenes": 40, "video_episodes": 4, **evaluation}
     preset_obj = Preset(task, preset, tuple(its), dict(p.get("diffusion", {})), dict(p.get("residual", {})), dict(p.get("augment", {})),
                         int(p.get("rollouts_per_object", 8)), int(p.get("collect_batch_size", 64)), evaluation,
-                        bool(p.get("keep_previous_data", True)), bool(p.get("warm_start", False)))
+                        bool(p.get("keep_previous_data", True)), bool(p.get("warm_start", False)), p.get("warm_start_steps"))
+    ws = preset_obj.warm_start_steps
+    if ws is not None and (isinstance(ws, bool) or not isinstance(ws, int) or ws < 1):
+        raise ValueError(f"{where}: warm_start_steps must be a positive integer, got {ws!r}")
     preset_obj.diffusion_config()  # unknown fields fail here, naming them
     preset_obj.residual_config()
     preset_obj.augment_config()
