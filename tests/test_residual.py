@@ -181,3 +181,13 @@ def test_resume_gives_the_same_parameters(toy, tmp_path):
     resumed, _ = update(restored, pools, rt.update_key(cfg, int(restored.updates)))
     for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_foreign_or_corrupt_residual_run_file_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no residual.json"):
+        ckpt.read_run(tmp_path)
+    for text, message in (("[1, 2]", "format 'list'"), ('{"format": "dexfly.diffusion/1"}', "format 'dexfly.diffusion/1'"),
+                          ("{not json", "not valid JSON")):
+        (tmp_path / ckpt.RUN_FILE).write_text(text)
+        with pytest.raises(ValueError, match=message):
+            ckpt.read_run(tmp_path)

@@ -109,8 +109,9 @@ def read_run(run: str | os.PathLike) -> dict[str, Any]:
     if not f.is_file():
         raise FileNotFoundError(f"{run}: no {RUN_FILE} (not a train_residual.py output folder)")
     meta = read_json(f)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{f}: not a dexfly residual run (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{f}: not a dexfly residual run (format {found!r})")
     return meta
 
 
