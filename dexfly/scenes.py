@@ -47,21 +47,27 @@ def object_scene(task: str, obj: str, env_id: str, poses, pose_id: str = "sample
     return SceneSpec(objects=objects, env_id=env_id, pose_id=pose_id, poses=tuple((r, tuple(float(v) for v in poses[r])) for r in roles))
 
 
-def sample_object_scenes(task: str, objects: tuple[str, ...], env_ids: tuple[str, ...], per_object: int, seed: int) -> list[SceneSpec]:
-    """`per_object` scenes of every object: a uniformly drawn environment of `env_ids` and a pose sampled
-    from the task's continuous ranges (numpy, seeded: the same arguments give the same scenes)."""
+def sample_object_scenes(task: str, objects: tuple[str, ...], env_ids: tuple[str, ...], per_object: int, seed: int,
+                         pose_ids: tuple[str, ...] | None = None) -> list[SceneSpec]:
+    """`per_object` scenes of every object: a uniformly drawn environment of `env_ids` and a uniformly drawn
+    catalog pose of `pose_ids`, or with `pose_ids=None` a pose sampled from the task's continuous ranges (numpy,
+    seeded: the same arguments give the same scenes)."""
     cat = load_catalog()
     for oid in objects:
         cat.object(oid)
     for e in env_ids:
         cat.environment(e)
-    rng = np.random.default_rng([seed, 6151])
     pose_set = cat.poses_for(task)
+    named = [pose_set.pose(p) for p in pose_ids] if pose_ids is not None else None  # unknown ids: CatalogError naming them
+    if named == []:
+        raise ValueError("pose_ids is empty (None samples continuous poses)")
+    rng = np.random.default_rng([seed, 6151])
     specs = []
     for obj in objects:
         for _ in range(per_object):
             env_id = env_ids[int(rng.integers(len(env_ids)))]
-            specs.append(object_scene(task, obj, env_id, pose_set.sample(rng)))
+            pose = pose_set.sample(rng) if named is None else named[int(rng.integers(len(named)))]
+            specs.append(object_scene(task, obj, env_id, pose, pose.id))
     return specs
 
 

@@ -40,6 +40,9 @@ class Args:
     task: str = "grasp"
     env_ids: tuple[str, ...] = ("studio",)
     """Catalog environments that training episodes draw from."""
+    pose_ids: tuple[str, ...] | None = None
+    """Catalog poses that training episodes draw from (the flywheel: those of the base's data); default: poses sampled
+    from the task's continuous ranges."""
     alpha: float = 1.0
     """Overall residual scale: multiplies --alpha-pos, --alpha-rot and --alpha-hand (0: the base alone)."""
     out: Path = Path("runs/residual")
@@ -66,7 +69,7 @@ def main(args: Args):
     console = Console()
     try:
         with watchdog.stage(f"train_residual {args.task}", timeout_s=args.stall_timeout):
-            res = fit(args.task, args.base, args.objects, args.env_ids, config, args.out, eval_set=args.eval, env_config=args.env,
+            res = fit(args.task, args.base, args.objects, args.env_ids, config, args.out, pose_ids=args.pose_ids, eval_set=args.eval, env_config=args.env,
                       checkpoint_every=args.checkpoint_every, video=args.video, log=console.print, mesh=args.parallel.mesh())
     except (FileNotFoundError, ValueError, CatalogError) as e:
         raise SystemExit(str(e)) from None

@@ -80,6 +80,25 @@ def test_warm_started_bases_train_for_the_presets_warm_start_steps(tmp_path, mon
         load_preset("grasp", "tiny")
 
 
+def test_rollouts_vary_the_objects_in_the_environments_and_poses_of_the_data(tmp_path):
+    """Iteration i's residual and rollouts: the objects O_(i+1) in D_i's environments and catalog poses; the scene
+    draw is seeded, and covers only those poses (continuous poses when none are named)."""
+    from dexfly.flywheel.loop import Flywheel
+    from dexfly.scenes import sample_object_scenes
+
+    fw = Flywheel("grasp", "cpu", tmp_path / "run")
+    objects, env_ids, pose_ids = fw._rollout_scenario_set(1)
+    assert objects == fw.preset.iteration(2).objects and env_ids == fw.preset.iteration(1).env_ids
+    assert pose_ids == fw.preset.iteration(1).pose_ids("grasp") == ("p00", "p01", "p02", "p03", "p04")
+    specs = sample_object_scenes("grasp", objects, env_ids, 8, seed=1, pose_ids=pose_ids)
+    assert specs == sample_object_scenes("grasp", objects, env_ids, 8, seed=1, pose_ids=pose_ids)
+    assert {s.pose_id for s in specs} == set(pose_ids) and {s.env_id for s in specs} == set(env_ids)
+    assert [s.objects[0][1] for s in specs] == [o for o in objects for _ in range(8)]
+    assert {s.pose_id for s in sample_object_scenes("grasp", objects[:1], env_ids, 4, seed=1)} == {"sampled"}
+    with pytest.raises(Exception, match="unknown grasp pose id 'p99'"):
+        sample_object_scenes("grasp", objects, env_ids, 2, seed=1, pose_ids=("p99",))
+
+
 def test_a_preset_scores_the_t_oep_scenes_it_names():
     """`t_oep_scenes`: the first N configurations, or those at the listed indices (tiny Grasp: two cube scenes)."""
     all_specs = load_t_oep("grasp")

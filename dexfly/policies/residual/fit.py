@@ -72,9 +72,9 @@ def _groups(task: str, objects: tuple[str, ...], env_config: EnvConfig) -> list[
     return out
 
 
-def _pool(env, ids: tuple[str, ...], env_ids: tuple[str, ...], size: int, key) -> tuple[Any, list[SceneSpec]]:
+def _pool(env, ids: tuple[str, ...], env_ids: tuple[str, ...], pose_ids: tuple[str, ...] | None, size: int, key) -> tuple[Any, list[SceneSpec]]:
     main = env.roles[0]
-    specs = env.sample_scenes(key, size, SceneSet(objects={main: ids}, env_ids=env_ids, sample_poses=True))
+    specs = env.sample_scenes(key, size, SceneSet(objects={main: ids}, env_ids=env_ids, pose_ids=pose_ids, sample_poses=pose_ids is None))
     return env.make_scenes(specs), specs
 
 
@@ -92,14 +92,22 @@ def _read_log(path: Path, upto: int) -> list[dict]:
 
 
 def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: tuple[str, ...], config: ResidualConfig,
-        out: str | os.PathLike, *, eval_set: EvalSet = EvalSet(), env_config: EnvConfig = EnvConfig(), checkpoint_every: int = 5,
-        progress: bool = True, video: bool = True, log=print, mesh: Mesh | None = None) -> FitResult:
+        out: str | os.PathLike, *, pose_ids: tuple[str, ...] | None = None, eval_set: EvalSet = EvalSet(), env_config: EnvConfig = EnvConfig(),
+        checkpoint_every: int = 5, progress: bool = True, video: bool = True, log=print, mesh: Mesh | None = None) -> FitResult:
     """Train until `config.total_steps` env steps, checkpointing every `checkpoint_every` updates; evaluate
-    base and combined (deterministic residual) on the evaluation scenes with every seed at the end."""
+    base and combined (deterministic residual) on the evaluation scenes with every seed at the end. Training
+    scenes draw the objects, the environments `env_ids` and the catalog poses `pose_ids` (None: poses sampled from
+    the task's continuous ranges)."""
     if task not in TASK_ROLES:
         raise ValueError(f"unknown task {task!r}; available: {list(TASK_ROLES)}")
     if not objects:
         raise ValueError("no objects to train on")
+    if pose_ids is not None:
+        pose_ids = tuple(pose_ids)
+        if not pose_ids:
+            raise ValueError("pose_ids is empty (None samples continuous poses)")
+        for p in pose_ids:
+            load_catalog().poses_for(task).pose(p)  # CatalogError naming an unknown pose
     out = Path(out).resolve()
     base_policy, base_config, base_meta = load_run(base, task=task)  # ValueError for a base of another task
     groups = _groups(task, tuple(objects), env_config)
@@ -108,14 +116,15 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
     spec = ResidualSpec.of_env(groups[0][0])
     base_id = ckpt.base_identity(base)
     run_meta = {"format": ckpt.FORMAT, "task": task, "config": config.to_dict(), "spec": spec.to_dict(), "base": base_id,
-                "objects": list(objects), "env_ids": list(env_ids), "env_config": {"impl": env_config.impl, "ctrl_dt": env_config.ctrl_dt}}
+                "objects": list(objects), "env_ids": list(env_ids), "pose_ids": list(pose_ids) if pose_ids else None,
+                "env_config": {"impl": env_config.impl, "ctrl_dt": env_config.ctrl_dt}}
     run_file = out / ckpt.RUN_FILE
     if run_file.exists():
         saved = ckpt.read_run(out)
         ckpt.check_compatible(saved, config, spec, base_id, task, where=str(out))
-        if saved["objects"] != list(objects) or saved["env_ids"] != list(env_ids):
-            raise ValueError(f"{out} was trained on objects {saved['objects']} in {saved['env_ids']}; requested {list(objects)} in "
-                             f"{list(env_ids)} (use another --out)")
+        if saved["objects"] != list(objects) or saved["env_ids"] != list(env_ids) or saved.get("pose_ids") != run_meta["pose_ids"]:
+            raise ValueError(f"{out} was trained on objects {saved['objects']} in {saved['env_ids']} at poses {saved.get('pose_ids') or 'sampled'}; "
+                             f"requested {list(objects)} in {list(env_ids)} at poses {run_meta['pose_ids'] or 'sampled'} (use another --out)")
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_file, json.dumps(run_meta, indent=2))
@@ -124,7 +133,7 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
     if config.base_ddim_steps:
         rl_base = base_policy.replace(config=base_config.replace(num_inference_steps=config.base_ddim_steps))
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
-    pools, pool_specs = zip(*[_pool(env, ids, env_ids, config.scene_pool, jax.random.fold_in(key, g)) for g, (env, ids) in enumerate(groups)])
+    pools, pool_specs = zip(*[_pool(env, ids, env_ids, pose_ids, config.scene_pool, jax.random.fold_in(key, g)) for g, (env, ids) in enumerate(groups)])
     env_tuple = tuple(env for env, _ in groups)
     update = make_update(config, spec, env_tuple, devices.replicate(rl_base, mesh), mesh)
     pools = devices.replicate(pools, mesh)
@@ -183,7 +192,8 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
         _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state, False), env_config, mesh=mesh)
         watchdog.beat("base evaluation")
         combined, comb_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state), env_config, record_video=video, mesh=mesh)
-    result = {"task": task, "objects": list(objects), "eval_env_id": eval_set.env_id, "eval_pose_ids": list(eval_set.pose_ids),
+    result = {"task": task, "objects": list(objects), "train_pose_ids": run_meta["pose_ids"],
+              "eval_env_id": eval_set.env_id, "eval_pose_ids": list(eval_set.pose_ids),
               "seeds": list(eval_set.seeds), "base_success": base_res, "combined_success": comb_res, "updates": int(state.updates),
               "env_steps": int(state.env_steps), "train_seconds_this_call": round(seconds, 1)}
     atomic_write_text(out / "eval.json", json.dumps(result, indent=2))
