@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from envs.base import TaskEnv
+from envs.robots import PandaInspireEnv
 
 LIFT_HEIGHT = 0.20
 HOLD_DISTANCE = 0.12
 HOLD_SPEED = 0.5
 
 
-class Grasp(TaskEnv):
+class Grasp(PandaInspireEnv):
     name = "grasp"
-    robot_file = "panda_inspire.xml"
-    cpu_vmap_chunk = 64  # a 256-env vmap of this model hung XLA:CPU once (benchmark, 2026-11-21); 64 never did
-    arms = ("",)
-    arm_joint_format = "panda_joint{i}"
     roles = ("object",)
     default_episode_seconds = 6.0
     subtasks = ((("grasp", "object"),),)

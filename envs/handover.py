@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from envs.base import TaskEnv
+from envs.robots import BimanualRM75Env
 
 LIFT_HEIGHT = 0.10
 GRASP_END_RISE = 0.09  # m (the seed lifts its grasp 0.12 m; the object, hanging in the pinch, rises 0.098 m)
@@ -35,12 +35,8 @@ PRESENT_STILL_SECONDS = 1.1  # s (the seed holds still 1.2 s once it has carried
 STILL_SPEED = 0.03  # m/s, the object's centre (it still swings in the pinch, ~0.5 rad/s, as it settles)
 
 
-class Handover(TaskEnv):
+class Handover(BimanualRM75Env):
     name = "handover"
-    robot_file = "rm75_g0r_bimanual.xml"
-    cpu_vmap_chunk = 16
-    arms = ("left_", "right_")
-    arm_joint_format = "{arm}joint{i}"
     roles = ("object",)
     default_episode_seconds = 10.0
     # Right (giver): grasp the object, present it at a fixed place in the workspace (no reference object),

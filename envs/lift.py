@@ -21,19 +21,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from dexfly import geometry
-from envs.base import TaskEnv
+from envs.robots import BimanualRM75Env
 
 LIFT_HEIGHT = 0.15
 MAX_TILT = np.deg2rad(20.0)
 HOLD_SECONDS = 0.5
 
 
-class Lift(TaskEnv):
+class Lift(BimanualRM75Env):
     name = "lift"
-    robot_file = "rm75_g0r_bimanual.xml"
-    cpu_vmap_chunk = 16
-    arms = ("left_", "right_")
-    arm_joint_format = "{arm}joint{i}"
     roles = ("object",)
     default_episode_seconds = 6.0
     subtasks = ((("lift", "object"),), (("lift", "object"),))

@@ -24,17 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from dexfly import geometry
-from envs.base import TaskEnv
+from envs.robots import PandaInspireEnv
 
 SUCCESS_FRACTION = 0.8
 
 
-class Pour(TaskEnv):
+class Pour(PandaInspireEnv):
     name = "pour"
-    robot_file = "panda_inspire.xml"
-    cpu_vmap_chunk = 64  # a 256-env vmap of this model hung XLA:CPU once (benchmark, 2026-11-21); 64 never did
-    arms = ("",)
-    arm_joint_format = "panda_joint{i}"
     roles = ("source", "target")
     uses_particles = True
     default_episode_seconds = 8.0

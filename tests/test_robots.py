@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from dexfly.paths import ROBOTS_DIR
+from envs.robots import BimanualRM75Env, PandaInspireEnv
 
-PANDA = ROBOTS_DIR / "panda_inspire.xml"
-BIMANUAL = ROBOTS_DIR / "rm75_g0r_bimanual.xml"
+PANDA = ROBOTS_DIR / PandaInspireEnv.robot_file
+BIMANUAL = ROBOTS_DIR / BimanualRM75Env.robot_file
 HAND_ACTS = ["pinky", "ring", "middle", "index", "thumb_bend", "thumb_rot"]
 TIPS = ["thumb", "index", "middle", "ring", "pinky"]
 
