@@ -39,7 +39,10 @@ class ResidualConfig:
     """T of epsilon = min(env_steps / T, 1): env steps over which the residual takes over from the base."""
     # ---- the frozen base during RL
     base_ddim_steps: int = 0
-    """DDIM steps of the base policy during RL rollouts (0: the checkpoint's); fewer is faster."""
+    """DDIM steps of the base policy during RL rollouts (0: the checkpoint's). Fewer is faster but changes the base the
+    residual learns to correct: a Grasp base scored 0.033 at 4 steps against 0.283 at its own 10 on the same 60
+    episodes, and a residual trained against the 4-step base lowered the 10-step one's T_O from 0.20 to 0.10
+    (BENCHMARKS.md). Keep 0 unless the fewer steps are measured to hold the base's success."""
     # ---- PPO
     num_envs: int = 32
     """Parallel episodes per topology group in each update."""
