@@ -47,6 +47,17 @@ def object_scene(task: str, obj: str, env_id: str, poses, pose_id: str = "sample
     return SceneSpec(objects=objects, env_id=env_id, pose_id=pose_id, poses=tuple((r, tuple(float(v) for v in poses[r])) for r in roles))
 
 
+def catalog_poses(task: str, pose_ids: tuple[str, ...] | None) -> list | None:
+    """The task's catalog poses (PoseSpec) of `pose_ids`; None for None (draws sample continuous poses). Unknown ids
+    raise CatalogError naming them; an empty tuple, ValueError."""
+    if pose_ids is None:
+        return None
+    if not pose_ids:
+        raise ValueError("pose_ids is empty (None samples continuous poses)")
+    pose_set = load_catalog().poses_for(task)
+    return [pose_set.pose(p) for p in pose_ids]
+
+
 def sample_object_scenes(task: str, objects: tuple[str, ...], env_ids: tuple[str, ...], per_object: int, seed: int,
                          pose_ids: tuple[str, ...] | None = None) -> list[SceneSpec]:
     """`per_object` scenes of every object: a uniformly drawn environment of `env_ids` and a uniformly drawn
@@ -58,9 +69,7 @@ def sample_object_scenes(task: str, objects: tuple[str, ...], env_ids: tuple[str
     for e in env_ids:
         cat.environment(e)
     pose_set = cat.poses_for(task)
-    named = [pose_set.pose(p) for p in pose_ids] if pose_ids is not None else None  # unknown ids: CatalogError naming them
-    if named == []:
-        raise ValueError("pose_ids is empty (None samples continuous poses)")
+    named = catalog_poses(task, pose_ids)
     rng = np.random.default_rng([seed, 6151])
     specs = []
     for obj in objects:
@@ -71,4 +80,4 @@ def sample_object_scenes(task: str, objects: tuple[str, ...], env_ids: tuple[str
     return specs
 
 
-__all__ = ["object_scene", "sample_object_scenes", "scene_grid"]
+__all__ = ["catalog_poses", "object_scene", "sample_object_scenes", "scene_grid"]

@@ -240,4 +240,3 @@ def run_guarded(task: str, label: str, stall_timeout: float, body: Callable[[], 
 
 
 __all__ = ["FORMAT", "RunFolder", "StageError", "config_hash", "content_hash", "run_guarded"]
-

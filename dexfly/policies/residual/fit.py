@@ -31,7 +31,7 @@ from dexfly.policies.residual import checkpoint as ckpt
 from dexfly.policies.residual.config import ResidualConfig
 from dexfly.policies.residual.networks import ResidualSpec
 from dexfly.policies.residual.train import HookParams, TrainState, combined_hook, init_state, make_update, steps_per_update, update_key
-from dexfly.scenes import scene_grid
+from dexfly.scenes import catalog_poses, scene_grid
 from dexfly.utils import atomic_write_text
 from envs.base import EnvConfig, SceneSet, SceneSpec
 
@@ -104,10 +104,7 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
         raise ValueError("no objects to train on")
     if pose_ids is not None:
         pose_ids = tuple(pose_ids)
-        if not pose_ids:
-            raise ValueError("pose_ids is empty (None samples continuous poses)")
-        for p in pose_ids:
-            load_catalog().poses_for(task).pose(p)  # CatalogError naming an unknown pose
+        catalog_poses(task, pose_ids)  # before the base loads: an empty tuple or an unknown pose id fails here, naming it
     out = Path(out).resolve()
     base_policy, base_config, base_meta = load_run(base, task=task)  # ValueError for a base of another task
     groups = _groups(task, tuple(objects), env_config)
