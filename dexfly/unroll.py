@@ -104,6 +104,12 @@ def unroll(
     if history is None:
         history = history_init(obs, obs_horizon)
     batch = obs.shape[0]
+    if hook is not None and hook_carry is None:
+        # A hook that keeps state across steps and is given no initial carry starts from zeros of the carry it
+        # returns (traced once, abstractly; a stateless hook returns None and keeps None).
+        step0 = Step(jnp.zeros((), jnp.int32), state, history, jnp.zeros((batch, env.action_dim), jnp.float32))
+        shapes = jax.eval_shape(lambda: hook(hook_params, None, step0, key)[0])
+        hook_carry = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def _chunk(carry: UnrollCarry, xs):
         chunk_index, key = xs

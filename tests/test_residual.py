@@ -191,3 +191,57 @@ def test_a_foreign_or_corrupt_residual_run_file_is_refused(tmp_path):
         (tmp_path / ckpt.RUN_FILE).write_text(text)
         with pytest.raises(ValueError, match=message):
             ckpt.read_run(tmp_path)
+
+
+def test_per_decision_picks_decision_steps_and_sums_each_hold():
+    reward = jnp.arange(20, dtype=jnp.float32).reshape(2, 10)
+    obs = jnp.arange(2 * 10 * 3, dtype=jnp.float32).reshape(2, 10, 3)
+    dec = rt.per_decision({"obs": obs}, reward, 4)
+    np.testing.assert_array_equal(dec["obs"], np.asarray(obs)[:, [0, 4, 8]])
+    np.testing.assert_array_equal(dec["reward"], [[6, 22, 17], [46, 62, 37]])  # steps 0-3, 4-7, 8-9
+    same = rt.per_decision({"obs": obs}, reward, 1)
+    np.testing.assert_array_equal(same["reward"], reward)
+    np.testing.assert_array_equal(same["obs"], obs)
+
+
+def test_a_held_correction_stays_until_the_next_decision(grasp_short):
+    """hold_steps = 4 over a 10-step episode: the sampled correction (the combined action minus the constant base
+    action) is the same within steps 0-3, 4-7 and 8-9 and changes between them; the hook's carry starts from zeros
+    that `unroll` makes itself (no initial carry is passed)."""
+    env = grasp_short
+    spec = ResidualSpec.of_env(env)
+    cfg = ResidualConfig(hidden=(32, 32), value_hidden=(32,), init_noise_std=1.0, hold_steps=4)
+    state = rt.init_state(cfg, spec)
+    base = HomePolicy(jnp.asarray(env.home_action()), obs_dim=sum(env.obs_dims.values()))
+    scenes = env.make_scenes(env.sample_scenes(jax.random.PRNGKey(3), 2, envs.SceneSet(sample_poses=True)))
+
+    @jax.jit
+    def run(key):
+        start = env.batched(env.reset)(scenes, jax.random.split(key, 2))
+        return unroll(env, base, start, key, num_steps=env.episode_steps, record=_record_action,
+                      hook=functools.partial(rt.residual_hook, spec, cfg, False), hook_params=rt.HookParams(state.params.policy, state.normalizer, True))[1]
+
+    pos = layout.split_action(np.asarray(run(jax.random.PRNGKey(0))), 1).pos[:, :, 0]  # [T, B, 3]
+    assert pos.shape[0] == 10
+    for window in (slice(0, 4), slice(4, 8), slice(8, 10)):
+        np.testing.assert_array_equal(pos[window], np.broadcast_to(pos[window][:1], pos[window].shape))
+    assert np.abs(pos[4] - pos[0]).max() > 1e-3 and np.abs(pos[8] - pos[4]).max() > 1e-3
+
+
+def test_exported_held_residual_is_its_decision_then_combine():
+    """For hold_steps > 1 the export adds the decision (residual_correction) and combine (residual_combine); at a
+    decision step the two give residual_step's action (which tests/test_export.py checks against the hook)."""
+    from dexfly.export.functions import residual_combine_function, residual_correction_function, residual_step_function
+
+    spec = ResidualSpec(1, 1, ((0.0,) * 6,), ((1.4,) * 6,))
+    cfg = ResidualConfig(hidden=(16,), value_hidden=(16,), hold_steps=8, obs_geometry=True)
+    state = rt.init_state(cfg, spec)
+    policy = jax.tree.map(lambda x: x + 0.1, state.params.policy)
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    obs = jax.random.normal(k1, (3, spec.obs_layout.dim))
+    base = jax.random.normal(k2, (3, spec.action_dim))
+    half = jax.random.uniform(k3, (3, 1, 3), minval=0.01, maxval=0.05)
+    step = residual_step_function(spec, cfg, policy, state.normalizer).fn(obs, base, half)
+    correction = residual_correction_function(spec, cfg, policy, state.normalizer).fn(obs, base, half)
+    assert correction.shape == (3, 12) and np.abs(np.asarray(correction)).max() > 1e-3
+    np.testing.assert_array_equal(residual_combine_function(spec, cfg).fn(base, correction), step)

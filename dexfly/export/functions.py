@@ -12,6 +12,10 @@
   action [B, action_dim]`: one step of the combined policy as evaluation runs it (the residual hook with
   `deterministic=True`, active): the residual's features, its running-statistics normaliser, the Gaussian's mean,
   tanh, then `combine`. The half-extents input exists only when the residual was trained with obs_geometry.
+- For a residual trained with `hold_steps` > 1 (a correction decided every hold_steps steps and held between),
+  also `residual_correction(obs, base_action, [object_half_extents]) -> correction [B, n_arms * 12]` (the decision,
+  in [-1, 1]) and `residual_combine(base_action, correction) -> action`: decide at steps 0, hold_steps, 2 hold_steps,
+  ... of the episode, combine every step. `residual_step` equals the two at a decision step.
 """
 
 from __future__ import annotations
@@ -113,31 +117,48 @@ def base_policy_function(policy: DiffusionPolicy) -> PolicyFunction:
 
 def residual_step_function(spec: ResidualSpec, config: ResidualConfig, policy_params: Any, normalizer: Any) -> PolicyFunction:
     """The combined policy's per-step function: what `residual_hook(..., deterministic=True)` computes in an active env."""
+    correction = residual_correction_function(spec, config, policy_params, normalizer)
+
+    def residual_step(obs, base_action, *half_extents):
+        return combine(spec, config, base_action, correction.fn(obs, base_action, *half_extents))
+
+    return PolicyFunction(
+        "residual_step", residual_step, correction.inputs,
+        TensorSpec("action", (BATCH, spec.action_dim), "combined action: the base action corrected by the residual's mean"),
+        "residual policy, deterministic (Gaussian mean), tanh-squashed and combined with the base action",
+    )
+
+
+def residual_correction_function(spec: ResidualSpec, config: ResidualConfig, policy_params: Any, normalizer: Any) -> PolicyFunction:
+    """The residual's decision: its features, normaliser and Gaussian mean, tanh-squashed (what the deterministic hook
+    applies, and holds for `hold_steps` steps)."""
     network = make_networks(spec, config)
     dist = network.parametric_action_distribution
-    D, A = spec.obs_layout.dim, spec.action_dim
-
-    def action(obs: jax.Array, base_action: jax.Array, half_extents: jax.Array | None) -> jax.Array:
-        x = features(spec, config, obs, base_action, half_extents)
-        raw = dist.mode(network.policy_network.apply(normalizer, policy_params, x))  # the Gaussian's mean
-        return combine(spec, config, base_action, squash(raw))
-
-    inputs = [TensorSpec("obs", (BATCH, D), "raw observation of this step (obs_vector: concat of obs/obj and obs/prop)"),
-              TensorSpec("base_action", (BATCH, A), "the base policy's action for this step (a row of its action chunk)")]
+    inputs = [TensorSpec("obs", (BATCH, spec.obs_layout.dim), "raw observation of this step (obs_vector: concat of obs/obj and obs/prop)"),
+              TensorSpec("base_action", (BATCH, spec.action_dim), "the base policy's action for this step (a row of its action chunk)")]
     if config.obs_geometry:
         inputs.append(TensorSpec("object_half_extents", (BATCH, spec.n_objects, 3), "each object's bounding-box half-extents (m)"))
 
-        def residual_step(obs, base_action, half_extents):
-            return action(obs, base_action, half_extents)
-    else:
-        def residual_step(obs, base_action):
-            # features() reads the half-extents only when obs_geometry is on
-            return action(obs, base_action, None)
+    def residual_correction(obs, base_action, *half_extents):
+        # features() reads the half-extents only when obs_geometry is on
+        x = features(spec, config, obs, base_action, half_extents[0] if half_extents else None)
+        return squash(dist.mode(network.policy_network.apply(normalizer, policy_params, x)))  # the Gaussian's mean
 
     return PolicyFunction(
-        "residual_step", residual_step, tuple(inputs),
-        TensorSpec("action", (BATCH, A), "combined action: the base action corrected by the residual's mean"),
-        "residual policy, deterministic (Gaussian mean), tanh-squashed and combined with the base action",
+        "residual_correction", residual_correction, tuple(inputs),
+        TensorSpec("correction", (BATCH, spec.residual_dim), "the residual's correction in [-1, 1] (per arm: position 3, rotation 3, hand 6)"),
+        "residual policy's decision, deterministic (Gaussian mean), tanh-squashed",
+    )
+
+
+def residual_combine_function(spec: ResidualSpec, config: ResidualConfig) -> PolicyFunction:
+    """`combine`: a base action corrected by a (held) residual correction."""
+    return PolicyFunction(
+        "residual_combine", lambda base_action, correction: combine(spec, config, base_action, correction),
+        (TensorSpec("base_action", (BATCH, spec.action_dim), "the base policy's action for this step (a row of its action chunk)"),
+         TensorSpec("correction", (BATCH, spec.residual_dim), "the held output of residual_correction")),
+        TensorSpec("action", (BATCH, spec.action_dim), "combined action"),
+        "the base action corrected by the residual's correction (rotation re-orthonormalised, hand clipped)",
     )
 
 
@@ -261,10 +282,16 @@ def _load_residual(folder: Path) -> LoadedPolicy:
             "feature_dim": spec.feature_dim(config),
             "normalizer": {"doc": "running statistics: (features - mean) / std", "mean": _floats(params.normalizer.mean),
                            "std": _floats(params.normalizer.std)},
-            "usage": "every env step: action = residual_step(obs, action_chunk[:, k]) for the k-th action of the base's current chunk",
+            "usage": ("every env step: action = residual_step(obs, action_chunk[:, k]) for the k-th action of the base's current chunk"
+                      if config.hold_steps == 1 else
+                      f"at env steps 0, {config.hold_steps}, {2 * config.hold_steps}, ... of the episode: correction = residual_correction(obs, "
+                      "action_chunk[:, k]); every env step: action = residual_combine(action_chunk[:, k], correction), for the k-th action of "
+                      "the base's current chunk"),
         },
     }
     functions = (base_policy_function(base), residual_step_function(spec, config, params.policy, params.normalizer))
+    if config.hold_steps > 1:
+        functions += (residual_correction_function(spec, config, params.policy, params.normalizer), residual_combine_function(spec, config))
     return LoadedPolicy("residual", task, folder.resolve(), functions, description)
 
 
@@ -283,4 +310,4 @@ def load_policy_folder(path: str | Path) -> LoadedPolicy:
 
 
 __all__ = ["BATCH", "ExportError", "LoadedPolicy", "PolicyFunction", "TensorSpec", "base_policy_function", "describe_layouts",
-           "load_policy_folder", "residual_step_function"]
+           "load_policy_folder", "residual_combine_function", "residual_correction_function", "residual_step_function"]

@@ -7,7 +7,8 @@ Files under `out` (each written atomically, readable by others):
     <function>.onnx        ONNX (opset 18, batch as dim_param "batch"), from dexfly's own converter
     export.json            task, layouts, horizons, normalisers, DDIM steps, every function's inputs and outputs and
                            files, the source checkpoint's path and content hash, and the parity measured at export
-Functions: `base_policy` always, `residual_step` for a residual folder (see `dexfly.export.functions`).
+Functions: `base_policy` always, `residual_step` for a residual folder, and `residual_correction` and `residual_combine`
+when the residual holds its corrections over several steps (see `dexfly.export.functions`).
 
 Before anything is written, every function runs three ways on a random batch (JAX, the deserialized StableHLO,
 onnxruntime); a difference above `ExportConfig.tolerance` refuses the export.

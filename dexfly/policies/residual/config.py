@@ -34,6 +34,10 @@ class ResidualConfig:
     value_hidden: tuple[int, ...] = (256, 256, 256)
     init_noise_std: float = 0.5
     """Initial std of the residual's pre-tanh Gaussian."""
+    hold_steps: int = 1
+    """Control steps each residual decision is held: every `hold_steps` steps the residual observes, samples a
+    correction and applies it unchanged until the next decision, and PPO's time step is the decision (its reward the
+    hold's summed reward). 1: a new correction every step, as in the paper."""
     # ---- progressive exploration (the paper's Eq. 1, from Policy Decorator)
     explore_steps: int = 200_000
     """T of epsilon = min(env_steps / T, 1): env steps over which the residual takes over from the base."""
@@ -71,7 +75,7 @@ class ResidualConfig:
         for name in ("alpha_pos", "alpha_rot", "alpha_hand"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("num_envs", "update_epochs", "num_minibatches", "scene_pool", "explore_steps"):
+        for name in ("num_envs", "update_epochs", "num_minibatches", "scene_pool", "explore_steps", "hold_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_envs % self.num_minibatches:

@@ -89,7 +89,9 @@ def residual_hook(spec: ResidualSpec, config: ResidualConfig, deterministic: boo
     """Unroll hook: the residual's correction of the base action in the active envs.
 
     Returns (carry, action [B, A], extras {obs [B, F], raw_action [B, R], log_prob [B]}). Inactive envs execute
-    the base action unchanged (bit for bit). `deterministic` uses the Gaussian's mean (evaluation).
+    the base action unchanged (bit for bit). `deterministic` uses the Gaussian's mean (evaluation). With
+    `config.hold_steps` > 1 the carry holds the last decision (raw [B, R], log_prob [B]); between decisions the
+    held correction is applied again and the extras repeat it (PPO reads the decision steps only).
     """
     network = make_networks(spec, config)
     dist = network.parametric_action_distribution
@@ -97,6 +99,11 @@ def residual_hook(spec: ResidualSpec, config: ResidualConfig, deterministic: boo
     logits = network.policy_network.apply(params.normalizer, params.policy, obs)
     raw = dist.mode(logits) if deterministic else dist.sample_no_postprocessing(logits, key)
     log_prob = dist.log_prob(logits, raw)
+    if config.hold_steps > 1:
+        if carry is not None:  # None only while `unroll` traces the carry's shape
+            decide = step.t % config.hold_steps == 0
+            raw, log_prob = jax.tree.map(lambda new, held: jnp.where(decide, new, held), (raw, log_prob), carry)
+        carry = (raw, log_prob)
     active = jnp.broadcast_to(params.active, step.base_action.shape[:1])  # [B] (a scalar applies to all envs)
     action = jnp.where(active[:, None], combine(spec, config, step.base_action, squash(raw)), step.base_action)
     return carry, action, {"obs": obs, "raw_action": raw, "log_prob": log_prob}
@@ -113,6 +120,16 @@ def _record(step: Step, action, after: State, extras) -> dict:
     return {**extras, "reward": after.reward, "success": after.success, "nan": after.metrics["nan"]}
 
 
+def per_decision(steps: dict[str, jax.Array], reward: jax.Array, hold: int) -> dict[str, jax.Array]:
+    """Per-step records [B, T, ...] -> PPO's time steps, the residual's decisions [B, ceil(T / hold), ...]: each
+    record at its decision step (every `hold`-th step from 0), and `reward` [B, T] summed over the steps the
+    decision was held (the last hold may be shorter)."""
+    num_steps = reward.shape[1]
+    num_decisions = -(-num_steps // hold)
+    summed = jnp.pad(reward, ((0, 0), (0, num_decisions * hold - num_steps))).reshape(reward.shape[0], num_decisions, hold).sum(-1)
+    return {**{k: v[:, ::hold] for k, v in steps.items()}, "reward": summed}
+
+
 def _take(pool: Scene, idx: jax.Array) -> Scene:
     return jax.tree.map(lambda x: x[idx], pool)
 
@@ -124,6 +141,8 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
     network = make_networks(spec, config)
     optimizer = make_optimizer(config)
     num_steps = envs[0].episode_steps  # the task's fixed episode length (every group is the same task)
+    hold = config.hold_steps
+    num_decisions = -(-num_steps // hold)  # the residual's decisions per episode (PPO's time steps)
     n = config.num_envs
     batch = n * len(envs)
     minibatch = batch // config.num_minibatches
@@ -135,7 +154,8 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
     grad_step = gradients.gradient_update_fn(loss_fn, optimizer, pmap_axis_name=None, has_aux=True)
 
     def _rollout(state: TrainState, pools, key):
-        """Every group's episodes; returns Transition [B, T], active [B], valid [B], episode stats, scene indices."""
+        """Every group's episodes; returns Transition [B, ceil(T / hold_steps)] (a row per residual decision), active [B],
+        valid [B], episode stats, scene indices."""
         eps = epsilon(config, state.env_steps)
         out = []
         for g, env in enumerate(envs):
@@ -153,12 +173,13 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
         active = jnp.concatenate([o[1] for o in out])
         scene_idx = jnp.stack([o[2] for o in out])  # [groups, n]
         valid = ~rec["nan"][:, -1]  # sticky flag: NaN anywhere in the episode
-        obs = jnp.where(valid[:, None, None], rec["obs"], 0.0)  # a NaN env must not reach the statistics
-        done = jnp.zeros_like(rec["reward"]).at[:, -1].set(1.0)  # the episode ends at its fixed length
-        data = Transition(observation=obs, action=rec["raw_action"], reward=jnp.where(valid[:, None], rec["reward"], 0.0),
+        episode_return = jnp.sum(jnp.where(valid[:, None], rec["reward"], 0.0), axis=1)
+        dec = per_decision({k: rec[k] for k in ("obs", "raw_action", "log_prob")}, rec["reward"], hold)
+        obs = jnp.where(valid[:, None, None], dec["obs"], 0.0)  # a NaN env must not reach the statistics
+        done = jnp.zeros_like(dec["reward"]).at[:, -1].set(1.0)  # the episode ends at its fixed length
+        data = Transition(observation=obs, action=dec["raw_action"], reward=jnp.where(valid[:, None], dec["reward"], 0.0),
                           discount=1.0 - done, next_observation=obs,
-                          extras={"policy_extras": {"raw_action": rec["raw_action"], "log_prob": rec["log_prob"]}, "state_extras": {}})
-        episode_return = jnp.sum(data.reward, axis=1)
+                          extras={"policy_extras": {"raw_action": dec["raw_action"], "log_prob": dec["log_prob"]}, "state_extras": {}})
         final_success = rec["success"][:, -1]
         stats = {"epsilon": eps, "return": jnp.mean(episode_return), "success": jnp.mean(final_success),
                  # NaN when no episode of that kind ran in this update
@@ -192,7 +213,7 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
         data, active, valid, stats = _rollout(state, pools, k_rollout)
         normalizer = running_statistics.update(
             state.normalizer, data.observation.reshape(-1, data.observation.shape[-1]),
-            weights=jnp.repeat(valid.astype(jnp.float32), num_steps))
+            weights=jnp.repeat(valid.astype(jnp.float32), num_decisions))
         state = state.replace(normalizer=normalizer)
         (state, _, _, _), losses = jax.lax.scan(_update_epoch, (state, data, active, valid), jax.random.split(k_epochs, config.update_epochs))
         state = state.replace(env_steps=state.env_steps + batch * num_steps, updates=state.updates + 1)
@@ -210,5 +231,5 @@ def steps_per_update(config: ResidualConfig, envs: tuple[TaskEnv, ...]) -> int:
     return config.num_envs * len(envs) * envs[0].episode_steps
 
 
-__all__ = ["HookParams", "TrainState", "combined_hook", "epsilon", "init_state", "make_optimizer", "make_update", "residual_hook", "steps_per_update",
-           "update_key"]
+__all__ = ["HookParams", "TrainState", "combined_hook", "epsilon", "init_state", "make_optimizer", "make_update", "per_decision", "residual_hook",
+           "steps_per_update", "update_key"]
