@@ -130,6 +130,10 @@ class GroupedEval:
                 hits.setdefault(spec.objects[0][1], []).append(float(res.per_scene[:, j].mean()))
         return {k: float(np.mean(v)) for k, v in hits.items()}
 
+    def summary(self) -> dict[str, Any]:
+        """{mean, std, per_seed, per_object}: the JSON form that run folders record."""
+        return {"mean": self.success_rate_mean, "std": self.success_rate_std, "per_seed": list(self.per_seed), "per_object": self.per_object()}
+
 
 def evaluate_scenes(task: str, policy: ChunkPolicy, specs: list[SceneSpec], *, seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
                     num_steps: int | None = None, record_qpos_first: bool = False, hook: Hook | None = None,

@@ -110,7 +110,7 @@ def main(args: Args) -> tuple[float, float]:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "eval.json", json.dumps({
         "task": args.task, "checkpoint": str(args.checkpoint), "seeds": list(args.seeds), "scenes": len(specs),
-        "success": {"mean": res.success_rate_mean, "std": res.success_rate_std, "per_seed": list(res.per_seed), "per_object": per_object},
+        "success": res.summary(),
         "ddim_steps": policy.config.num_inference_steps, "action_horizon": policy.config.action_horizon}, indent=2))
     print(f"success_rate={res.success_rate_mean} std={res.success_rate_std}")
     return res.success_rate_mean, res.success_rate_std

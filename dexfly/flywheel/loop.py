@@ -106,7 +106,7 @@ def evaluate_t_oep(task: str, preset: Preset, base, *, video: Path | None = None
                                     record_qpos_first=video is not None, mesh=mesh, pad_to=EVAL_PAD_TO)
     if video is not None:
         evaluation.write_video(video, task, sets["t_oep"], episodes=int(ev["video_episodes"]))
-    return {"t_oep": _rates(sets["t_oep"]), "t_oep_scenes": len(specs), **({"t_o_base": _rates(sets["t_o"])} if t_o else {})}
+    return {"t_oep": sets["t_oep"].summary(), "t_oep_scenes": len(specs), **({"t_o_base": sets["t_o"].summary()} if t_o else {})}
 
 
 class Flywheel:
@@ -333,10 +333,6 @@ class Flywheel:
                 self.collect(i)
                 self.augment(i)
         return write_report(self)
-
-
-def _rates(res: evaluation.GroupedEval) -> dict:
-    return {"mean": res.success_rate_mean, "std": res.success_rate_std, "per_seed": list(res.per_seed), "per_object": res.per_object()}
 
 
 def run_flywheel(task: str, preset: str, out, *, iterations: int = 3, seed: int = 0, redo_from: str | None = None, **kw) -> dict:

@@ -25,10 +25,6 @@ from dexfly.unroll import ChunkPolicy
 from envs.base import EnvConfig, SceneSpec
 
 
-def _summary(res: evaluation.GroupedEval) -> dict[str, Any]:
-    return {"mean": res.success_rate_mean, "std": res.success_rate_std, "per_seed": list(res.per_seed), "per_object": res.per_object()}
-
-
 def exploration_cost(task: str, base: ChunkPolicy, specs: list[SceneSpec], config: ResidualConfig, *, seeds: tuple[int, ...] = (0,),
                      env_config: EnvConfig | None = None, mesh=None) -> dict[str, dict[str, Any]]:
     """Success on `specs` of the base alone ("base") and of the base with the untrained residual sampled as in
@@ -41,7 +37,7 @@ def exploration_cost(task: str, base: ChunkPolicy, specs: list[SceneSpec], confi
         res = evaluation.evaluate_scenes(task, base, specs, seeds=seeds, hook=combined_hook(spec, config, False),
                                          hook_params=HookParams(state.params.policy, state.normalizer, np.bool_(active)),
                                          env_config=env_config, mesh=mesh)
-        out[name] = _summary(res)
+        out[name] = res.summary()
     return out
 
 

@@ -81,7 +81,7 @@ def _pool(env, ids: tuple[str, ...], env_ids: tuple[str, ...], pose_ids: tuple[s
 def _evaluate(task, base, specs, seeds, hook=None, hook_params=None, env_config=None, record_video=False, mesh=None):
     res = evaluation.evaluate_scenes(task, base, specs, seeds=seeds, hook=hook, hook_params=hook_params, env_config=env_config,
                                      record_qpos_first=record_video, mesh=mesh)
-    return res, {"mean": res.success_rate_mean, "std": res.success_rate_std, "per_seed": list(res.per_seed), "per_object": res.per_object()}
+    return res, res.summary()
 
 
 def _read_log(path: Path, upto: int) -> list[dict]:
