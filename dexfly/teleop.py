@@ -193,7 +193,7 @@ LIFT_RISE = 0.22
 
 def lift_script(env, spec, perturb: Perturb | None = None):
     """Both hands (home posture: palms facing each other, fingers down) lowered beside the object's +-y sides,
-    fingers curled, pressed on the sides just above the centre of mass, lifted together, held."""
+    fingers curled, pressed on the sides just above the centre of mass, lifted together at once, held."""
     arrays = env.scene_arrays(spec)
     centre = np.asarray(arrays.object_pose[0, :3], float)
     half = np.asarray(arrays.object_half_extents[0], float)
@@ -209,7 +209,8 @@ def lift_script(env, spec, perturb: Perturb | None = None):
                 Key(1.0, outside + [0, 0, 0.06], rot, LIFT_FINGERS),
                 Key(0.6, outside, rot, LIFT_FINGERS),
                 Key(0.7, contact, rot, LIFT_FINGERS),
-                Key(0.3, contact, rot, LIFT_FINGERS),
+                # No pause at the contact: 15 steps of one constant action there, in a state that barely changes,
+                # were longer than the base policy's 8-step action horizon, and Lift bases stalled at it.
                 Key(1.6, contact + [0, 0, LIFT_RISE], rot, LIFT_FINGERS),
             ]
         )

@@ -245,3 +245,13 @@ def test_exported_held_residual_is_its_decision_then_combine():
     correction = residual_correction_function(spec, cfg, policy, state.normalizer).fn(obs, base, half)
     assert correction.shape == (3, 12) and np.abs(np.asarray(correction)).max() > 1e-3
     np.testing.assert_array_equal(residual_combine_function(spec, cfg).fn(base, correction), step)
+
+
+def test_envs_per_object_gives_each_object_the_same_share_of_episodes():
+    cfg = ResidualConfig(num_envs=16, envs_per_object=4, num_minibatches=4)
+    assert cfg.group_envs((6, 2, 2)) == (24, 8, 8)
+    assert ResidualConfig(num_envs=16).group_envs((6, 2, 2)) == (16, 16, 16)  # 0: num_envs per topology group
+    with pytest.raises(ValueError, match="not divisible by num_minibatches=4"):
+        ResidualConfig(envs_per_object=3, num_minibatches=4).group_envs((1, 2))
+    with pytest.raises(ValueError, match="envs_per_object must be >= 0"):
+        ResidualConfig(envs_per_object=-1)

@@ -49,7 +49,11 @@ class ResidualConfig:
     (BENCHMARKS.md). Keep 0 unless the fewer steps are measured to hold the base's success."""
     # ---- PPO
     num_envs: int = 32
-    """Parallel episodes per topology group in each update."""
+    """Parallel episodes per topology group in each update (when `envs_per_object` is 0)."""
+    envs_per_object: int = 0
+    """Parallel episodes per object in each update: a topology group of k objects runs k x this many, so every object
+    gets the same share of the episodes. 0: `num_envs` per group, whatever it holds (6 boxes then get the episodes of
+    one can group of 2, and each box a third of a can's)."""
     total_steps: int = 1_000_000
     """Env steps of training (all groups together)."""
     update_epochs: int = 4
@@ -78,10 +82,22 @@ class ResidualConfig:
         for name in ("num_envs", "update_epochs", "num_minibatches", "scene_pool", "explore_steps", "hold_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_envs % self.num_minibatches:
+        if not self.envs_per_object and self.num_envs % self.num_minibatches:
             raise ValueError(f"num_envs={self.num_envs} must be divisible by num_minibatches={self.num_minibatches}")
+        if self.envs_per_object < 0:
+            raise ValueError(f"envs_per_object must be >= 0, got {self.envs_per_object}")
         if self.base_ddim_steps < 0:
             raise ValueError(f"base_ddim_steps must be >= 0, got {self.base_ddim_steps}")
+
+    def group_envs(self, objects_per_group: tuple[int, ...]) -> tuple[int, ...]:
+        """Parallel episodes of each topology group in an update, from how many objects each group holds."""
+        if not self.envs_per_object:
+            return tuple(self.num_envs for _ in objects_per_group)
+        sizes = tuple(self.envs_per_object * k for k in objects_per_group)
+        if sum(sizes) % self.num_minibatches:
+            raise ValueError(f"envs_per_object={self.envs_per_object} gives {sum(sizes)} episodes per update ({' + '.join(map(str, sizes))} "
+                             f"over the topology groups), not divisible by num_minibatches={self.num_minibatches}")
+        return sizes
 
     def replace(self, **changes: Any) -> ResidualConfig:
         return dataclasses.replace(self, **changes)

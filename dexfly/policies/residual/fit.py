@@ -132,9 +132,11 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
     pools, pool_specs = zip(*[_pool(env, ids, env_ids, pose_ids, config.scene_pool, jax.random.fold_in(key, g)) for g, (env, ids) in enumerate(groups)])
     env_tuple = tuple(env for env, _ in groups)
-    update = make_update(config, spec, env_tuple, devices.replicate(rl_base, mesh), mesh)
+    group_envs = config.group_envs(tuple(len(ids) for _, ids in groups))
+    update = make_update(config, spec, env_tuple, devices.replicate(rl_base, mesh), mesh, group_envs)
     pools = devices.replicate(pools, mesh)
-    per_update = steps_per_update(config, env_tuple)
+    per_update = steps_per_update(config, env_tuple, group_envs)
+    episode_group = np.repeat(np.arange(len(groups)), group_envs)  # [B] each training episode's topology group
     num_updates = -(-config.total_steps // per_update)
 
     ckpt_dir = out / "checkpoints"
@@ -167,8 +169,7 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
             metrics = jax.device_get(devices.gather(metrics))
             if metrics["nan_envs"]:
                 bad = np.flatnonzero(metrics["nan_env_flags"])
-                n = config.num_envs
-                scenes = [pool_specs[b // n][int(metrics["scene_index"][b // n, b % n])] for b in bad[:5]]
+                scenes = [pool_specs[episode_group[b]][int(metrics["scene_index"][b])] for b in bad[:5]]
                 log(f"update {u}: simulation NaN in {len(bad)} env(s), left out of the update: "
                     + "; ".join(f"{dict(s.objects)} env={s.env_id} pose={s.poses}" for s in scenes))
             row = {"update": u + 1, "env_steps": int(state.env_steps), "seconds": round(time.perf_counter() - t0, 1),

@@ -4,7 +4,7 @@
     state = init_state(config, spec)
     state, metrics = update(state, pools, key)           # one jit: rollout, normaliser, epochs of minibatches
 
-One update: every topology group resets `num_envs` envs in scenes drawn from its scene pool and runs a full
+One update: every topology group resets its envs (`num_envs`, or `envs_per_object` per object it holds) in scenes drawn from its scene pool and runs a full
 episode on the one unroll (`dexfly.unroll`): the base samples an action chunk for the whole batch every
 `action_horizon` steps, the residual hook corrects every step's action in the envs whose episode draw came up
 "residual" (probability epsilon = min(env_steps / explore_steps, 1)). Then the observation normaliser is
@@ -12,7 +12,7 @@ updated, and `update_epochs` epochs of `num_minibatches` minibatches (split alon
 clipped-PPO gradient steps (`losses.residual_ppo_loss`). Everything random is a pure function of
 (config.seed, update index), so a resumed run continues exactly like an uninterrupted one.
 
-With a device mesh (`dexfly.devices`), each group's `num_envs` episodes (a multiple of the device count) and
+With a device mesh (`dexfly.devices`), each group's episodes (a multiple of the device count) and
 the minibatches (when their size is one too) are split over the devices; XLA reduces the gradients and the
 normaliser's statistics across them.
 """
@@ -134,17 +134,25 @@ def _take(pool: Scene, idx: jax.Array) -> Scene:
     return jax.tree.map(lambda x: x[idx], pool)
 
 
-def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv, ...], base: ChunkPolicy, mesh: Mesh | None = None):
-    """The jitted update: (state, pools, key) -> (state, metrics). `pools[g]` is group g's Scene pool [P, ...].
-    With a `mesh`, pass `state` and `pools` replicated over it (`devices.replicate`)."""
-    devices.check_batch(config.num_envs, mesh, "num_envs")
+def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv, ...], base: ChunkPolicy, mesh: Mesh | None = None,
+                group_envs: tuple[int, ...] | None = None):
+    """The jitted update: (state, pools, key) -> (state, metrics). `pools[g]` is group g's Scene pool [P, ...] and
+    `group_envs[g]` its episodes per update (default: `config.num_envs` each; `ResidualConfig.group_envs` derives them
+    from the objects per group). With a `mesh`, pass `state` and `pools` replicated over it (`devices.replicate`).
+    The metrics' `scene_index` [B] is each episode's index in its group's pool, episodes in group order."""
+    sizes = tuple(group_envs) if group_envs is not None else tuple(config.num_envs for _ in envs)
+    if len(sizes) != len(envs):
+        raise ValueError(f"{len(sizes)} group sizes for {len(envs)} topology groups")
+    for size in sizes:
+        devices.check_batch(size, mesh, "episodes per topology group")
     network = make_networks(spec, config)
     optimizer = make_optimizer(config)
     num_steps = envs[0].episode_steps  # the task's fixed episode length (every group is the same task)
     hold = config.hold_steps
     num_decisions = -(-num_steps // hold)  # the residual's decisions per episode (PPO's time steps)
-    n = config.num_envs
-    batch = n * len(envs)
+    batch = sum(sizes)
+    if batch % config.num_minibatches:
+        raise ValueError(f"{batch} episodes per update ({' + '.join(map(str, sizes))}) not divisible by num_minibatches={config.num_minibatches}")
     minibatch = batch // config.num_minibatches
     hook = functools.partial(residual_hook, spec, config, False)
 
@@ -158,7 +166,7 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
         valid [B], episode stats, scene indices."""
         eps = epsilon(config, state.env_steps)
         out = []
-        for g, env in enumerate(envs):
+        for g, (env, n) in enumerate(zip(envs, sizes)):
             k_scene, k_draw, k_reset, k_unroll = jax.random.split(jax.random.fold_in(key, g), 4)
             pool_size = jax.tree.leaves(pools[g])[0].shape[0]
             idx = jax.random.randint(k_scene, (n,), 0, pool_size)
@@ -171,7 +179,7 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
             out.append((jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rec), active, idx))  # [n, T, ...]
         rec = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[o[0] for o in out])
         active = jnp.concatenate([o[1] for o in out])
-        scene_idx = jnp.stack([o[2] for o in out])  # [groups, n]
+        scene_idx = jnp.concatenate([o[2] for o in out])  # [B]
         valid = ~rec["nan"][:, -1]  # sticky flag: NaN anywhere in the episode
         episode_return = jnp.sum(jnp.where(valid[:, None], rec["reward"], 0.0), axis=1)
         dec = per_decision({k: rec[k] for k in ("obs", "raw_action", "log_prob")}, rec["reward"], hold)
@@ -227,8 +235,9 @@ def update_key(config: ResidualConfig, update_index: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), update_index)
 
 
-def steps_per_update(config: ResidualConfig, envs: tuple[TaskEnv, ...]) -> int:
-    return config.num_envs * len(envs) * envs[0].episode_steps
+def steps_per_update(config: ResidualConfig, envs: tuple[TaskEnv, ...], group_envs: tuple[int, ...] | None = None) -> int:
+    sizes = tuple(group_envs) if group_envs is not None else tuple(config.num_envs for _ in envs)
+    return sum(sizes) * envs[0].episode_steps
 
 
 __all__ = ["HookParams", "TrainState", "combined_hook", "epsilon", "init_state", "make_optimizer", "make_update", "per_decision", "residual_hook",
