@@ -209,8 +209,9 @@ def lift_script(env, spec, perturb: Perturb | None = None):
                 Key(1.0, outside + [0, 0, 0.06], rot, LIFT_FINGERS),
                 Key(0.6, outside, rot, LIFT_FINGERS),
                 Key(0.7, contact, rot, LIFT_FINGERS),
-                # No pause at the contact: 15 steps of one constant action there, in a state that barely changes,
-                # were longer than the base policy's 8-step action horizon, and Lift bases stalled at it.
+                # No pause at the contact: a base trained from a seed with a 15-step pause here stalled at the
+                # contact; one constant action in a barely changing state for longer than its 8-step action horizon
+                # leaves it nothing in the observation that says when to rise.
                 Key(1.6, contact + [0, 0, LIFT_RISE], rot, LIFT_FINGERS),
             ]
         )
