@@ -2,6 +2,7 @@
 
     python experiments/flywheel.py --task grasp --preset tiny --iterations 2 --out runs/flywheel_tiny
     python experiments/flywheel.py --task grasp --preset cpu --out runs/flywheel_grasp
+    python experiments/flywheel.py --task grasp --preset cpu --out runs/flywheel_grasp2 --donors runs/flywheel_grasp
 
 Presets and per-iteration object / environment / pose sets are data: assets/schedules/<task>.json. Every
 stage writes its outputs atomically and then a record; rerunning the same command skips finished stages and
@@ -41,6 +42,9 @@ class Args:
     """Ablation --no-residual: rollouts by the base policy alone, no residual stage (a run of its own: another --out)."""
     augment_rollouts: bool = True
     """Ablation --no-augment-rollouts: D_(i+1) is the successful rollouts themselves, without A_EP (another --out)."""
+    donors: tuple[Path, ...] = ()
+    """Finished runs of the same task, preset and seed whose identical stages (same settings and inputs: warm-up,
+    iteration 1's base, ...) are copied instead of recomputed; each copied stage keeps its record and donor."""
     video: bool = True
     progress: bool = True
     stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S
@@ -55,7 +59,7 @@ def main(args: Args) -> dict:
     def run() -> dict:
         fw = Flywheel(args.task, args.preset, args.out, iterations=args.iterations, seed=args.seed, log=console.print,
                       progress=args.progress, video=args.video, mesh=args.parallel.mesh(), residual=args.residual,
-                      augment_rollouts=args.augment_rollouts)
+                      augment_rollouts=args.augment_rollouts, donors=args.donors)
         if args.redo_from:
             removed = fw.redo_from(args.redo_from)
             console.print(f"redoing from {args.redo_from}: forgot {removed or 'nothing (not run yet)'}")
