@@ -163,3 +163,27 @@ def test_read_json_names_the_file_and_takes_the_callers_error(tmp_path):
         read_json(binary, StageLikeError)
     with pytest.raises(FileNotFoundError):
         read_json(tmp_path / "missing.json")
+
+
+def test_progress_bar_writes_lines_when_not_a_terminal():
+    """Redirected to a file, a stage still says how far it is (rich's bar would write nothing until the end)."""
+    import io
+
+    from rich.console import Console
+
+    from dexfly.progress import progress_bar
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=200)
+    with progress_bar("residual PPO", 4, completed=1, console=console, log_every_s=3600) as bar:
+        bar.update(2, info="return 1.0")  # within log_every_s of the start line: no line
+        bar.update(4, info="return 2.5")  # finished: always a line
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert "residual PPO 1/4 (25%)" in lines[0]
+    assert "residual PPO 4/4 (100%)" in lines[1] and lines[1].endswith("return 2.5")
+
+    buf = io.StringIO()
+    with progress_bar("diffusion", 10, console=Console(file=buf, force_terminal=False), enabled=False) as bar:
+        bar.update(10)
+    assert buf.getvalue() == ""

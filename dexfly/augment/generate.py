@@ -35,6 +35,7 @@ from dexfly.augment.schedule import GenStatic
 from dexfly.augment.scenes import attempt_config, scene_configs
 from dexfly.augment.sources import SourceSet, attempt_key, attempt_offsets, make_plan, prepare_sources, select_source, stack_plans
 from dexfly.augment.execute import execute
+from dexfly.progress import progress_bar
 from dexfly.rollout import episodes_from_trajectory
 
 
@@ -144,7 +145,7 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
                          caug_envs=len({s.env_id for s in configs}), caug_poses=len({(s.pose_id, s.poses) for s in configs}))
     good, failed = [], []
     attempt = 0
-    bar = _Progress(progress, num_wanted, task)
+    bar = progress_bar(f"augment {task}: successful demos", num_wanted, enabled=progress).start()
     try:
         while len(good) < num_wanted and attempt < max_attempts:
             first = attempt_config(caug, len(configs), attempt, seed)
@@ -197,7 +198,7 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
                     c = d.setdefault(key, [0, 0])
                     c[0] += 1
                     c[1] += int(ok)
-            bar.update(min(len(good), num_wanted), stats)
+            bar.update(min(len(good), num_wanted), info=f"{stats.attempts} attempts, rate {stats.success_rate:.2f}")
             watchdog.beat(f"augment {task}: batch {stats.batches}, {stats.attempts} attempts")
     finally:
         bar.close()
@@ -282,23 +283,3 @@ def _topo_name(topo) -> str:
 @functools.lru_cache(maxsize=32)
 def _home_action(env):
     return env.home_action()
-
-
-class _Progress:
-    def __init__(self, enabled: bool, total: int, task: str):
-        self.p = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-            self.p.start()
-            self.t = self.p.add_task(f"augment {task}: successful demos", total=total)
-
-    def update(self, done: int, stats: AugmentStats):
-        if self.p is not None:
-            self.p.update(self.t, completed=done,
-                          description=f"augment {stats.task}: {stats.attempts} attempts, rate {stats.success_rate:.2f}")
-
-    def close(self):
-        if self.p is not None:
-            self.p.stop()

@@ -29,6 +29,7 @@ from dexfly.policies.diffusion.data import WindowData, batch_indices, make_windo
 from dexfly.policies.diffusion.schedule import add_noise, make_schedule
 from dexfly.policies.diffusion.state import TrainState, _keys, init_train_state, make_optimizer
 from dexfly.policies.diffusion.unet import make_model
+from dexfly.progress import progress_bar
 
 
 def ema_decay(config: DiffusionConfig, step: jax.Array) -> jax.Array:
@@ -92,16 +93,6 @@ class FitResult(NamedTuple):
     data: WindowData
 
 
-def _progress(enabled: bool):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    return Progress(
-        TextColumn("[bold]diffusion"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
-    )
-
-
 def fit(
     episodes: Sequence[Mapping[str, np.ndarray]],
     config: DiffusionConfig,
@@ -153,8 +144,7 @@ def fit(
 
     losses: list[np.ndarray] = []
     step = start
-    with _progress(progress) as bar:
-        task = bar.add_task("train", total=end, completed=start, loss="-", rate="")
+    with progress_bar("diffusion", total=end, completed=start, enabled=progress) as bar:
         t0 = time.perf_counter()
         for ev in events:
             while step < ev:
@@ -164,7 +154,7 @@ def fit(
                 losses.append(chunk_losses)
                 step += k
                 rate = (step - start) * config.batch_size / (time.perf_counter() - t0)
-                bar.update(task, completed=step, loss=f"{float(chunk_losses.mean()):.4f}", rate=f"{rate:,.0f} samples/s")
+                bar.update(step, info=f"loss {float(chunk_losses.mean()):.4f}  {rate:,.0f} samples/s")
                 watchdog.beat(f"diffusion training: step {step}/{end}")
             if checkpoint_dir is not None and (step == end or (checkpoint_every and step % checkpoint_every == 0)):
                 ckpt.save_checkpoint(checkpoint_dir, state, config)

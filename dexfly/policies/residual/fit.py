@@ -31,6 +31,7 @@ from dexfly.policies.residual import checkpoint as ckpt
 from dexfly.policies.residual.config import ResidualConfig
 from dexfly.policies.residual.networks import ResidualSpec
 from dexfly.policies.residual.train import HookParams, TrainState, combined_hook, init_state, make_update, steps_per_update, update_key
+from dexfly.progress import progress_bar
 from dexfly.scenes import catalog_poses, scene_grid
 from dexfly.utils import atomic_write_text
 from envs.base import EnvConfig, SceneSet, SceneSpec
@@ -156,13 +157,8 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
     # alone, tests/test_residual.py), so base and combined evaluation share one compiled rollout.
     combined_params = lambda s, on=True: HookParams(s.params.policy, s.normalizer, np.bool_(on))  # noqa: E731
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     t0 = time.perf_counter()
-    with watchdog.stage(f"residual PPO {task}"), Progress(
-            TextColumn("[bold]residual PPO"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-            TimeRemainingColumn(), disable=not progress) as bar:
-        task_id = bar.add_task("ppo", total=num_updates, completed=int(state.updates), info="")
+    with watchdog.stage(f"residual PPO {task}"), progress_bar("residual PPO", num_updates, int(state.updates), enabled=progress) as bar:
         while int(state.updates) < num_updates:
             u = int(state.updates)
             state, metrics = update(state, pools, update_key(config, u))
@@ -184,7 +180,7 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
                 ckpt.save(ckpt_dir, state, run_meta)
             watchdog.beat(f"update {u + 1}/{num_updates}")
             rate = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-            bar.update(task_id, completed=u + 1, info=f"return {row['return']:.1f}  success {row['success']:.2f} "
+            bar.update(u + 1, info=f"return {row['return']:.1f}  success {row['success']:.2f} "
                        f"(residual {rate(row['success_residual'])}, base {rate(row['success_base'])})  eps {row['epsilon']:.2f}")
         seconds = time.perf_counter() - t0
         _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state, False), env_config, mesh=mesh)
