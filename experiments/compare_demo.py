@@ -65,6 +65,8 @@ def main(args: Args) -> list[dict]:
         raise SystemExit(str(e)) from None
 
     console = Console()
+    if not console.is_terminal:  # a log file: wide enough that a row of the tables below stays on one line
+        console = Console(width=160)
     summary = Table(title=f"{args.task}: policy against the demos of {args.dataset.name}")
     for col in ("episode", "scene", "success (demo)", "max rise m (demo)", "paths part at step"):
         summary.add_column(col)
@@ -76,8 +78,8 @@ def main(args: Args) -> list[dict]:
     n_arms = rows[0].target_offset_obj.shape[1]
     for r in rows:
         detail = Table(title=f"episode {args.episodes[r.index]}: {r.scene}")
-        for col in ("step", "rise (demo)", *(f"arm {a} target - demo, object frame (mm)" for a in range(n_arms)), "hand - demo (rad)"):
-            detail.add_column(col)
+        for col in ("step", "rise m (demo)", *(f"arm {a}: target - demo (mm, object x y z)" for a in range(n_arms)), "hand - demo (rad)"):
+            detail.add_column(col, no_wrap=True)
         T = len(r.object_rise)
         for t in np.linspace(0, T - 1, args.times).round().astype(int):
             v = r.at(t)
