@@ -232,7 +232,8 @@ def diffusion_train_throughput(config, obs_dim: int, action_dim: int, steps: int
     rng = np.random.default_rng(0)
     eps = [{"obs": rng.normal(size=(200, obs_dim)).astype(np.float32),
             "actions": rng.normal(size=(200, action_dim)).astype(np.float32)} for _ in range(20)]
-    data, norm = make_window_data(eps, config.obs_horizon, config.pred_horizon, quat_at=config.obs_quat_at, rel_pos=config.obs_rel_pos)
+    data, norm = make_window_data(eps, config.obs_horizon, config.pred_horizon, quat_at=config.obs_quat_at, rel_pos=config.obs_rel_pos,
+                                   phase_steps=config.phase_steps)
     state = init_train_state(config, norm)
     params = num_parameters(state.params)
     state, data = devices.replicate((state, data), mesh)

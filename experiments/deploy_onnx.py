@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         base, spec = session(args.model, manifest, "base_policy")
         noise_shape = [1 if d == manifest["batch_dimension"] else d for d in spec["inputs"][1]["shape"]]
         noise = np.random.default_rng(args.seed).standard_normal(noise_shape, dtype=np.float32)
-        chunk = base.run(None, {spec["inputs"][0]["name"]: history, spec["inputs"][1]["name"]: noise})[0]
+        feeds = {spec["inputs"][0]["name"]: history, spec["inputs"][1]["name"]: noise}
+        if any(i["name"] == "step" for i in spec["inputs"]):  # a policy that conditions on the episode's phase
+            feeds["step"] = np.asarray([args.step], np.float32)
+        chunk = base.run(None, feeds)[0]
         combined, note = None, None
         if "residual_step" in manifest["functions"]:
             res, rspec = session(args.model, manifest, "residual_step")

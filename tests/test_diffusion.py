@@ -287,6 +287,39 @@ def test_relative_position_features(tmp_path):
         restore_latest(d, cfg.replace(obs_rel_pos=()))
 
 
+def test_phase_feature(tmp_path):
+    """phase_steps appends each step's phase, min(t / N, 1), to the training windows' observations and, from
+    `step`, to each history row at inference (rows before the reset count as step 0, as in the windows); the
+    sampled chunk depends on it, a phase policy refuses to sample without it, and other policies ignore it."""
+    from dexfly.policies.diffusion.data import history_steps, phase_feature
+
+    np.testing.assert_array_equal(np.asarray(history_steps(jnp.asarray([0, 1, 5]), 3)), [[0, 0, 0], [0, 0, 1], [3, 4, 5]])
+    np.testing.assert_allclose(phase_feature(np.array([0, 10, 30]), 20)[:, 0], [0.0, 0.5, 1.0])
+    rng = np.random.default_rng(3)
+    obs = rng.normal(size=(12, 4)).astype(np.float32)
+    eps = [{"obs": obs, "actions": np.zeros((12, ACT_DIM), np.float32)}, {"obs": obs[:5], "actions": np.zeros((5, ACT_DIM), np.float32)}]
+    data, norm = make_window_data(eps, 2, 4, phase_steps=8)
+    raw_phase = norm.obs.unnormalize(data.obs)[:, -1]
+    np.testing.assert_allclose(raw_phase, np.r_[np.minimum(np.arange(12) / 8, 1), np.arange(5) / 8], atol=1e-6)
+    with pytest.raises(ValueError, match="phase_steps"):
+        CFG.replace(phase_steps=-1)
+
+    cfg = CFG.replace(phase_steps=8)
+    assert cfg.obs_extra_dims == 1
+    policy = _fit_with_features(obs, cfg, rng, str(tmp_path / "phase"))
+    hist = jnp.asarray(obs[None, :2]).repeat(2, 0)
+    a = policy(hist, jax.random.PRNGKey(0), jnp.asarray([1, 1]))
+    b = policy(hist, jax.random.PRNGKey(0), jnp.asarray([1, 7]))
+    assert np.allclose(a[0], b[0]) and not np.allclose(a[1], b[1], atol=1e-4)
+    with pytest.raises(ValueError, match="phase"):
+        policy(hist, jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="phase_steps"):
+        restore_latest(str(tmp_path / "phase"), cfg.replace(phase_steps=0))
+    assert policy.uses_phase
+    other = _fit_with_features(obs, CFG, rng, str(tmp_path / "plain"))
+    np.testing.assert_array_equal(other(hist, jax.random.PRNGKey(0)), other(hist, jax.random.PRNGKey(0), jnp.asarray([3, 9])))
+
+
 def test_obs_layout_slots():
     """Every (arm, object) pair points at the arm's ee position and the object's position in obs_vector; the
     quaternion slots are the objects' and the end effectors' quaternions; a partial block is refused."""

@@ -257,6 +257,33 @@ def test_export_script_on_a_base_folder_and_bad_folders(runs, tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_phase_policy_exports_with_a_step_input(tmp_path):
+    """A base that conditions on the episode's phase exports with a third input, `step`; StableHLO and ONNX give
+    dexfly's chunk for the same history, noise and step, and the manifest records phase_steps."""
+    cfg = BASE_CFG.replace(phase_steps=300)
+    rng = np.random.default_rng(5)
+    obs = _observations(rng, (64,))
+    feats = np.concatenate([layout.obs_features(obs, cfg.obs_quat_at, cfg.obs_rel_pos), rng.uniform(0, 1, (64, 1))], -1)
+    base = tmp_path / "phase_base"
+    save_checkpoint(base / "checkpoints", init_train_state(cfg, Normalizer.fit(feats, rng.normal(0.1, 0.2, (64, ACT_DIM)))), cfg)
+    (base / "policy.json").write_text(json.dumps({"task": "grasp", "obs_dim": OBS_DIM, "action_dim": ACT_DIM, "config": cfg.to_dict()}))
+    out = tmp_path / "exported"
+    manifest = json.loads(Path(export_policy(base, out, ExportConfig(platforms=("cpu",), verify_batch=0), log=lambda s: None)).read_text())
+    fn = manifest["functions"]["base_policy"]
+    assert [i["name"] for i in fn["inputs"]] == ["obs_history", "noise", "step"]
+    assert manifest["observation_features"]["phase_steps"] == 300
+
+    policy, config, _ = load_run(base)
+    history = _observations(np.random.default_rng(6), (3, config.obs_horizon))
+    key = jax.random.PRNGKey(2)
+    noise = np.asarray(jax.random.normal(key, (3, config.pred_horizon, ACT_DIM), jnp.float32))
+    step = np.asarray([0, 120, 400], np.float32)
+    want = np.asarray(policy(jnp.asarray(history), key, jnp.asarray(step, jnp.int32)))[:, :config.action_horizon]
+    got_hlo = _stablehlo(out / "base_policy.stablehlo", history, noise, step)
+    got_onnx = _onnx(out / "base_policy.onnx", obs_history=history, noise=noise, step=step)
+    assert max(np.abs(got_hlo - want).max(), np.abs(got_onnx - want).max()) <= TOL
+
+
 def test_unsupported_primitive_is_named():
     (b,) = jax.export.symbolic_shape("batch")
     with pytest.raises(UnsupportedPrimitiveError, match="'cumsum'"):

@@ -98,18 +98,22 @@ class LoadedPolicy:
 # ---------------------------------------------------------------- the functions
 
 def base_policy_function(policy: DiffusionPolicy) -> PolicyFunction:
-    """The base policy as (obs_history, noise) -> action chunk, through `DiffusionPolicy.sample_from_noise`."""
+    """The base policy as (obs_history, noise[, step]) -> action chunk, through `DiffusionPolicy.sample_from_noise`
+    (`step` only for a policy that conditions on the episode's phase)."""
     cfg = policy.config
     H, P, Ha, D, A = cfg.obs_horizon, cfg.pred_horizon, cfg.action_horizon, policy.obs_dim, policy.action_dim
+    inputs = (TensorSpec("obs_history", (BATCH, H, D), "raw observation history, oldest first; each row is obs_vector "
+                         "(concat of the dataset's obs/obj and obs/prop); at an episode's start the first observation repeated"),
+              TensorSpec("noise", (BATCH, P, A), "initial DDIM noise, independent standard normal draws"))
+    if policy.uses_phase:
+        inputs += (TensorSpec("step", (BATCH,), f"control steps since the episode's reset at the newest observation (a whole "
+                              f"number); the policy sees the phase min(step / {cfg.phase_steps}, 1)"),)
 
-    def base_policy(obs_history: jax.Array, noise: jax.Array) -> jax.Array:
-        return policy.sample_from_noise(obs_history, noise)[:, :Ha]
+    def base_policy(obs_history: jax.Array, noise: jax.Array, *step: jax.Array) -> jax.Array:
+        return policy.sample_from_noise(obs_history, noise, step[0].astype(jnp.int32) if step else None)[:, :Ha]
 
     return PolicyFunction(
-        "base_policy", base_policy,
-        (TensorSpec("obs_history", (BATCH, H, D), "raw observation history, oldest first; each row is obs_vector "
-                    "(concat of the dataset's obs/obj and obs/prop); at an episode's start the first observation repeated"),
-         TensorSpec("noise", (BATCH, P, A), "initial DDIM noise, independent standard normal draws")),
+        "base_policy", base_policy, inputs,
         TensorSpec("action_chunk", (BATCH, Ha, A), "raw actions to execute in order; [:, 0] is the action for the newest observation"),
         f"diffusion policy: {cfg.num_inference_steps} DDIM steps (eta = 0) from the given noise, EMA weights, normaliser included",
     )
@@ -225,9 +229,10 @@ def _base_description(policy: DiffusionPolicy, config: DiffusionConfig) -> dict[
         "diffusion": {"ddim_steps": config.num_inference_steps, "num_train_timesteps": config.num_train_timesteps,
                       "eta": 0.0, "clip_sample": config.clip_sample, "weights": "ema", "config": config.to_dict()},
         "observation_features": {"quat_at": list(config.obs_quat_at), "rel_pos": [list(p) for p in config.obs_rel_pos],
-                                 "dim": policy.obs_dim + config.obs_extra_dims,
+                                 "phase_steps": config.phase_steps, "dim": policy.obs_dim + config.obs_extra_dims,
                                  "doc": "the network sees dexfly.layout.obs_features(obs, quat_at, rel_pos): quaternions as rot6d, "
-                                        "plus position differences; the observation normaliser works on these features"},
+                                        "plus position differences, then (phase_steps > 0) the episode's phase min(step / phase_steps, 1) "
+                                        "of each history row; the observation normaliser works on these features"},
         "normalizer": {"doc": "min-max to [-1, 1]: y = x * scale + offset; actions are un-normalised as (y - offset) / scale",
                        "obs": minmax(n.obs), "action": minmax(n.action)},
     }

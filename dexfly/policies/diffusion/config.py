@@ -23,6 +23,7 @@ ARCH_FIELDS = (
     "num_train_timesteps",
     "obs_quat_at",
     "obs_rel_pos",
+    "phase_steps",
 )
 
 
@@ -50,6 +51,11 @@ class DiffusionConfig:
     """pairs (a, b) of start indices of position 3-vectors in the raw observation; the network also sees
     obs[a:a+3] - obs[b:b+3] (e.g. end effector minus object), 3 more input numbers per pair. Set from the env by
     train_diffusion.py --relative-features."""
+    phase_steps: int = 0
+    """0: the policy sees observations only. N > 0: each observation of the history also carries the episode's phase,
+    min(step / N, 1) with `step` the env steps since the episode's reset (N: the task's episode length, set by
+    train_diffusion.py --phase-feature). For tasks whose next move is timed rather than seen: Lift's demos hold the
+    squeeze for a while and then rise, with nothing in the observation that tells the two apart (BENCHMARKS.md)."""
     # network
     down_dims: tuple[int, ...] = (64, 128, 256)
     """U-Net channel widths per level (paper: 256, 512, 1024)"""
@@ -92,6 +98,8 @@ class DiffusionConfig:
         object.__setattr__(self, "obs_rel_pos", tuple((int(a), int(b)) for a, b in self.obs_rel_pos))
         if any(a < 0 or b < 0 or a == b for a, b in self.obs_rel_pos):
             raise ValueError(f"obs_rel_pos={self.obs_rel_pos} must be pairs of distinct non-negative indices")
+        if self.phase_steps < 0:
+            raise ValueError(f"phase_steps must be >= 0, got {self.phase_steps}")
         n_down = len(self.down_dims) - 1
         if self.pred_horizon % (2**n_down):
             raise ValueError(
@@ -151,4 +159,4 @@ class DiffusionConfig:
     @property
     def obs_extra_dims(self) -> int:
         """How many more numbers the network's observation features have than the raw observation."""
-        return 2 * len(self.obs_quat_at) + 3 * len(self.obs_rel_pos)
+        return 2 * len(self.obs_quat_at) + 3 * len(self.obs_rel_pos) + (1 if self.phase_steps else 0)

@@ -77,6 +77,19 @@ def concat_episodes(episodes: Sequence[Mapping[str, np.ndarray]]) -> tuple[np.nd
     return obs, act, lengths
 
 
+def phase_feature(steps, phase_steps: int):
+    """The episode's phase [..., 1] from env steps since reset [...] (numpy or jax): min(step / phase_steps, 1)."""
+    xp = jnp if isinstance(steps, jax.Array) else np
+    return xp.minimum(xp.asarray(steps, xp.float32) / phase_steps, 1.0)[..., None]
+
+
+def history_steps(step, obs_horizon: int):
+    """Env steps since reset of each row of an observation history [..., obs_horizon] whose newest row is at `step`
+    [...]: rows before the reset repeat the first observation (as `history_init` and the training windows do), so
+    they count as step 0."""
+    return jnp.maximum(jnp.asarray(step, jnp.int32)[..., None] - jnp.arange(obs_horizon - 1, -1, -1, dtype=jnp.int32), 0)
+
+
 def make_window_data(
     episodes: Sequence[Mapping[str, np.ndarray]],
     obs_horizon: int,
@@ -84,12 +97,16 @@ def make_window_data(
     normalizer: Normalizer | None = None,
     quat_at: Sequence[int] = (),
     rel_pos: Sequence[tuple[int, int]] = (),
+    phase_steps: int = 0,
 ) -> tuple[WindowData, Normalizer]:
     """Build the device dataset; fits a Normalizer on all steps unless one is given.
 
-    Observations are turned into `obs_features(obs, quat_at, rel_pos)` first (the normaliser is fitted on those)."""
+    Observations are turned into `obs_features(obs, quat_at, rel_pos)` first (the normaliser is fitted on those),
+    followed, when `phase_steps` > 0, by each step's `phase_feature` (its index in its episode)."""
     obs, act, lengths = concat_episodes(episodes)
     obs = obs_features(obs, tuple(quat_at), tuple(rel_pos))
+    if phase_steps:
+        obs = np.concatenate([obs, phase_feature(np.concatenate([np.arange(T) for T in lengths]), phase_steps)], axis=-1)
     if normalizer is None:
         normalizer = Normalizer.fit(obs, act)
     oi, ai = window_indices(lengths, obs_horizon, pred_horizon)

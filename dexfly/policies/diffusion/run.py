@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 
 from dexfly import dataset, watchdog
 from dexfly.policies.diffusion.checkpoint import RUN_FILE, latest_step
-from dexfly.policies.diffusion.config import DiffusionConfig
+from dexfly.policies.diffusion.config import ARCH_FIELDS, DiffusionConfig
 from dexfly.policies.diffusion.data import make_window_data
 from dexfly.policies.diffusion.policy import DiffusionPolicy
 from dexfly.policies.diffusion.state import TrainState, init_train_state
@@ -40,9 +40,11 @@ class RunResult:
     seconds: float = 0.0  # training time of this call
 
 
-def task_config(task: str, episodes, config: DiffusionConfig, *, quat_features: bool = True, relative_features: bool = False) -> DiffusionConfig:
+def task_config(task: str, episodes, config: DiffusionConfig, *, quat_features: bool = True, relative_features: bool = False,
+                phase_feature: bool = False) -> DiffusionConfig:
     """The config with the task's observation feature slots filled in (quaternions as rot6d, optionally
-    end-effector-minus-object positions), read from the env of the first episode."""
+    end-effector-minus-object positions and the episode's phase over the task's episode length), read from the
+    env of the first episode."""
     import envs
 
     env = envs.make_cached(task, envs.episode_objects(episodes[0]))
@@ -50,6 +52,8 @@ def task_config(task: str, episodes, config: DiffusionConfig, *, quat_features: 
         config = config.replace(obs_quat_at=env.obs_layout.quaternion_slots())
     if relative_features:
         config = config.replace(obs_rel_pos=env.obs_layout.relative_position_pairs())
+    if phase_feature:
+        config = config.replace(phase_steps=env.episode_steps)
     return config
 
 
@@ -76,13 +80,14 @@ def warm_start_state(init_from: str | os.PathLike, config: DiffusionConfig, trai
 
     ckpt_dir, _ = resolve_run(init_from)
     old = DiffusionConfig.from_dict(read_meta(ckpt_dir)["config"])
-    arch = ("obs_horizon", "pred_horizon", "down_dims", "kernel_size", "n_groups", "diffusion_step_embed_dim", "obs_quat_at", "obs_rel_pos")
+    # the network's shapes and inputs must agree; when to re-plan (action_horizon) and the noise schedule may change
+    arch = tuple(f for f in ARCH_FIELDS if f not in ("action_horizon", "num_train_timesteps"))
     diff = [k for k in arch if getattr(old, k) != getattr(config, k)]
     if diff:
         raise ValueError(f"cannot warm-start from {init_from}: its {diff} differ from this run's")
     previous = restore(ckpt_dir, old)
     _, normalizer = make_window_data(train_episodes, config.obs_horizon, config.pred_horizon, None, quat_at=config.obs_quat_at,
-                                     rel_pos=config.obs_rel_pos)
+                                     rel_pos=config.obs_rel_pos, phase_steps=config.phase_steps)
     fresh = init_train_state(config, normalizer)
     shapes = lambda tree: [x.shape for x in jax.tree.leaves(tree)]  # noqa: E731
     if jax.tree.structure(fresh.params) != jax.tree.structure(previous.params) or shapes(fresh.params) != shapes(previous.params):
