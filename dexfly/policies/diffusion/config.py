@@ -54,8 +54,9 @@ class DiffusionConfig:
     phase_steps: int = 0
     """0: the policy sees observations only. N > 0: each observation of the history also carries the episode's phase,
     min(step / N, 1) with `step` the env steps since the episode's reset (N: the task's episode length, set by
-    train_diffusion.py --phase-feature). For tasks whose next move is timed rather than seen: Lift's demos hold the
-    squeeze for a while and then rise, with nothing in the observation that tells the two apart (BENCHMARKS.md)."""
+    train_diffusion.py --phase-feature). For tasks whose next move is timed rather than seen: Lift's demos come to
+    rest at the squeeze and then rise, and at rest nothing in the observation says whether the rise has begun
+    (BENCHMARKS.md, session 16)."""
     # network
     down_dims: tuple[int, ...] = (64, 128, 256)
     """U-Net channel widths per level (paper: 256, 512, 1024)"""
