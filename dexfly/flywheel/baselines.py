@@ -141,6 +141,16 @@ def method_eval_path(out: Path, method: str, iterations: int) -> Path | None:
     return root / (f"iter{iterations}/eval.json" if method == "flywheel" or method in ABLATIONS else "eval.json")
 
 
+def _successes(summary: dict) -> int:
+    """Successful attempts of a generating stage. Records written before they were kept: A_EP's own success rate
+    where the record holds it (the warm-up), else the demos kept, which a whole last batch can exceed."""
+    if "successes" in summary:
+        return int(summary["successes"])
+    if summary.get("success_rate") is not None and summary.get("attempts") and "per_object" not in summary:
+        return int(round(summary["success_rate"] * summary["attempts"]))
+    return int(summary.get("generated", 0))
+
+
 def _generation_rows(method: str, root: Path, iterations: int) -> list[dict]:
     """Table 3's rows of one method: per data source, successes / attempts summed over its stages on disk."""
     rows: dict[str, dict] = {}
@@ -158,12 +168,12 @@ def _generation_rows(method: str, root: Path, iterations: int) -> list[dict]:
             rec = _record(root, stage)
             if rec:
                 s = rec["summary"]
-                add(s["source"], None, s["generated"], s["attempts"])
+                add(s["source"], None, _successes(s), s["attempts"])
     else:
         for i in range(1, iterations + 1):
             made = _record(root, "warmup" if i == 1 else f"iter{i - 1}/augment")
             if made and made["summary"].get("augmented", True):
-                add("A_EP from the seed" if i == 1 else "A_EP from rollouts", i, made["summary"].get("generated", 0), made["summary"].get("attempts"))
+                add("A_EP from the seed" if i == 1 else "A_EP from rollouts", i, _successes(made["summary"]), made["summary"].get("attempts"))
             collected = _record(root, f"iter{i}/collect")
             if collected:
                 s = collected["summary"]
@@ -460,7 +470,7 @@ class Baselines:
         def body():
             # One A_EP call per object, each over that object x E_n x P_n (grid), as the flywheel augments its rollouts:
             # every object gets its share even when the attempt budget is smaller than the grid.
-            sources, generated, attempts = load_sources(), [], 0
+            sources, generated, attempts, successes = load_sources(), [], 0, 0
             share = math.ceil(wanted / len(last.objects))
             for k, obj in enumerate(last.objects):
                 caug = dataclasses.replace(self.preset.augment_config(), objects=((self.main_role, (obj,)),), env_ids=last.env_ids,
@@ -470,12 +480,13 @@ class Baselines:
                                      mesh=self.mesh)
                 generated += got
                 attempts += stats.attempts
+                successes += stats.successes
             self.log(f"{method}: A_EP generated {len(generated)} of {wanted} wanted in {attempts} attempts")
             if not generated:
                 raise StageError(f"{method}: A_EP generated no successful demo in {attempts} attempts")
             self._write(run.path("data.hdf5"), generated, method)
-            return ["data.hdf5"], {"source": source_name, "generated": len(generated), "attempts": attempts,
-                                   "success_rate": len(generated) / attempts, "wanted": wanted, **dataset_diversity(generated)}
+            return ["data.hdf5"], {"source": source_name, "generated": len(generated), "successes": successes, "attempts": attempts,
+                                   "success_rate": successes / attempts, "wanted": wanted, **dataset_diversity(generated)}
 
         self._stage(run, "augment", config, body)
         return "augment"

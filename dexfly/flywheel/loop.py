@@ -175,7 +175,8 @@ class Flywheel:
             if not episodes:
                 raise StageError(f"warm-up: A_EP generated no successful demo from the seed in {stats.attempts} attempts")
             self._write(self._d(1), episodes, {"flywheel_stage": "warmup"})
-            return ["d1.hdf5"], {"generated": stats.generated, "attempts": stats.attempts, "success_rate": stats.success_rate,
+            return ["d1.hdf5"], {"generated": stats.generated, "successes": stats.successes, "attempts": stats.attempts,
+                                 "success_rate": stats.success_rate,
                                  **dataset_diversity(episodes)}
 
         return self._stage("warmup", config, body)
@@ -305,11 +306,16 @@ class Flywheel:
                     got, stats = augment(eps, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,
                                          seed=self.seed * 1000 + 10 * i + k, progress=self.progress, mesh=self.mesh)
                     generated += got
-                    summary["per_object"][obj] = {"sources": len(eps), "generated": stats.generated, "attempts": stats.attempts}
+                    summary["per_object"][obj] = {"sources": len(eps), "generated": stats.generated, "successes": stats.successes,
+                                                  "attempts": stats.attempts}
             if not sources:
                 self.log(f"[yellow]iter{i}: no successful rollouts: D_{i + 1} holds no new data")
+            # A_EP's success rate is successes / attempts: a batch runs whole, so it may succeed more often than the
+            # demos kept (`generated`, at most the number wanted) and generated / attempts would understate it
             attempts = sum(v["attempts"] for v in summary["per_object"].values())
-            summary.update(generated=len(generated), attempts=attempts, success_rate=len(generated) / attempts if attempts else None)
+            successes = sum(v["successes"] for v in summary["per_object"].values())
+            summary.update(generated=len(generated), successes=successes, attempts=attempts,
+                           success_rate=successes / attempts if attempts else None)
             previous = list(dataset.read_dataset(self._d(i), task=self.task).episodes) if self.preset.keep_previous_data else []
             data = previous + generated
             if not data:
