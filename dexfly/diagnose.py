@@ -14,8 +14,8 @@ the demo's actions and object poses:
 - `object_rise` and `demo_object_rise` [T] (m): the object's height above its start;
 - `diverged_at`: the first step where the two object positions differ by more than `diverge_m`.
 
-That is how the Lift base's failure was found (BENCHMARKS.md, "Why the Lift base never lifts"): its hands stop
-4 to 9 mm outside the demo's squeeze targets, so they touch the box but never press on it.
+On the Lift base (BENCHMARKS.md, session 16) it shows the targets 5 to 16 mm outside the demo's squeeze (the hands
+touch the box without pressing on it) and no rise commanded at all.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 
 import envs
 from dexfly import geometry
-from dexfly.layout import split_action
+from dexfly.layout import ACTION_DIM_PER_ARM, split_action
 from dexfly.unroll import ChunkPolicy, Hook, Step, jit_unroll
 from dexfly.utils import topology_indices
 from envs.base import EnvConfig, State
@@ -91,7 +91,7 @@ def compare_with_demos(task: str, policy: ChunkPolicy | None, episodes: Sequence
         final, (act, opose, success) = jit_unroll(env, steps, hook, _recorder(adr))(policy, scenes, jax.random.PRNGKey(seed), hook_params, None)
         env.check_finite(final.state, [specs[i] for i in idx], where="demo comparison")
         act, opose, success = np.asarray(act), np.asarray(opose), np.asarray(success)
-        n_arms = env.action_dim // 15
+        n_arms = env.action_dim // ACTION_DIM_PER_ARM
         for j, i in enumerate(idx):
             ep = episodes[i]
             T = len(ep.actions)

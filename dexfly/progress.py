@@ -13,8 +13,6 @@ stage starts, at most every `log_every_s` seconds while it runs, and when it rea
 from __future__ import annotations
 
 import time
-from typing import Any
-
 from rich.console import Console
 
 LOG_EVERY_S = 60.0
@@ -55,7 +53,7 @@ class ProgressBar:
             self._line()
         return self
 
-    def update(self, completed: int, info: str = "", **_: Any) -> None:
+    def update(self, completed: int, info: str = "") -> None:
         self.completed, self.info = int(completed), info
         if self._bar is not None:
             self._bar.update(self._task, completed=self.completed, info=info)
@@ -87,9 +85,8 @@ class ProgressBar:
         self.close()
 
 
-def progress_bar(title: str, total: int, completed: int = 0, *, enabled: bool = True, console: Console | None = None,
-                 log_every_s: float = LOG_EVERY_S) -> ProgressBar:
-    return ProgressBar(title, total, completed, enabled=enabled, console=console, log_every_s=log_every_s)
+progress_bar = ProgressBar
+"""`progress_bar(title, total, completed=0, *, enabled=True, console=None, log_every_s=LOG_EVERY_S)`."""
 
 
 __all__ = ["LOG_EVERY_S", "ProgressBar", "progress_bar"]
