@@ -177,6 +177,29 @@ def _strip(report: dict) -> dict:
     return {k: v for k, v in report.items() if k not in ("stage_seconds", "total_seconds")}
 
 
+def test_generation_rates_count_successes_not_demos_kept(tmp_path):
+    """A_EP's generation success is successes / attempts. A per-object augment record from before successes were
+    counted holds demos kept / attempts (an understatement): the report shows it as not recorded, not as that rate."""
+    from dexfly.flywheel.report import build_report, table1_markdown
+
+    (tmp_path / "stages").mkdir()
+
+    def record(stage, summary):
+        rec = {"stage": stage, "seconds": 1.0, "summary": {"objects": 1, "environments": 1, "poses": 1, "configs": 1, "trajectories": 1, **summary}}
+        (tmp_path / "stages" / (stage.replace("/", "__") + ".json")).write_text(json.dumps(rec))
+
+    record("warmup", {"generated": 20, "attempts": 40, "success_rate": 0.9})  # before the count: its own A_EP rate
+    record("iter1/collect", {"successes": 3, "attempts": 12, "success_rate": 0.25})
+    per_object = {"a": {"generated": 7, "successes": 28, "attempts": 28}}
+    record("iter1/augment", {"per_object": per_object, "generated": 7, "successes": 28, "attempts": 28, "success_rate": 1.0})
+    rates = {(g["iteration"], g["source"]): g["success_rate"] for g in build_report(tmp_path, "grasp", "cpu", 2)["generation"]}
+    assert rates == {(1, "A_EP from the seed"): 0.9, (1, "combined-policy rollouts"): 0.25, (2, "A_EP from rollouts"): 1.0}
+    record("iter1/augment", {"per_object": {"a": {"generated": 7, "attempts": 28}}, "generated": 7, "attempts": 28, "success_rate": 0.25})
+    report = build_report(tmp_path, "grasp", "cpu", 2)
+    assert report["generation"][-1]["success_rate"] is None
+    assert "| 2 | A_EP from rollouts | — (not recorded) |" in table1_markdown(report)
+
+
 def test_tiny_preset_end_to_end(tiny_run, capsys):
     out, report = tiny_run
     rows = report["table1"]

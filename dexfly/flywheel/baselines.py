@@ -38,6 +38,7 @@ from jax.sharding import Mesh
 
 from dexfly import dataset
 from dexfly.catalog import TASK_ROLES, load_catalog
+from dexfly.flywheel.report import generation_successes
 from dexfly.flywheel.loop import Flywheel, dataset_diversity, evaluate_t_oep, train_base
 from dexfly.flywheel.schedule import Preset, load_preset
 from dexfly.flywheel.stages import RunFolder, StageError, content_hash
@@ -141,45 +142,38 @@ def method_eval_path(out: Path, method: str, iterations: int) -> Path | None:
     return root / (f"iter{iterations}/eval.json" if method == "flywheel" or method in ABLATIONS else "eval.json")
 
 
-def _successes(summary: dict) -> int:
-    """Successful attempts of a generating stage. Records written before they were kept: A_EP's own success rate
-    where the record holds it (the warm-up), else the demos kept, which a whole last batch can exceed."""
-    if "successes" in summary:
-        return int(summary["successes"])
-    if summary.get("success_rate") is not None and summary.get("attempts") and "per_object" not in summary:
-        return int(round(summary["success_rate"] * summary["attempts"]))
-    return int(summary.get("generated", 0))
-
-
 def _generation_rows(method: str, root: Path, iterations: int) -> list[dict]:
     """Table 3's rows of one method: per data source, successes / attempts summed over its stages on disk."""
     rows: dict[str, dict] = {}
 
-    def add(source: str, it: int | None, ok, attempts) -> None:
+    def add(source: str, it: int | None, ok: int | None, attempts) -> None:
         if attempts:
             r = rows.setdefault(source, {"method": method, "source": source, "successes": 0, "attempts": 0, "per_iteration": {}})
+            if it is not None:
+                r["per_iteration"][it] = None if ok is None else ok / attempts
+            if ok is None:  # a record from before success counts were kept: left out of the sum rather than guessed
+                r.setdefault("not_recorded", []).append(it)
+                return
             r["successes"] += int(ok)
             r["attempts"] += int(attempts)
-            if it is not None:
-                r["per_iteration"][it] = ok / attempts
 
     if method in DATA_SOURCES:
         for stage in ("sources", "demos", "augment"):
             rec = _record(root, stage)
             if rec:
                 s = rec["summary"]
-                add(s["source"], None, _successes(s), s["attempts"])
+                add(s["source"], None, generation_successes(s), s["attempts"])
     else:
         for i in range(1, iterations + 1):
             made = _record(root, "warmup" if i == 1 else f"iter{i - 1}/augment")
             if made and made["summary"].get("augmented", True):
-                add("A_EP from the seed" if i == 1 else "A_EP from rollouts", i, _successes(made["summary"]), made["summary"].get("attempts"))
+                add("A_EP from the seed" if i == 1 else "A_EP from rollouts", i, generation_successes(made["summary"]), made["summary"].get("attempts"))
             collected = _record(root, f"iter{i}/collect")
             if collected:
                 s = collected["summary"]
                 add(f"{'base' if s.get('policy') == 'base' else 'combined'}-policy rollouts", i, s["successes"], s["attempts"])
     for r in rows.values():
-        r["success_rate"] = r["successes"] / r["attempts"]
+        r["success_rate"] = r["successes"] / r["attempts"] if r["attempts"] else None
     return list(rows.values())
 
 

@@ -23,6 +23,22 @@ def _rate(r: dict | None) -> str:
     return "—" if r is None else f"{100 * r['mean']:.1f}% ± {100 * r['std']:.1f}%"
 
 
+def generation_successes(summary: dict) -> int | None:
+    """Successful attempts of a generating stage (A_EP or rollouts), from its record. Records written before the count
+    was kept: the warm-up's own A_EP rate times its attempts; a per-object augment's is unknown (None), since its stored
+    rate was demos kept / attempts and a batch runs whole, so that understated A_EP."""
+    if "successes" in summary:
+        return int(summary["successes"])
+    if summary.get("success_rate") is not None and summary.get("attempts") and "per_object" not in summary:
+        return int(round(summary["success_rate"] * summary["attempts"]))
+    return None
+
+
+def _generation_rate(summary: dict) -> float | None:
+    ok = generation_successes(summary)
+    return None if ok is None or not summary.get("attempts") else ok / summary["attempts"]
+
+
 def build_report(root: Path, task: str, preset: str, iterations: int) -> dict:
     """Table 1 rows and generation rates from the run folder's records and evaluation files."""
     rows, generation = [], []
@@ -41,11 +57,12 @@ def build_report(root: Path, task: str, preset: str, iterations: int) -> dict:
             source = "A_EP from the seed" if i == 1 else "A_EP from rollouts"
             if made["summary"].get("augmented") is False:  # the no-A_EP ablation: rollouts kept as they are, nothing generated
                 source = "rollouts, no A_EP"
-            generation.append({"iteration": i, "source": source, "success_rate": made["summary"].get("success_rate")})
+            generation.append({"iteration": i, "source": source, "success_rate": _generation_rate(made["summary"]),
+                               "attempts": made["summary"].get("attempts")})
         collected = records(f"iter{i}/collect")
         if collected:
             policy = "base" if collected["summary"].get("policy") == "base" else "combined"  # base: the no-residual ablation
-            generation.append({"iteration": i, "source": f"{policy}-policy rollouts", "success_rate": collected["summary"].get("success_rate"),
+            generation.append({"iteration": i, "source": f"{policy}-policy rollouts", "success_rate": _generation_rate(collected["summary"]),
                                "attempts": collected["summary"].get("attempts")})
     stage_seconds = {}
     for f in sorted((root / "stages").glob("*.json")):
@@ -64,7 +81,7 @@ def table1_markdown(report: dict) -> str:
                      f"{r.get('configs', '—')} | {r.get('trajectories', '—')} | {t_o} | {_rate(r['t_oep'])} |")
     lines += ["", "Generation success rate per data source:", "", "| Iter. | source | success rate |", "|---|---|---|"]
     for g in report["generation"]:
-        rate = "—" if g["success_rate"] is None else f"{100 * g['success_rate']:.1f}%"
+        rate = "— (not recorded)" if g["success_rate"] is None else f"{100 * g['success_rate']:.1f}%"
         lines.append(f"| {g['iteration']} | {g['source']} | {rate} |")
     lines += ["", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in report["stage_seconds"].items()),
               f"Total: {report['total_seconds']:.0f} s"]
