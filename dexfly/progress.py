@@ -13,6 +13,7 @@ stage starts, at most every `log_every_s` seconds while it runs, and when it rea
 from __future__ import annotations
 
 import time
+
 from rich.console import Console
 
 LOG_EVERY_S = 60.0

@@ -198,6 +198,8 @@ def test_generation_rates_count_successes_not_demos_kept(tmp_path):
     report = build_report(tmp_path, "grasp", "cpu", 2)
     assert report["generation"][-1]["success_rate"] is None
     assert "| 2 | A_EP from rollouts | — (not recorded) |" in table1_markdown(report)
+    record("iter1/augment", {"per_object": {}, "generated": 0, "successes": 0, "attempts": 0, "success_rate": None})
+    assert "| 2 | A_EP from rollouts | — |" in table1_markdown(build_report(tmp_path, "grasp", "cpu", 2)), "no attempts is not 'not recorded'"
 
 
 def test_tiny_preset_end_to_end(tiny_run, capsys):

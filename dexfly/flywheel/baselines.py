@@ -38,8 +38,8 @@ from jax.sharding import Mesh
 
 from dexfly import dataset
 from dexfly.catalog import TASK_ROLES, load_catalog
-from dexfly.flywheel.report import generation_successes
 from dexfly.flywheel.loop import Flywheel, dataset_diversity, evaluate_t_oep, train_base
+from dexfly.flywheel.report import generation_successes
 from dexfly.flywheel.schedule import Preset, load_preset
 from dexfly.flywheel.stages import RunFolder, StageError, content_hash
 from dexfly.flywheel.testsets import testset_path

@@ -81,7 +81,10 @@ def table1_markdown(report: dict) -> str:
                      f"{r.get('configs', '—')} | {r.get('trajectories', '—')} | {t_o} | {_rate(r['t_oep'])} |")
     lines += ["", "Generation success rate per data source:", "", "| Iter. | source | success rate |", "|---|---|---|"]
     for g in report["generation"]:
-        rate = "— (not recorded)" if g["success_rate"] is None else f"{100 * g['success_rate']:.1f}%"
+        if g["success_rate"] is not None:
+            rate = f"{100 * g['success_rate']:.1f}%"
+        else:  # no attempts at all (no successful rollout to augment), or a record from before successes were counted
+            rate = "—" if not g.get("attempts") else "— (not recorded)"
         lines.append(f"| {g['iteration']} | {g['source']} | {rate} |")
     lines += ["", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in report["stage_seconds"].items()),
               f"Total: {report['total_seconds']:.0f} s"]
