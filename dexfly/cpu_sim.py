@@ -51,6 +51,7 @@ class CpuEnv:
         self.model = mujoco.MjModel.from_xml_string(
             scene_xml(env.robot_path, env.object_specs, env.catalog.environments[0], env.particles)
         )
+        self.model.opt.cone = env.mj_model.opt.cone  # EnvConfig.friction_cone, when it overrides the model's
         self.data = mujoco.MjData(self.model)
         self._jacp = np.zeros((3, self.model.nv))
         self._jacr = np.zeros((3, self.model.nv))

@@ -43,10 +43,24 @@ def make_cached(task: str, objects: tuple[tuple[str, str], ...] | None = None, c
     return _make_cached(task, tuple(objects) if objects else None, config)
 
 
+@functools.lru_cache(maxsize=None)
+def physics_fingerprint(task: str) -> str:
+    """The task's simulation model as a short hash (`envs.scene.physics_fingerprint` of its robot and default
+    scene), without compiling it; flywheel run folders record it and refuse to resume on another model."""
+    from envs import scene as scene_lib
+
+    registry = _registry()
+    if task not in registry:
+        raise ValueError(f"unknown task {task!r}; available: {sorted(registry)}")
+    cls, cat = registry[task], load_catalog()
+    return scene_lib.physics_fingerprint(scene_lib.robot_path(cls.robot_file), dict(cat.default_objects(task)), cat.environments[0],
+                                         cat.particles if cls.uses_particles else None)
+
+
 @functools.lru_cache(maxsize=32)
 def _make_cached(task: str, objects: tuple[tuple[str, str], ...] | None, config: EnvConfig) -> TaskEnv:
     return make(task, config, dict(objects) if objects else None)
 
 
 __all__ = ["EnvConfig", "Scene", "SceneSet", "SceneSpec", "SimulationError", "State", "TaskEnv", "make", "make_cached", "TASKS",
-           "episode_objects", "obs_vector"]
+           "episode_objects", "obs_vector", "physics_fingerprint"]

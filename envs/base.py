@@ -50,6 +50,10 @@ class EnvConfig:
     ik: IKConfig = field(default_factory=IKConfig)
     reward_scales: tuple[tuple[str, float], ...] = ()
     """Overrides of the task's reward-term scales, e.g. (("success", 4.0),); unknown term names are an error."""
+    friction_cone: str | None = None
+    """'pyramidal' or 'elliptic' overrides the robot model's friction cone, for comparisons (benchmark_env.py);
+    None keeps the model's own (elliptic for the Panda, pyramidal for the bimanual: docs/conventions.md). Flywheel
+    runs always use the model's own."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,11 @@ class TaskEnv:
         self.particles = particles
         self.compiled = scene_lib.compile_scene(self.robot_path, self.object_specs, self.catalog.environments[0], particles)
         self.mj_model = self.compiled.model
+        if config.friction_cone is not None:
+            cones = {"pyramidal": mujoco.mjtCone.mjCONE_PYRAMIDAL, "elliptic": mujoco.mjtCone.mjCONE_ELLIPTIC}
+            if config.friction_cone not in cones:
+                raise ValueError(f"unknown friction_cone {config.friction_cone!r}; one of {sorted(cones)} (or None: the model's own)")
+            self.mj_model.opt.cone = cones[config.friction_cone]
         self.sim_dt = float(self.mj_model.opt.timestep)
         self.n_substeps = int(round(config.ctrl_dt / self.sim_dt))
         if self.n_substeps < 1 or abs(self.n_substeps * self.sim_dt - config.ctrl_dt) > 1e-9:

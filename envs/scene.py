@@ -9,6 +9,8 @@ whole batch of mixed scenes.
 from __future__ import annotations
 
 import functools
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +98,27 @@ def _particles(spec: catalog_lib.ParticleSpec | None) -> str:
             f'contype="{PARTICLE_CONTYPE}" conaffinity="{PARTICLE_CONAFFINITY}" condim="{CONDIM}"/></body>'
         )
     return "\n".join(bodies)
+
+
+_XML_COMMENT = re.compile(r"<!--.*?-->", re.S)
+
+
+def physics_fingerprint(
+    robot_file: str | Path,
+    objects: dict[str, catalog_lib.ObjectSpec],
+    env: catalog_lib.EnvSpec,
+    particles: catalog_lib.ParticleSpec | None = None,
+) -> str:
+    """SHA-256 (16 hex digits) of a scene's model: the robot MJCF and the scene text around it (`scene_xml`),
+    without XML comments and layout (they change no physics) and without the robot file's path or name (they
+    differ between machines). Flywheel run folders record it (`envs.physics_fingerprint`), so that no run mixes
+    stages simulated on two models, e.g. the Panda's friction cone before and after it became elliptic."""
+    robot_file = Path(robot_file).resolve()
+    scene = scene_xml(robot_file, objects, env, particles).replace(str(robot_file), "ROBOT")
+    h = hashlib.sha256()
+    for text in (robot_file.read_text(), scene):
+        h.update(" ".join(_XML_COMMENT.sub("", text).split()).encode())
+    return h.hexdigest()[:16]
 
 
 def scene_xml(

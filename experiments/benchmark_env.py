@@ -7,15 +7,17 @@ thread, and the C twin's full control step (`dexfly.cpu_sim.CpuEnv`). The measur
 experiments/benchmark.py runs them (and every other stage) with a JSON record.
 
     python experiments/benchmark_env.py --tasks grasp pour lift handover --batch-sizes 1 16 64 256 1024
+    python experiments/benchmark_env.py --tasks grasp --friction-cones pyramidal elliptic   # the cones side by side
 """
 
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import dexfly  # noqa: F401  (XLA flags before jax)
 import jax
+import mujoco
 import tyro
 from rich.console import Console
 from rich.table import Table
@@ -36,6 +38,9 @@ class Args:
     """The envs' settings (--env.impl warp for MuJoCo Warp)."""
     c_seconds: float = 3.0
     """Wall time to spend timing each C MuJoCo measurement."""
+    friction_cones: tuple[str, ...] = ()
+    """Time each task once per friction cone (pyramidal, elliptic: EnvConfig.friction_cone), side by side; empty:
+    once, with --env's setting (by default the robot model's own cone)."""
 
 
 def main(args: Args) -> None:
@@ -43,22 +48,26 @@ def main(args: Args) -> None:
     console = Console()
     console.print(f"device: {device.device_kind} ({device.platform}), host {platform.processor() or platform.machine()}, impl={args.env.impl}")
     table = Table(title="env throughput (steps/s; physics counts every env's mjx.step)")
-    for col in ("task", "engine", "batch", "batching", "physics steps/s", "control steps/s", "compile (s)"):
+    for col in ("task", "cone", "engine", "batch", "batching", "physics steps/s", "control steps/s", "compile (s)"):
         table.add_column(col, justify="right")
+    configs = [replace(args.env, friction_cone=c) for c in args.friction_cones] or [args.env]
     for task in args.tasks:
-        env = envs.make(task, args.env)
-        c = bench.c_mujoco_throughput(env, args.c_seconds)
-        table.add_row(task, "C mj_step (1 thread)", "1", "-", f"{c['physics_sps']:,.0f}", f"{c['control_sps']:,.0f}", "-")
-        console.print(f"{task}: C MuJoCo {c['physics_sps']:,.0f} physics steps/s, {c['control_sps']:,.0f} control steps/s")
-        for batch in args.batch_sizes:
-            try:
-                r = bench.env_throughput(env, batch, args.steps)
-            except Exception as exc:  # out of memory at large batches: report and stop growing
-                console.print(f"{task} batch {batch}: failed ({type(exc).__name__}: {str(exc)[:120]})")
-                break
-            table.add_row(task, f"MJX {args.env.impl}", str(batch), r["path"], f"{r['physics_sps']:,.0f}", f"{r['control_sps']:,.0f}",
-                          f"{r['compile_s']:.1f}")
-            console.print(f"{task} batch {batch} ({r['path']}): {r['physics_sps']:,.0f} physics steps/s, {r['control_sps']:,.0f} control steps/s")
+        for config in configs:
+            env = envs.make(task, config)
+            cone = "elliptic" if env.mj_model.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC else "pyramidal"
+            c = bench.c_mujoco_throughput(env, args.c_seconds)
+            table.add_row(task, cone, "C mj_step (1 thread)", "1", "-", f"{c['physics_sps']:,.0f}", f"{c['control_sps']:,.0f}", "-")
+            console.print(f"{task} {cone}: C MuJoCo {c['physics_sps']:,.0f} physics steps/s, {c['control_sps']:,.0f} control steps/s")
+            for batch in args.batch_sizes:
+                try:
+                    r = bench.env_throughput(env, batch, args.steps)
+                except Exception as exc:  # out of memory at large batches: report and stop growing
+                    console.print(f"{task} batch {batch}: failed ({type(exc).__name__}: {str(exc)[:120]})")
+                    break
+                table.add_row(task, cone, f"MJX {config.impl}", str(batch), r["path"], f"{r['physics_sps']:,.0f}", f"{r['control_sps']:,.0f}",
+                              f"{r['compile_s']:.1f}")
+                console.print(f"{task} {cone} batch {batch} ({r['path']}): {r['physics_sps']:,.0f} physics steps/s, "
+                              f"{r['control_sps']:,.0f} control steps/s")
     console.print(table)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dexfly  # noqa: F401
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 import pytest
 
@@ -17,6 +18,7 @@ from dexfly import dataset
 from dexfly.catalog import TASK_ROLES, TASKS, CatalogError
 from dexfly.paths import DEMOS_DIR
 from dexfly.rollout import run_actions
+from envs import EnvConfig
 
 N_ENVS = 2
 ARMS = {"grasp": 1, "pour": 1, "lift": 2, "handover": 2}  # Panda + Inspire hand; two RM75 arms + G0-R hands
@@ -140,6 +142,14 @@ def test_pour_seed_leaves_cup_still_until_the_hand_closes():
     assert close > 0
     cup = demo.object_poses[:close, 0, :3]
     assert np.linalg.norm(cup - cup[0], axis=1).max() < 0.003
+
+
+def test_friction_cone_override():
+    """EnvConfig.friction_cone overrides the model's cone (for comparisons); None keeps the robot's own."""
+    assert envs.make_cached("grasp").mj_model.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC
+    assert envs.make("grasp", EnvConfig(friction_cone="pyramidal")).mj_model.opt.cone == mujoco.mjtCone.mjCONE_PYRAMIDAL
+    with pytest.raises(ValueError, match="unknown friction_cone 'conic'"):
+        envs.make("grasp", EnvConfig(friction_cone="conic"))
 
 
 def test_unknown_task():

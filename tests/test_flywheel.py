@@ -7,10 +7,11 @@ import shutil
 
 import pytest
 
+import envs
+from dexfly.catalog import TASKS, load_catalog
 from dexfly.flywheel.schedule import load_preset, presets_of
 from dexfly.flywheel.stages import RunFolder, StageError, run_guarded
 from dexfly.flywheel.testsets import T_OEP_SIZE, load_t_oep
-from dexfly.catalog import TASKS
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -118,6 +119,35 @@ def test_a_foreign_or_non_run_folder_is_refused(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(StageError, match="not a flywheel run folder"):
         RunFolder.open(tmp_path / "other", task="grasp", preset="tiny", seed=0)
+
+
+def test_a_run_on_another_simulation_model_is_refused(tmp_path):
+    """flywheel.json records the model's fingerprint; a run simulated on another model (or recorded before the
+    fingerprint existed) is neither resumed nor used as a donor or reused flywheel run."""
+    run_file = RunFolder.open(tmp_path / "run", task="grasp", preset="tiny", seed=0).root / "flywheel.json"
+    meta = json.loads(run_file.read_text())
+    assert meta["physics"] == envs.physics_fingerprint("grasp") != envs.physics_fingerprint("lift")
+    RunFolder.existing(tmp_path / "run", task="grasp", preset="tiny", seed=0)
+    run_file.write_text(json.dumps({**meta, "physics": "0123456789abcdef"}))
+    with pytest.raises(StageError, match=r"simulated on model 0123456789abcdef, not this dexfly's grasp model"):
+        RunFolder.open(tmp_path / "run", task="grasp", preset="tiny", seed=0)
+    run_file.write_text(json.dumps({k: v for k, v in meta.items() if k != "physics"}))
+    with pytest.raises(StageError, match="recorded before run folders kept its fingerprint"):
+        RunFolder.existing(tmp_path / "run", task="grasp", preset="tiny", seed=0)
+
+
+def test_the_physics_fingerprint_ignores_comments_and_paths(tmp_path):
+    """Comments and the robot file's location do not change the fingerprint; a physics option does."""
+    from envs import scene as scene_lib
+
+    cat = load_catalog()
+    objects, env = dict(cat.default_objects("grasp")), cat.environments[0]
+    src = scene_lib.robot_path("panda_inspire.xml").read_text()
+    fp = lambda text, name: (tmp_path / name).write_text(text) and scene_lib.physics_fingerprint(tmp_path / name, objects, env)  # noqa: E731
+    base = fp(src, "a.xml")
+    assert base == envs.physics_fingerprint("grasp")
+    assert fp(src.replace("<mujoco model", "<!-- a note -->\n<mujoco model", 1), "b.xml") == base
+    assert fp(src.replace('cone="elliptic"', 'cone="pyramidal"'), "c.xml") != base
 
 
 def test_stage_records(tmp_path):

@@ -319,9 +319,21 @@ def solve_ik(m, site, qadr, q0, pos, R, iters=400):
     return d.qpos[qadr].copy()
 
 
-OPTION_XML = """  <!-- MJX-friendly options: 4 ms step, implicit-in-velocity integration, few Newton iterations -->
-  <option timestep="0.004" integrator="implicitfast" solver="Newton" iterations="5" ls_iterations="8" cone="pyramidal"/>
+def option_xml(cone: str) -> str:
+    """MJX-friendly options: 4 ms step, implicit-in-velocity integration, few Newton iterations; the friction cone
+    per robot (see PANDA_CONE, BIMANUAL_CONE)."""
+    return f"""  <!-- MJX-friendly options: 4 ms step, implicit-in-velocity integration, few Newton iterations; {cone} friction cone -->
+  <option timestep="0.004" integrator="implicitfast" solver="Newton" iterations="5" ls_iterations="8" cone="{cone}"/>
 """
+
+
+# Elliptic for the Panda + Inspire hand: with pyramidal cones round objects creep out of its grasp while held (the
+# Grasp seed's own actions, replayed in C MuJoCo on can_mini / can_short / ball_5cm, lift each to 0.31 m and then
+# drop it; elliptic holds the cans; A_EP from the seed in MJX, 8 attempts each: can_mini 0 -> 8, ball_4_5cm 0 -> 7,
+# box_cube_5cm 8 -> 8; docs/conventions.md). Pyramidal for the bimanual RM75 + G0-R: its Handover seed fails under
+# elliptic cones (the object is dropped at the hand-over) and Lift holds its objects with both palms either way.
+PANDA_CONE = "elliptic"
+BIMANUAL_CONE = "pyramidal"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -392,7 +404,7 @@ def panda_xml(home_q=None, hand_scale=1.0):
        (centre of a ~6 cm held object); x = palm normal (out of the palm), z = along the fingers, y = z cross x.
        It is the flange frame yawed by -pi/4, offset (0.055, 0.005, 0.135) in that yawed frame. -->
   <compiler angle="radian" autolimits="true"/>
-""" + OPTION_XML + """  <default>
+""" + option_xml(PANDA_CONE) + """  <default>
     <default class="pi_visual">
       <geom contype="0" conaffinity="0" group="2" rgba="0.95 0.95 0.95 1"/>
     </default>
@@ -513,7 +525,7 @@ def bimanual_xml(home=None, hand_scale=1.0):
        Site *_ee (grasp frame): 5.5 cm in front of the palm, 13.5 cm from the wrist face along the fingers (x s);
        x = palm normal, z = along the fingers, y = z cross x. -->
   <compiler angle="radian" autolimits="true"/>
-""" + OPTION_XML + """  <default>
+""" + option_xml(BIMANUAL_CONE) + """  <default>
     <default class="rm_visual">
       <geom contype="0" conaffinity="0" group="2" rgba="0.9 0.9 0.92 1"/>
     </default>

@@ -5,10 +5,11 @@
 
 (`run_stage` is `done`, then `adopt` from donors, then the body and `finish`.)
 
-`flywheel.json` names the run (task, preset, seed, and a `variant` when it is not the plain flywheel: an ablation,
-a baseline); a folder of another task, preset, seed or variant, or a non-empty folder that is not a flywheel run,
-is refused. Each finished stage leaves `stages/<name>.json`: its config and
-the hash of it, its outputs with a SHA-256 of each (files, or every file of a folder), the time it took. A
+`flywheel.json` names the run (task, preset, seed, the simulation model's fingerprint `envs.physics_fingerprint`,
+and a `variant` when it is not the plain flywheel: an ablation, a baseline); a folder of another task, preset,
+seed, model or variant, or a non-empty folder that is not a flywheel run, is refused. Each finished stage leaves
+`stages/<name>.json`: its config and the hash of it, its outputs with a SHA-256 of each (files, or every file of a
+folder), the time it took. A
 rerun skips a stage whose record matches; a record with another config is an error (unless the user redoes
 the run from that stage), and an output whose content no longer matches its hash is refused, naming it.
 A stage that another finished run (a donor) holds with the same config hash is copied from it (`adopt`): stage
@@ -29,6 +30,7 @@ from typing import Any
 
 from dexfly import watchdog
 from dexfly.utils import atomic_write_text, read_json, release_compiled
+from envs import physics_fingerprint
 
 FORMAT = "dexfly.flywheel/1"
 RUN_FILE = "flywheel.json"
@@ -71,7 +73,8 @@ class RunFolder:
         """Open (or start, in an empty or absent folder) the run of this task, preset, seed and variant (None or {}:
         the plain flywheel; the key is only written for others, so plain runs keep their files)."""
         root = Path(root).resolve()
-        meta = {"format": FORMAT, "task": task, "preset": preset, "seed": seed, **({"variant": variant} if variant else {})}
+        meta = {"format": FORMAT, "task": task, "preset": preset, "seed": seed, "physics": physics_fingerprint(task),
+                **({"variant": variant} if variant else {})}
         run_file = root / RUN_FILE
         if run_file.exists():
             cls.existing(root, task=task, preset=preset, seed=seed, variant=variant)
@@ -98,6 +101,12 @@ class RunFolder:
         for key, want in (("task", task), ("preset", preset), ("seed", seed)):
             if saved.get(key) != want:
                 raise StageError(f"{root} is a flywheel run of {key} {saved.get(key)!r}, not {want!r} (use another --out)")
+        physics = physics_fingerprint(task)
+        if saved.get("physics") != physics:
+            was = f"model {saved['physics']}" if "physics" in saved else "a model recorded before run folders kept its fingerprint"
+            raise StageError(f"{root} was simulated on {was}, not this dexfly's {task} model {physics} (the robot or scene MJCF "
+                             f"changed, e.g. the Panda's friction cone; docs/flywheel.md): its stages cannot be resumed or "
+                             f"reused here (use another --out)")
         if not any_variant and (saved.get("variant") or {}) != (variant or {}):
             name = lambda v: json.dumps(v, sort_keys=True) if v else "the plain flywheel"  # noqa: E731
             raise StageError(f"{root} is a run of {name(saved.get('variant'))}, not {name(variant)} (use another --out)")
