@@ -45,8 +45,8 @@ def make_cached(task: str, objects: tuple[tuple[str, str], ...] | None = None, c
 
 @functools.lru_cache(maxsize=None)
 def physics_fingerprint(task: str) -> str:
-    """The task's simulation model as a short hash (`envs.scene.physics_fingerprint` of its robot and default
-    scene), without compiling it; flywheel run folders record it and refuse to resume on another model."""
+    """The task's simulation model as a short hash (`envs.scene.physics_fingerprint` of its robot, default scene
+    and friction cone), without compiling it; flywheel run folders record it and refuse to resume on another model."""
     from envs import scene as scene_lib
 
     registry = _registry()
@@ -54,7 +54,7 @@ def physics_fingerprint(task: str) -> str:
         raise ValueError(f"unknown task {task!r}; available: {sorted(registry)}")
     cls, cat = registry[task], load_catalog()
     return scene_lib.physics_fingerprint(scene_lib.robot_path(cls.robot_file), dict(cat.default_objects(task)), cat.environments[0],
-                                         cat.particles if cls.uses_particles else None)
+                                         cat.particles if cls.uses_particles else None, cls.friction_cone)
 
 
 @functools.lru_cache(maxsize=32)

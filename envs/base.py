@@ -51,9 +51,9 @@ class EnvConfig:
     reward_scales: tuple[tuple[str, float], ...] = ()
     """Overrides of the task's reward-term scales, e.g. (("success", 4.0),); unknown term names are an error."""
     friction_cone: str | None = None
-    """'pyramidal' or 'elliptic' overrides the robot model's friction cone, for comparisons (benchmark_env.py);
-    None keeps the model's own (elliptic for the Panda, pyramidal for the bimanual: docs/conventions.md). Flywheel
-    runs always use the model's own."""
+    """'pyramidal' or 'elliptic' overrides the task's friction cone, for comparisons (benchmark_env.py); None keeps
+    the task's own (Grasp elliptic; Pour, Lift, Handover pyramidal: docs/conventions.md). Flywheel runs always use
+    the task's own."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,7 @@ class TaskEnv:
     arm_joint_format: ClassVar[str]  # e.g. "panda_joint{i}" or "{arm}joint{i}"
     roles: ClassVar[tuple[str, ...]]  # task object roles, e.g. ("object",) or ("source", "target")
     uses_particles: ClassVar[bool] = False
+    friction_cone: ClassVar[str | None] = None  # None: the robot model's own; a task may override it (Pour)
     default_episode_seconds: ClassVar[float] = 6.0
     # Per arm: ((subtask name, reference object role or None), ...) for augmentation.
     subtasks: ClassVar[tuple[tuple[tuple[str, str | None], ...], ...]]
@@ -161,11 +162,11 @@ class TaskEnv:
         self.particles = particles
         self.compiled = scene_lib.compile_scene(self.robot_path, self.object_specs, self.catalog.environments[0], particles)
         self.mj_model = self.compiled.model
-        if config.friction_cone is not None:
-            cones = {"pyramidal": mujoco.mjtCone.mjCONE_PYRAMIDAL, "elliptic": mujoco.mjtCone.mjCONE_ELLIPTIC}
-            if config.friction_cone not in cones:
-                raise ValueError(f"unknown friction_cone {config.friction_cone!r}; one of {sorted(cones)} (or None: the model's own)")
-            self.mj_model.opt.cone = cones[config.friction_cone]
+        cone = config.friction_cone or self.friction_cone
+        if cone is not None:
+            if cone not in scene_lib.FRICTION_CONES:
+                raise ValueError(f"unknown friction_cone {cone!r}; one of {sorted(scene_lib.FRICTION_CONES)} (or None: the task's own)")
+            self.mj_model.opt.cone = scene_lib.FRICTION_CONES[cone]
         self.sim_dt = float(self.mj_model.opt.timestep)
         self.n_substeps = int(round(config.ctrl_dt / self.sim_dt))
         if self.n_substeps < 1 or abs(self.n_substeps * self.sim_dt - config.ctrl_dt) > 1e-9:

@@ -101,6 +101,7 @@ def _particles(spec: catalog_lib.ParticleSpec | None) -> str:
 
 
 _XML_COMMENT = re.compile(r"<!--.*?-->", re.S)
+FRICTION_CONES = {"pyramidal": mujoco.mjtCone.mjCONE_PYRAMIDAL, "elliptic": mujoco.mjtCone.mjCONE_ELLIPTIC}
 
 
 def physics_fingerprint(
@@ -108,8 +109,10 @@ def physics_fingerprint(
     objects: dict[str, catalog_lib.ObjectSpec],
     env: catalog_lib.EnvSpec,
     particles: catalog_lib.ParticleSpec | None = None,
+    friction_cone: str | None = None,
 ) -> str:
-    """SHA-256 (16 hex digits) of a scene's model: the robot MJCF and the scene text around it (`scene_xml`),
+    """SHA-256 (16 hex digits) of a scene's model: the robot MJCF and the scene text around it (`scene_xml`), and
+    the friction cone when a task overrides the model's (`TaskEnv.friction_cone`),
     without XML comments and layout (they change no physics) and without the robot file's path or name (they
     differ between machines). Flywheel run folders record it (`envs.physics_fingerprint`), so that no run mixes
     stages simulated on two models, e.g. the Panda's friction cone before and after it became elliptic."""
@@ -118,6 +121,8 @@ def physics_fingerprint(
     h = hashlib.sha256()
     for text in (robot_file.read_text(), scene):
         h.update(" ".join(_XML_COMMENT.sub("", text).split()).encode())
+    if friction_cone is not None:
+        h.update(f"friction_cone={friction_cone}".encode())
     return h.hexdigest()[:16]
 
 

@@ -145,8 +145,10 @@ def test_pour_seed_leaves_cup_still_until_the_hand_closes():
 
 
 def test_friction_cone_override():
-    """EnvConfig.friction_cone overrides the model's cone (for comparisons); None keeps the robot's own."""
+    """EnvConfig.friction_cone overrides the task's cone (for comparisons); None keeps the task's own: the Panda
+    model's elliptic for Grasp, pyramidal for Pour (its seed pours by letting the cup turn in the hand)."""
     assert envs.make_cached("grasp").mj_model.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC
+    assert envs.make_cached("pour").mj_model.opt.cone == mujoco.mjtCone.mjCONE_PYRAMIDAL
     assert envs.make("grasp", EnvConfig(friction_cone="pyramidal")).mj_model.opt.cone == mujoco.mjtCone.mjCONE_PYRAMIDAL
     with pytest.raises(ValueError, match="unknown friction_cone 'conic'"):
         envs.make("grasp", EnvConfig(friction_cone="conic"))
