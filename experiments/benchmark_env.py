@@ -40,7 +40,7 @@ class Args:
     """Wall time to spend timing each C MuJoCo measurement."""
     friction_cones: tuple[str, ...] = ()
     """Time each task once per friction cone (pyramidal, elliptic: EnvConfig.friction_cone), side by side; empty:
-    once, with --env's setting (by default the robot model's own cone)."""
+    once, with --env's setting (by default the task's own cone)."""
 
 
 def main(args: Args) -> None:

@@ -330,8 +330,9 @@ def option_xml(cone: str) -> str:
 # Elliptic for the Panda + Inspire hand: with pyramidal cones round objects creep out of its grasp while held (the
 # Grasp seed's own actions, replayed in C MuJoCo on can_mini / can_short / ball_5cm, lift each to 0.31 m and then
 # drop it; elliptic holds the cans; A_EP from the seed in MJX, 8 attempts each: can_mini 0 -> 8, ball_4_5cm 0 -> 7,
-# box_cube_5cm 8 -> 8; docs/conventions.md; Pour overrides it: envs/pour.py). Pyramidal for the bimanual RM75 + G0-R: its Handover seed fails under
-# elliptic cones (the object is dropped at the hand-over) and Lift holds its objects with both palms either way.
+# box_cube_5cm 8 -> 8; docs/conventions.md). Pour overrides it (envs/pour.py). Pyramidal for the bimanual RM75 +
+# G0-R: its Handover seed fails under elliptic cones (the object is dropped at the hand-over) and Lift holds its
+# objects with both palms either way.
 PANDA_CONE = "elliptic"
 BIMANUAL_CONE = "pyramidal"
 
