@@ -8,6 +8,8 @@ control step, then `n_substeps` calls to `mj_step`. Rewards and success reuse th
 
 from __future__ import annotations
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -17,7 +19,6 @@ from flax import struct
 from dexfly import geometry, layout
 from dexfly.ik import joint_targets
 from envs.base import SceneSpec, TaskEnv
-from envs.scene import scene_xml
 
 
 MAX_CONTACTS = 128  # contacts passed to task functions (padded), so the jitted terms compile once
@@ -48,10 +49,9 @@ class CpuEnv:
 
     def __init__(self, env: TaskEnv):
         self.env = env
-        self.model = mujoco.MjModel.from_xml_string(
-            scene_xml(env.robot_path, env.object_specs, env.catalog.environments[0], env.particles)
-        )
-        self.model.opt.cone = env.mj_model.opt.cone  # EnvConfig.friction_cone, when it overrides the model's
+        # The env's own compiled model (with any option a task or EnvConfig overrides, e.g. the friction cone),
+        # copied because `reset` writes each scene's fields into it.
+        self.model = copy.deepcopy(env.mj_model)
         self.data = mujoco.MjData(self.model)
         self._jacp = np.zeros((3, self.model.nv))
         self._jacr = np.zeros((3, self.model.nv))

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 
 import dexfly  # noqa: F401  (XLA flags before jax)
 import jax
-import mujoco
 import tyro
 from rich.console import Console
 from rich.table import Table
@@ -25,6 +24,7 @@ from rich.table import Table
 import envs
 from dexfly import bench
 from envs.base import EnvConfig
+from envs.scene import FRICTION_CONES
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def main(args: Args) -> None:
     for task in args.tasks:
         for config in configs:
             env = envs.make(task, config)
-            cone = "elliptic" if env.mj_model.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC else "pyramidal"
+            cone = {v: k for k, v in FRICTION_CONES.items()}[env.mj_model.opt.cone]
             c = bench.c_mujoco_throughput(env, args.c_seconds)
             table.add_row(task, cone, "C mj_step (1 thread)", "1", "-", f"{c['physics_sps']:,.0f}", f"{c['control_sps']:,.0f}", "-")
             console.print(f"{task} {cone}: C MuJoCo {c['physics_sps']:,.0f} physics steps/s, {c['control_sps']:,.0f} control steps/s")

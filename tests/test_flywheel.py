@@ -143,7 +143,11 @@ def test_the_physics_fingerprint_ignores_comments_and_paths(tmp_path):
     cat = load_catalog()
     objects, env = dict(cat.default_objects("grasp")), cat.environments[0]
     src = scene_lib.robot_path("panda_inspire.xml").read_text()
-    fp = lambda text, name: (tmp_path / name).write_text(text) and scene_lib.physics_fingerprint(tmp_path / name, objects, env)  # noqa: E731
+
+    def fp(text: str, name: str) -> str:
+        (tmp_path / name).write_text(text)
+        return scene_lib.physics_fingerprint(tmp_path / name, objects, env)
+
     base = fp(src, "a.xml")
     assert base == envs.physics_fingerprint("grasp")
     assert fp(src.replace("<mujoco model", "<!-- a note -->\n<mujoco model", 1), "b.xml") == base

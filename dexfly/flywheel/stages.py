@@ -9,9 +9,9 @@
 and a `variant` when it is not the plain flywheel: an ablation, a baseline); a folder of another task, preset,
 seed, model or variant, or a non-empty folder that is not a flywheel run, is refused. Each finished stage leaves
 `stages/<name>.json`: its config and the hash of it, its outputs with a SHA-256 of each (files, or every file of a
-folder), the time it took. A
-rerun skips a stage whose record matches; a record with another config is an error (unless the user redoes
-the run from that stage), and an output whose content no longer matches its hash is refused, naming it.
+folder), the time it took. A rerun skips a stage whose record matches; a record with another config is an error
+(unless the user redoes the run from that stage), and an output whose content no longer matches its hash is
+refused, naming it.
 A stage that another finished run (a donor) holds with the same config hash is copied from it (`adopt`): stage
 configs name their inputs by content hash, so an identical config means an identical computation.
 """
