@@ -113,8 +113,9 @@ def physics_fingerprint(
 ) -> str:
     """SHA-256 (16 hex digits) of a scene's model: the robot MJCF and the scene text around it (`scene_xml`),
     without XML comments and layout (they change no physics) and without the robot file's path or name (they
-    differ between machines), and the friction cone when a task overrides the model's (`TaskEnv.friction_cone`). Flywheel run folders record it (`envs.physics_fingerprint`), so that no run mixes
-    stages simulated on two models, e.g. the Panda's friction cone before and after it became elliptic."""
+    differ between machines), and the friction cone when a task overrides the model's (`TaskEnv.friction_cone`).
+    Flywheel run folders record it (`envs.physics_fingerprint`), so that no run mixes stages simulated on two
+    models, e.g. the Panda's friction cone before and after it became elliptic."""
     robot_file = Path(robot_file).resolve()
     scene = scene_xml(robot_file, objects, env, particles).replace(str(robot_file), "ROBOT")
     h = hashlib.sha256()
