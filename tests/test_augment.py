@@ -359,3 +359,27 @@ def test_grid_prefix_spreads_over_environments_and_poses(grasp_seed):
     assert sorted(pairs) == sorted((e, p) for e in env_ids for p in pose_ids)
     assert all(len({e for e, _ in pairs[k:k + 8]}) == 8 for k in range(len(pairs) - 7))
     assert len({p for _, p in pairs[:20]}) == 10
+
+
+def test_grid_start_spreads_separate_calls(grasp_seed):
+    """The flywheel augments each object's rollouts in its own call, a few demos each: started at entry 0, every
+    call takes the same first environments and poses; with `grid_start` at the end of the previous call's share,
+    ten calls of 8 attempts cover all 12 environments and all 15 poses of C_aug."""
+    import dataclasses
+
+    from dexfly.augment.scenes import attempt_config, scene_configs
+    from dexfly.catalog import load_catalog
+
+    env_ids = tuple(e.id for e in load_catalog().environments[:12])
+    pose_ids = tuple(f"p{k:02d}" for k in range(15))
+    caug = AugmentConfig(env_ids=env_ids, pose_ids=pose_ids)
+    specs = scene_configs(caug, envs.make("grasp"), grasp_seed, seed=0)
+
+    def taken(starts):
+        picked = [specs[attempt_config(dataclasses.replace(caug, grid_start=s), len(specs), t, seed=0)] for s in starts for t in range(8)]
+        return {s.env_id for s in picked}, {s.pose_id for s in picked}
+
+    same_start = taken([0] * 10)
+    assert len(same_start[0]) == 8 and len(same_start[1]) == 8
+    assert taken([8 * k for k in range(10)]) == (set(env_ids), set(pose_ids))
+    assert attempt_config(dataclasses.replace(caug, grid_start=len(specs) - 1), len(specs), 1, seed=0) == 0  # cycles

@@ -29,6 +29,11 @@ class AugmentConfig:
     """Extra poses sampled uniformly from the task's ranges (pose_id 'sampled'), seeded by the run's seed."""
     mode: Literal["grid", "sample"] = "grid"
     """grid: the full product objects x envs x poses, cycled in order; sample: each attempt draws one uniformly."""
+    grid_start: int = 0
+    """grid mode: the configuration (an index into the cycled list) that attempt 0 takes; attempt t takes
+    (grid_start + t) mod the number of configurations. Runs that augment several sources' sets separately (the
+    flywheel: one call per object) start each where the previous stopped, so that a few demos per call still spread
+    over all environments and poses instead of each call repeating the list's first entries."""
     offset_range: int = 5
     """Random subtask-boundary offset per attempt, uniform in [-offset_range, offset_range] steps."""
     bridge_steps: int = 10

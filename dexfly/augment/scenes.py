@@ -67,7 +67,7 @@ def scene_configs(caug: AugmentConfig, env, source, seed: int) -> list[SceneSpec
 def attempt_config(caug: AugmentConfig, n_configs: int, attempt: int, seed: int) -> int:
     """Index of the configuration used by attempt `attempt` (grid: cycled; sample: seeded uniform draw)."""
     if caug.mode == "grid":
-        return attempt % n_configs
+        return (caug.grid_start + attempt) % n_configs
     if caug.mode == "sample":
         return int(np.random.default_rng([seed, attempt, 1]).integers(n_configs))
     raise ValueError(f"unknown C_aug mode {caug.mode!r}; use 'grid' or 'sample'")

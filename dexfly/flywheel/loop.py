@@ -286,6 +286,8 @@ class Flywheel:
                   "previous": self.run_dir.output_hash("warmup" if i == 1 else f"iter{i - 1}/augment", f"d{i}.hdf5")}
         if not self.augment_rollouts:  # the ablation keeps the rollouts as they are (absent for the plain flywheel)
             config["augment_rollouts"] = False
+        else:
+            config["grid_start"] = "per_object"  # see body; absent from records made before, whose D_{i+1} repeated C_aug's first entries
 
         def body():
             from dexfly.augment import augment
@@ -301,8 +303,11 @@ class Flywheel:
             elif by_object:
                 share = math.ceil(nxt.trajectories / len(by_object))
                 for k, (obj, eps) in enumerate(sorted(by_object.items())):
+                    # each object's share of demos is smaller than E x P; started at entry 0 every object would take
+                    # the same first environments and poses (measured: D_3 of runs/fw_fast held 10 of C_aug^3's
+                    # 12 environments and 10 of its 15 poses), so object k starts where object k-1's share ended
                     caug = dataclasses.replace(self.preset.augment_config(), objects=((self.main_role, (obj,)),), env_ids=nxt.env_ids,
-                                               pose_ids=nxt.pose_ids(self.task))
+                                               pose_ids=nxt.pose_ids(self.task), grid_start=k * share)
                     got, stats = augment(eps, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,
                                          seed=self.seed * 1000 + 10 * i + k, progress=self.progress, mesh=self.mesh)
                     generated += got
