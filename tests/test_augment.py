@@ -383,3 +383,34 @@ def test_grid_start_spreads_separate_calls(grasp_seed):
     assert len(same_start[0]) == 8 and len(same_start[1]) == 8
     assert taken([8 * k for k in range(10)]) == (set(env_ids), set(pose_ids))
     assert attempt_config(dataclasses.replace(caug, grid_start=len(specs) - 1), len(specs), 1, seed=0) == 0  # cycles
+
+
+def test_source_smoothing_reduces_jitter_and_keeps_ends(grasp_seed):
+    """`source_smoothing` averages a source's targets over a centred window: on the seed with added jitter (as a
+    policy rollout has) the per-step change falls, the start and the final target stay, quaternions stay unit and
+    a q / -q sign flip mid-trajectory is not averaged into a wrong rotation; an even window is refused."""
+    from dexfly.augment.sources import prepare_sources, smooth_targets
+
+    rng = np.random.default_rng(0)
+    ee = np.array(grasp_seed.ee_target_pose, np.float32)
+    hand = np.array(grasp_seed.hand_target, np.float32)
+    jittery_ee = ee.copy()
+    jittery_ee[..., :3] += rng.normal(0, 0.003, ee[..., :3].shape).astype(np.float32)
+    jittery_hand = hand + rng.normal(0, 0.02, hand.shape).astype(np.float32)
+    jittery_ee[100:, :, 3:] *= -1  # the same rotations, other sign
+    s_ee, s_hand = smooth_targets(jittery_ee, jittery_hand, 5)
+    step = lambda x: np.abs(np.diff(x, axis=0)).mean()  # noqa: E731
+    assert step(s_ee[..., :3]) < 0.6 * step(jittery_ee[..., :3]) and step(s_hand) < 0.6 * step(jittery_hand)
+    np.testing.assert_allclose(np.linalg.norm(s_ee[..., 3:], axis=-1), 1.0, atol=1e-5)
+    dots = np.abs(np.sum(s_ee[..., 3:] * ee[..., 3:], axis=-1))  # |<q_smooth, q_true>| = cos(angle / 2)
+    assert dots.min() > 0.999
+    clean_ee, _ = smooth_targets(ee, hand, 5)  # the seed starts and ends at rest: its first and last targets stay
+    np.testing.assert_allclose(clean_ee[[0, -1], :, :3], ee[[0, -1], :, :3], atol=1e-3)
+    assert s_ee.shape == ee.shape and s_hand.shape == hand.shape
+    same_ee, same_hand = smooth_targets(ee, hand, 0)
+    assert same_ee is ee and same_hand is hand
+    with pytest.raises(ValueError, match="odd"):
+        smooth_targets(ee, hand, 4)
+    env = envs.make("grasp")
+    src = prepare_sources([grasp_seed], env, smoothing=5)
+    assert step(src.hand[0, : len(hand)]) <= step(hand) + 1e-9

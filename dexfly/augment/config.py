@@ -40,6 +40,11 @@ class AugmentConfig:
     """Interpolation steps from the current target to each subtask's first transformed pose."""
     action_noise: float = 0.0
     """Std (m) of Gaussian noise added to the commanded ee positions (seeded)."""
+    source_smoothing: int = 0
+    """Centred moving-average window (steps, odd) over each source's end-effector and hand targets before they are
+    replayed; 0 or 1: replayed as recorded. Policy rollouts as sources are jerkier than a seed (measured: 2.4 times
+    the per-step action change, most of it in the hand and at chunk boundaries) and A_EP passes that on; A_EP
+    re-simulates and keeps only successes, so a smoothing that breaks a grasp costs attempts, not data quality."""
     source_selection: Literal["random", "nearest"] = "random"
     """Which source demo each attempt replays: random, or nearest by initial object poses."""
     sequential: tuple[tuple[int, int, int, int], ...] = ()

@@ -235,7 +235,7 @@ def setup(sources, task: str, caug: AugmentConfig, seed: int, cache: _EnvCache |
     base_env = _base_env(task, sources[0], cache, caug)
     if base_env.subtask_constraint not in CONSTRAINTS:
         raise ValueError(f"{task}: unknown subtask_constraint {base_env.subtask_constraint!r}")
-    src = prepare_sources(sources, base_env)
+    src = prepare_sources(sources, base_env, smoothing=int(caug.source_smoothing))
     configs = scene_configs(caug, base_env, sources[0], seed)
     topos = [base_env.catalog.scene_topology(s.objects) for s in configs]
     static = GenStatic(bridge_steps=int(caug.bridge_steps), action_noise=float(caug.action_noise), constraint=base_env.subtask_constraint)

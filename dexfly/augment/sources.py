@@ -32,9 +32,38 @@ class SourceSet:
     has_ref: np.ndarray  # [n_arms, n_sub] bool
 
 
-def prepare_sources(sources, env) -> SourceSet:
+def smooth_targets(ee: np.ndarray, hand: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centred moving average over time of one source's targets: ee [T, n_arms, 7] (pos, quat wxyz; quaternions
+    sign-aligned to their predecessor, averaged and renormalised) and hand [T, n_arms, 6]. The ends are padded with
+    the first and last target, so the start and the final hold stay where they were. window <= 1: unchanged."""
+    if window <= 1:
+        return ee, hand
+    if window % 2 == 0:
+        raise ValueError(f"source_smoothing must be odd (a centred window), got {window}")
+    half = window // 2
+    ee = np.array(ee, np.float64)
+    q = ee[..., 3:]
+    for t in range(1, len(q)):  # continuity: q and -q are one rotation; averaging needs one sign per run
+        flip = np.sum(q[t] * q[t - 1], axis=-1) < 0
+        q[t][flip] *= -1
+
+    def average(x):
+        padded = np.concatenate([np.repeat(x[:1], half, axis=0), x, np.repeat(x[-1:], half, axis=0)])
+        c = np.cumsum(np.concatenate([np.zeros_like(padded[:1]), padded]), axis=0)
+        return (c[window:] - c[:-window]) / window
+
+    pos, quat = average(ee[..., :3]), average(q)
+    quat /= np.linalg.norm(quat, axis=-1, keepdims=True)
+    return np.concatenate([pos, quat], -1).astype(np.float32), average(np.asarray(hand, np.float64)).astype(np.float32)
+
+
+def prepare_sources(sources, env, smoothing: int = 0) -> SourceSet:
+    """Validated sources padded to a common length; `smoothing` (AugmentConfig.source_smoothing) smooths each
+    source's targets first (`smooth_targets`)."""
     if not sources:
         raise ValueError("no source demos given")
+    if smoothing < 0:
+        raise ValueError(f"source_smoothing must be >= 0, got {smoothing}")
     ends = np.stack([validate_source(ep, env, i) for i, ep in enumerate(sources)])
     lengths = np.array([ep.num_samples for ep in sources])
     ts = int(lengths.max())
@@ -50,12 +79,13 @@ def prepare_sources(sources, env) -> SourceSet:
                 if role not in env.roles:
                     raise ValueError(f"{env.name}: subtask {subs[k][0]!r} of arm {a} references unknown role {role!r}")
                 ref_idx[a, k], has_ref[a, k] = env.roles.index(role), True
+    targets = [smooth_targets(ep.ee_target_pose, ep.hand_target, smoothing) for ep in sources]
     return SourceSet(
         episodes=tuple(sources),
         ends=ends,
         lengths=lengths,
-        ee=np.stack([pad(ep.ee_target_pose) for ep in sources]),
-        hand=np.stack([pad(ep.hand_target) for ep in sources]),
+        ee=np.stack([pad(ee) for ee, _ in targets]),
+        hand=np.stack([pad(hand) for _, hand in targets]),
         object_poses=np.stack([pad(ep.object_poses) for ep in sources]),
         ref_idx=ref_idx,
         has_ref=has_ref,
