@@ -44,7 +44,9 @@ class AugmentConfig:
     """Centred moving-average window (steps, odd) over each source's end-effector and hand targets before they are
     replayed; 0 or 1: replayed as recorded. Policy rollouts as sources are jerkier than a seed (measured: 2.4 times
     the per-step action change, most of it in the hand and at chunk boundaries) and A_EP passes that on; A_EP
-    re-simulates and keeps only successes, so a smoothing that breaks a grasp costs attempts, not data quality."""
+    re-simulates and keeps only successes, so a smoothing that breaks a grasp costs attempts, not data quality.
+    Off by default: a 7-step window on the Grasp flywheel's iteration-2 rollouts lowered the next base's training
+    loss (0.0072 -> 0.0051) but not its T_OEP success (0.205 -> 0.195; BENCHMARKS.md, session 22)."""
     source_selection: Literal["random", "nearest"] = "random"
     """Which source demo each attempt replays: random, or nearest by initial object poses."""
     sequential: tuple[tuple[int, int, int, int], ...] = ()
