@@ -365,8 +365,6 @@ def test_grid_start_spreads_separate_calls(grasp_seed):
     """The flywheel augments each object's rollouts in its own call, a few demos each: started at entry 0, every
     call takes the same first environments and poses; with `grid_start` at the end of the previous call's share,
     ten calls of 8 attempts cover all 12 environments and all 15 poses of C_aug."""
-    import dataclasses
-
     from dexfly.augment.scenes import attempt_config, scene_configs
     from dexfly.catalog import load_catalog
 

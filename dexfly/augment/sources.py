@@ -35,7 +35,10 @@ class SourceSet:
 def smooth_targets(ee: np.ndarray, hand: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Centred moving average over time of one source's targets: ee [T, n_arms, 7] (pos, quat wxyz; quaternions
     sign-aligned to their predecessor, averaged and renormalised) and hand [T, n_arms, 6]. The ends are padded with
-    the first and last target, so the start and the final hold stay where they were. window <= 1: unchanged."""
+    the first and last target, so the start and the final hold stay where they were. window 0 or 1: unchanged;
+    ValueError for a negative or even window."""
+    if window < 0:
+        raise ValueError(f"source_smoothing must be >= 0, got {window}")
     if window <= 1:
         return ee, hand
     if window % 2 == 0:
@@ -62,8 +65,6 @@ def prepare_sources(sources, env, smoothing: int = 0) -> SourceSet:
     source's targets first (`smooth_targets`)."""
     if not sources:
         raise ValueError("no source demos given")
-    if smoothing < 0:
-        raise ValueError(f"source_smoothing must be >= 0, got {smoothing}")
     ends = np.stack([validate_source(ep, env, i) for i, ep in enumerate(sources)])
     lengths = np.array([ep.num_samples for ep in sources])
     ts = int(lengths.max())
