@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -122,17 +122,26 @@ class GroupedEval:
     per_seed: tuple[float, ...]
     groups: tuple[tuple[tuple[tuple[str, str], ...], tuple[SceneSpec, ...], EvalResult], ...]  # (env objects, specs, result)
 
-    def per_object(self) -> dict[str, float]:
-        """Mean success per object id of the task's first role, over its scenes and all seeds."""
+    def _per(self, key: Callable[[SceneSpec], str]) -> dict[str, float]:
+        """Mean success per `key(scene)`, over the scenes that share it and all seeds."""
         hits: dict[str, list[float]] = {}
         for _, specs, res in self.groups:
             for j, spec in enumerate(specs):
-                hits.setdefault(spec.objects[0][1], []).append(float(res.per_scene[:, j].mean()))
+                hits.setdefault(key(spec), []).append(float(res.per_scene[:, j].mean()))
         return {k: float(np.mean(v)) for k, v in hits.items()}
 
+    def per_object(self) -> dict[str, float]:
+        """Mean success per object id of the task's first role, over its scenes and all seeds."""
+        return self._per(lambda spec: spec.objects[0][1])
+
+    def per_env(self) -> dict[str, float]:
+        """Mean success per environment id, over its scenes and all seeds."""
+        return self._per(lambda spec: spec.env_id)
+
     def summary(self) -> dict[str, Any]:
-        """{mean, std, per_seed, per_object}: the JSON form that run folders record."""
-        return {"mean": self.success_rate_mean, "std": self.success_rate_std, "per_seed": list(self.per_seed), "per_object": self.per_object()}
+        """{mean, std, per_seed, per_object, per_env}: the JSON form that run folders record."""
+        return {"mean": self.success_rate_mean, "std": self.success_rate_std, "per_seed": list(self.per_seed),
+                "per_object": self.per_object(), "per_env": self.per_env()}
 
 
 def evaluate_scenes(task: str, policy: ChunkPolicy, specs: list[SceneSpec], *, seeds: tuple[int, ...] = (0, 1, 2, 3, 4),

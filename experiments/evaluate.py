@@ -2,11 +2,14 @@
 
     python experiments/evaluate.py --checkpoint runs/diffusion --task grasp --num-objects 3 --num-poses 5 --num-env-ids 2
     python experiments/evaluate.py --checkpoint runs/diffusion --task grasp --objects can_soda box_soap --env-ids studio
+    python experiments/evaluate.py --checkpoint runs/fw/iter2/diffusion --task grasp --t-oep
 
 The scene set is the product of objects x environments x poses (ids, or the first N of each from the
-catalog; held-out catalog entries work the same), optionally subsampled to `--max-scenes`. Scenes are grouped
-by object topology, one compiled env per group. Writes `<out>/eval.json` (per-seed and per-object rates), prints
-a per-object table when there are several objects, and ends with `success_rate=<mean> std=<std>` over `--seeds`.
+catalog; held-out catalog entries work the same), optionally subsampled to `--max-scenes`; or, with `--t-oep`,
+the task's T_OEP test set, scored as the flywheel and the baselines score it. Scenes are grouped by object
+topology, one compiled env per group. Writes `<out>/eval.json` (per-seed, per-object and per-environment rates),
+prints per-object and per-environment tables when there are several, and ends with
+`success_rate=<mean> std=<std>` over `--seeds`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from rich.table import Table
 from dexfly import evaluation, watchdog
 from dexfly.catalog import TASKS, CatalogError
 from dexfly.devices import DeviceConfig
+from dexfly.flywheel.loop import EVAL_PAD_TO
+from dexfly.flywheel.testsets import load_t_oep
 from dexfly.policies.diffusion import load_run
 from dexfly.policies.residual import checkpoint as residual_checkpoint
 from dexfly.scenes import scene_grid
@@ -46,6 +51,9 @@ class Args:
     pose_ids: tuple[str, ...] = ()
     num_poses: int = 5
     max_scenes: int = 64
+    t_oep: bool = False
+    """Score the task's T_OEP test set (assets/testsets/<task>.json, all its scenes, batched as the flywheel's evaluate
+    stage batches them, so a base gets the number its run recorded); the object, environment and pose flags must be empty."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     videos: int = 4
     """Episodes (of the first group, first seed) to render, tiled, into one video (480x360 each); 0 disables."""
@@ -79,15 +87,21 @@ def main(args: Args) -> tuple[float, float]:
             policy = policy.replace(config=config.replace(**overrides))
         except ValueError as e:
             raise SystemExit(f"invalid inference override: {e}") from None
+    pad_to = 1
     try:
-        specs = scene_grid(args.task, objects=args.objects, num_objects=args.num_objects, env_ids=args.env_ids,
-                           num_env_ids=args.num_env_ids, pose_ids=args.pose_ids, num_poses=args.num_poses)[: args.max_scenes]
+        if args.t_oep:
+            if args.objects or args.env_ids or args.pose_ids:
+                raise ValueError("--t-oep scores the task's T_OEP scenes; leave --objects, --env-ids and --pose-ids empty")
+            specs, pad_to = load_t_oep(args.task), EVAL_PAD_TO
+        else:
+            specs = scene_grid(args.task, objects=args.objects, num_objects=args.num_objects, env_ids=args.env_ids,
+                               num_env_ids=args.num_env_ids, pose_ids=args.pose_ids, num_poses=args.num_poses)[: args.max_scenes]
     except (CatalogError, ValueError) as e:
         raise SystemExit(str(e)) from None
     mesh = args.parallel.mesh()
     with watchdog.stage(f"evaluate {args.task}", timeout_s=args.stall_timeout):
         res = evaluation.evaluate_scenes(args.task, policy, specs, seeds=args.seeds, record_qpos_first=args.videos > 0,
-                                         env_config=args.env, hook=hook, hook_params=hook_params, mesh=mesh)
+                                         env_config=args.env, hook=hook, hook_params=hook_params, mesh=mesh, pad_to=pad_to)
     video = None
     if args.videos > 0:
         video = evaluation.write_video(args.out / f"eval_{args.task}.mp4", args.task, res, episodes=args.videos, env_config=args.env)
@@ -98,18 +112,19 @@ def main(args: Args) -> tuple[float, float]:
     table.add_row(str(count(lambda s: s.objects)), str(count(lambda s: s.env_id)), str(count(lambda s: s.pose_id)), str(len(specs)),
                   str(len(args.seeds)), f"{res.success_rate_mean:.3f} ± {res.success_rate_std:.3f}", str(video))
     console = Console()
-    per_object = res.per_object()
-    if len(per_object) > 1:
-        by_object = Table(title=f"per object ({len(args.seeds)} seeds)")
-        by_object.add_column("object")
-        by_object.add_column("success rate")
-        for obj, rate in per_object.items():
-            by_object.add_row(obj, f"{rate:.3f}")
-        console.print(by_object)
+    for name, rates in (("object", res.per_object()), ("environment", res.per_env())):
+        if len(rates) > 1:
+            by_key = Table(title=f"per {name} ({len(args.seeds)} seeds)")
+            by_key.add_column(name)
+            by_key.add_column("success rate")
+            for key, rate in rates.items():
+                by_key.add_row(key, f"{rate:.3f}")
+            console.print(by_key)
     console.print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "eval.json", json.dumps({
         "task": args.task, "checkpoint": str(args.checkpoint), "seeds": list(args.seeds), "scenes": len(specs),
+        "scene_set": "t_oep" if args.t_oep else "grid",
         "success": res.summary(),
         "ddim_steps": policy.config.num_inference_steps, "action_horizon": policy.config.action_horizon}, indent=2))
     print(f"success_rate={res.success_rate_mean} std={res.success_rate_std}")

@@ -1,6 +1,7 @@
 """Train the state-based diffusion policy on dexfly datasets, with periodic closed-loop evaluation.
 
     python experiments/train_diffusion.py --datasets outputs/grasp_d1.hdf5 --task grasp --steps 6000
+    python experiments/train_diffusion.py --datasets runs/fw/d3.hdf5 --init-from runs/fw/iter2/diffusion --steps 2000 --out runs/d3_warm
 
 Checkpoints (orbax) go to `<out>/checkpoints`; re-running with the same `--out` resumes from the latest.
 Evaluation scenes default to the training episodes' own scenes (object, environment, exact pose), at most
@@ -40,6 +41,10 @@ class Args:
     """Training windows per step (all devices together); a multiple of the device count."""
     lr: float = 1e-3
     seed: int = 0
+    init_from: Path | None = None
+    """A diffusion run folder whose latest weights start this run (fresh optimiser, the new data's normaliser), as the
+    flywheel warm-starts each iteration's base from the previous one; its network and features must match these flags.
+    Used only when --out holds no checkpoint yet (a rerun resumes from --out's own)."""
     eval_every: int = 0
     """Closed-loop evaluation every N steps (0: only at the end)."""
     eval_scenes: int = 20
@@ -80,8 +85,9 @@ def main(args: Args) -> float:
         with watchdog.stage(f"train_diffusion {args.task}", timeout_s=args.stall_timeout):
             result = train_run(args.task, episodes, args.out, config, datasets=tuple(str(p) for p in args.datasets),
                                eval_scenes=args.eval_scenes, eval_seeds=args.eval_seeds, eval_every=args.eval_every,
-                               checkpoint_every=args.checkpoint_every, log=console.print, mesh=args.parallel.mesh())
-    except ValueError as e:
+                               checkpoint_every=args.checkpoint_every, init_from=args.init_from, log=console.print,
+                               mesh=args.parallel.mesh())
+    except (FileNotFoundError, ValueError) as e:
         raise SystemExit(str(e)) from None
     history, losses, seconds = result.history, result.losses, result.seconds
 

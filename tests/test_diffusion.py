@@ -331,3 +331,19 @@ def test_obs_layout_slots():
     assert lay.quaternion_slots() == (3, 16, 49, 76)
     with pytest.raises(ValueError, match="unexpected observation layout"):
         ObsLayout.from_obs_dims({"obj": 26, "prop": 50})
+
+
+def test_warm_start_refuses_another_tasks_run(tmp_path):
+    """A base warm-started from another task's run folder (train_diffusion.py --init-from, the flywheel's warm start)
+    is a clear error naming both tasks, before any checkpoint is read."""
+    import json
+
+    from dexfly.policies.diffusion.run import warm_start_state
+
+    run = tmp_path / "pour_run"
+    run.mkdir()
+    (run / "policy.json").write_text(json.dumps({"task": "pour"}))
+    with pytest.raises(ValueError, match="it is a 'pour' policy, not 'grasp'"):
+        warm_start_state(run, CFG, EPISODES, task="grasp")
+    with pytest.raises(FileNotFoundError, match="no policy.json"):
+        warm_start_state(tmp_path / "missing", CFG, EPISODES, task="grasp")

@@ -100,3 +100,20 @@ def test_compare_with_demos_replay_and_shift():
     np.testing.assert_allclose(moved.target_offset_obj[:, 0], np.broadcast_to(rot.T @ np.array([0.01, 0, 0]), (T, 3)), atol=1e-6)
     with pytest.raises(ValueError, match="no demos"):
         compare_with_demos("grasp", None, [])
+
+
+def test_per_object_and_per_environment_rates():
+    """GroupedEval's per-object and per-environment rates average each scene's success over seeds, then over the
+    scenes that share the key, across topology groups."""
+    from envs.base import SceneSpec
+
+    spec = lambda obj, env: SceneSpec((("object", obj),), env, "p00", (("object", (0.5, 0.0, 0.0)),))  # noqa: E731
+    box = (spec("box_a", "studio"), spec("box_a", "kitchen"), spec("box_b", "studio"))
+    can = (spec("can_a", "kitchen"),)
+    hits_box = np.array([[1, 0, 1], [1, 0, 0]], bool)  # [n_seeds, n_scenes]
+    hits_can = np.array([[1], [1]], bool)
+    res = lambda hits: evaluation.EvalResult(0.0, 0.0, (0.0, 0.0), hits, None)  # noqa: E731  (only per_scene is read)
+    grouped = evaluation.GroupedEval(0.5, 0.0, (0.75, 0.5), (((("object", "box"),), box, res(hits_box)), ((("object", "can"),), can, res(hits_can))))
+    assert grouped.per_object() == {"box_a": 0.5, "box_b": 0.5, "can_a": 1.0}
+    assert grouped.per_env() == {"studio": 0.75, "kitchen": 0.5}
+    assert grouped.summary()["per_env"] == grouped.per_env()

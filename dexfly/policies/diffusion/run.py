@@ -72,13 +72,15 @@ def eval_scenes_of(task: str, episodes, limit: int) -> list:
     return specs
 
 
-def warm_start_state(init_from: str | os.PathLike, config: DiffusionConfig, train_episodes) -> TrainState:
+def warm_start_state(init_from: str | os.PathLike, config: DiffusionConfig, train_episodes, task: str | None = None) -> TrainState:
     """A step-0 state whose network (and EMA) weights are those of another run's latest checkpoint, with a fresh
     optimiser and the normaliser of the new data (new objects and poses may lie outside the old ranges).
-    ValueError when the other run's architecture or dimensions differ."""
+    ValueError when the other run's task (if `task` is given), architecture or dimensions differ."""
     from dexfly.policies.diffusion.checkpoint import read_meta, resolve_run, restore
 
-    ckpt_dir, _ = resolve_run(init_from)
+    ckpt_dir, run_meta = resolve_run(init_from)
+    if task is not None and run_meta["task"] != task:
+        raise ValueError(f"cannot warm-start from {init_from}: it is a {run_meta['task']!r} policy, not {task!r}")
     old = DiffusionConfig.from_dict(read_meta(ckpt_dir)["config"])
     # the network's shapes and inputs must agree; when to re-plan (action_horizon) and the noise schedule may change
     arch = tuple(f for f in ARCH_FIELDS if f not in ("action_horizon", "num_train_timesteps"))
@@ -136,7 +138,7 @@ def train_run(task: str, episodes, out: str | os.PathLike, config: DiffusionConf
 
     state = None
     if init_from is not None and latest_step(ckpt_dir) is None:
-        state = warm_start_state(init_from, config, train)
+        state = warm_start_state(init_from, config, train, task=task)
         log(f"warm start from {init_from}")
     t0 = time.perf_counter()
     with watchdog.stage(f"diffusion training {task}"):
