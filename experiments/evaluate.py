@@ -53,7 +53,9 @@ class Args:
     max_scenes: int = 64
     t_oep: bool = False
     """Score the task's T_OEP test set (assets/testsets/<task>.json, all its scenes, batched as the flywheel's evaluate
-    stage batches them, so a base gets the number its run recorded); the object, environment and pose flags must be empty."""
+    stage batches them from iteration 2 on and as the baselines do, so such a base gets the number its run recorded;
+    iteration 1 scores T_OEP in one batch with T_O^1, whose random draws differ); the object, environment and pose
+    flags must be empty, and --max-scenes does not apply."""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     videos: int = 4
     """Episodes (of the first group, first seed) to render, tiled, into one video (480x360 each); 0 disables."""
