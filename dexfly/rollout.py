@@ -90,6 +90,13 @@ def run_actions(env: TaskEnv, scenes: Scene, actions, key: jax.Array, *, check_f
     return final.state, trajectory_from_records(records)
 
 
+def held_steps(success) -> int:
+    """success [T] bool (after each step) -> how many final steps in a row were successful (0: failed at the end)."""
+    success = np.asarray(success, dtype=bool)
+    failed = np.flatnonzero(~success)
+    return int(len(success) - (failed[-1] + 1 if len(failed) else 0))
+
+
 def episodes_from_trajectory(
     env: TaskEnv,
     traj: Trajectory,
@@ -104,7 +111,8 @@ def episodes_from_trajectory(
     """Convert a recorded batch into dataset `Episode`s (one per env where `keep` is True).
 
     actions: [B, T, A]; subtask_end: [B, T, n_arms, n_subtasks] uint8 signals (0 -> 1 edge = end).
-    Episode success is the success flag after the last step.
+    Episode success is the success flag after the last step; `extra["held_steps"]` counts the final steps in
+    a row that were successful (how long before the end the task was done and held: a margin of success).
     """
     from dexfly import dataset
 
@@ -139,7 +147,8 @@ def episodes_from_trajectory(
                 pose_id=spec.pose_id,
                 seed=int(seed),
                 source=source,
-                extra={"poses": json.dumps(dict(spec.poses)), "roles": json.dumps([r for r, _ in spec.objects])},
+                extra={"poses": json.dumps(dict(spec.poses)), "roles": json.dumps([r for r, _ in spec.objects]),
+                       "held_steps": held_steps(traj.success[b])},
             )
         )
     return out

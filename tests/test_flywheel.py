@@ -60,6 +60,11 @@ def test_bad_presets_are_refused(tmp_path, monkeypatch):
     (tmp_path / "grasp.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"T_OEP scene indices \[4, 40\] must be .* 0..39"):
         load_preset("grasp", "tiny")
+    data["presets"]["tiny"]["evaluation"]["t_oep_scenes"] = [4]
+    data["presets"]["tiny"]["source_min_held_steps"] = -1
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="source_min_held_steps must be a non-negative integer, got -1"):
+        load_preset("grasp", "tiny")
 
 
 def test_warm_started_bases_train_for_the_presets_warm_start_steps(tmp_path, monkeypatch):
@@ -204,6 +209,29 @@ def test_dataset_diversity_counts_configs_as_the_paper():
     assert dataset_diversity(data) == {"objects": 2, "environments": 2, "poses": 2, "configs": 8, "configs_present": 3, "trajectories": 3}
 
 
+def test_held_steps_and_the_quality_filter_on_sources():
+    """`held_steps` counts the final successful steps in a row; the preset's filter keeps the rollouts that held
+    at least that long and refuses rollouts recorded without the count."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from dexfly.flywheel.loop import held_sources
+    from dexfly.rollout import held_steps
+
+    assert held_steps(np.array([0, 1, 1, 0, 1, 1, 1], bool)) == 3
+    assert held_steps(np.array([1, 1, 0], bool)) == 0
+    assert held_steps(np.ones(5, bool)) == 5
+    ep = lambda o, h: SimpleNamespace(object_ids=(o,), extra={"held_steps": h})  # noqa: E731
+    kept, summary = held_sources([ep("cube", 120), ep("cube", 20), ep("can", 95), ep("ball", 0)], 95, where="r.hdf5")
+    assert [e.object_ids[0] for e in kept] == ["cube", "can"]
+    assert summary["kept"] == 2 and summary["rollouts"] == 4
+    assert summary["per_object"]["cube"] == {"rollouts": 2, "kept": 1} and summary["per_object"]["ball"] == {"rollouts": 1, "kept": 0}
+    old = SimpleNamespace(object_ids=("cube",), extra={})
+    with pytest.raises(StageError, match=r"r.hdf5: episodes \[1\] carry no held_steps.*redo from this iteration's collect"):
+        held_sources([ep("cube", 120), old], 95, where="r.hdf5")
+
+
 ITERATIONS = 2  # as conftest's session fixture `tiny_run` (the tiny preset, warm-up plus two iterations, run once)
 
 
@@ -306,6 +334,8 @@ def test_rollouts_become_augmentation_sources(tiny_run):
     assert ep.source == "rollout" and ep.success
     np.testing.assert_allclose(ep.actions, seed.actions, atol=1e-6)
     assert ep.subtask_end.shape == seed.subtask_end.shape and ep.subtask_end[-1].all() and not ep.subtask_end[:-1].any()
+    held = ep.extra["held_steps"]  # the seed lifts the cube well before the end and holds it
+    assert 0 < held < len(ep.rewards) and (ep.rewards[-held:] > 2.0).all() and ep.rewards[-held - 1] < 2.0, held
     caug = AugmentConfig(objects=(("object", ("box_cube_5cm",)),), env_ids=("studio",), pose_ids=("p01", "p02"))
     generated, aug = augment(episodes[:2], "grasp", caug, num_wanted=2, batch_size=8, progress=False)
     assert aug.generated >= 1, aug.breakdown()

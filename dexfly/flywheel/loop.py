@@ -109,6 +109,24 @@ def evaluate_t_oep(task: str, preset: Preset, base, *, video: Path | None = None
     return {"t_oep": sets["t_oep"].summary(), "t_oep_scenes": len(specs), **({"t_o_base": sets["t_o"].summary()} if t_o else {})}
 
 
+def held_sources(sources: list, min_held: int, *, where) -> tuple[list, dict]:
+    """The preset's quality filter on A_EP sources: the rollouts whose success held for at least `min_held`
+    final steps (`Episode.extra["held_steps"]`), and a summary of how many each object had and kept.
+    StageError naming `where` when an episode was recorded without held_steps."""
+    missing = [k for k, ep in enumerate(sources) if "held_steps" not in ep.extra]
+    if missing:
+        raise StageError(f"{where}: episodes {missing[:5]} carry no held_steps (recorded before the quality filter "
+                         f"existed); redo from this iteration's collect stage (--redo-from) to record them")
+    ok = [int(ep.extra["held_steps"]) >= min_held for ep in sources]
+    counts: dict[str, list[int]] = {}
+    for ep, o in zip(sources, ok):
+        c = counts.setdefault(ep.object_ids[0], [0, 0])
+        c[0], c[1] = c[0] + 1, c[1] + o
+    summary = {"min_held_steps": min_held, "rollouts": len(sources), "kept": sum(ok),
+               "per_object": {k: {"rollouts": a, "kept": b} for k, (a, b) in sorted(counts.items())}}
+    return [ep for ep, o in zip(sources, ok) if o], summary
+
+
 class Flywheel:
     """One run: the preset, the run folder and the stages. `run()` executes every unfinished stage."""
 
@@ -288,16 +306,24 @@ class Flywheel:
             config["augment_rollouts"] = False
         else:
             config["grid_start"] = "per_object"  # see body; absent from records made before, whose D_{i+1} repeated C_aug's first entries
+        min_held = self.preset.source_min_held_steps
+        if min_held:  # absent when off, so that records made before the filter existed still match
+            config["source_min_held_steps"] = min_held
 
         def body():
             from dexfly.augment import augment
 
             rollouts = self.run_dir.path(f"iter{i}/rollouts.hdf5")
             sources = list(dataset.read_dataset(rollouts, task=self.task).episodes) if rollouts.exists() else []
+            summary = {"per_object": {}, "augmented": self.augment_rollouts}
+            if min_held:
+                sources, summary["held_filter"] = held_sources(sources, min_held, where=rollouts)
+                self.log(f"iter{i}: {len(sources)} of {summary['held_filter']['rollouts']} rollouts held for >= {min_held} "
+                         f"final steps: kept as A_EP sources")
             by_object: dict[str, list] = {}
             for ep in sources:
                 by_object.setdefault(ep.object_ids[0], []).append(ep)
-            generated, summary = [], {"per_object": {}, "augmented": self.augment_rollouts}
+            generated = []
             if not self.augment_rollouts:
                 generated = sources  # D_O^i itself: no A_EP, so no generation attempts either
             elif by_object:
@@ -353,4 +379,4 @@ def run_flywheel(task: str, preset: str, out, *, iterations: int = 3, seed: int 
     return fw.run()
 
 
-__all__ = ["Flywheel", "dataset_diversity", "evaluate_t_oep", "run_flywheel", "stage_names", "stage_outputs", "train_base"]
+__all__ = ["Flywheel", "dataset_diversity", "evaluate_t_oep", "held_sources", "run_flywheel", "stage_names", "stage_outputs", "train_base"]
