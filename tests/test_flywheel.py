@@ -61,9 +61,9 @@ def test_bad_presets_are_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"T_OEP scene indices \[4, 40\] must be .* 0..39"):
         load_preset("grasp", "tiny")
     data["presets"]["tiny"]["evaluation"]["t_oep_scenes"] = [4]
-    data["presets"]["tiny"]["source_min_held_steps"] = -1
+    data["presets"]["tiny"]["rollout_min_held_steps"] = -1
     (tmp_path / "grasp.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="source_min_held_steps must be a non-negative integer, got -1"):
+    with pytest.raises(ValueError, match="rollout_min_held_steps must be a non-negative integer, got -1"):
         load_preset("grasp", "tiny")
 
 
@@ -315,6 +315,8 @@ def test_a_corrupt_stage_output_is_refused(tiny_run, tmp_path):
 def test_rollouts_become_augmentation_sources(tiny_run):
     """Seed actions replayed through `collect` (the hook alone acts) come back as episodes with the detector's
     subtask ends, and A_EP accepts them as sources: the path from D_O^i to D_(i+1)."""
+    import dataclasses
+
     import numpy as np
 
     import envs
@@ -339,3 +341,10 @@ def test_rollouts_become_augmentation_sources(tiny_run):
     caug = AugmentConfig(objects=(("object", ("box_cube_5cm",)),), env_ids=("studio",), pose_ids=("p01", "p02"))
     generated, aug = augment(episodes[:2], "grasp", caug, num_wanted=2, batch_size=8, progress=False)
     assert aug.generated >= 1, aug.breakdown()
+    # the quality bar: an attempt whose success held for fewer final steps than asked is not a success
+    bar = min(g.extra["held_steps"] for g in generated)
+    same, _ = augment(episodes[:2], "grasp", dataclasses.replace(caug, min_held_steps=bar), num_wanted=2, batch_size=8, progress=False)
+    assert [g.seed for g in same] == [g.seed for g in generated]
+    none, strict = augment(episodes[:2], "grasp", dataclasses.replace(caug, min_held_steps=len(ep.rewards) + 1), num_wanted=2,
+                           batch_size=8, progress=False)
+    assert not none and strict.successes == 0 and strict.attempts > 0, strict.breakdown()

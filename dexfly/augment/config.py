@@ -47,6 +47,10 @@ class AugmentConfig:
     re-simulates and keeps only successes, so a smoothing that breaks a grasp costs attempts, not data quality.
     Off by default: a 7-step window on the Grasp flywheel's iteration-2 rollouts lowered the next base's training
     loss (0.0072 -> 0.0051) but not its T_OEP success (0.205 -> 0.195; BENCHMARKS.md, session 22)."""
+    min_held_steps: int = 0
+    """An attempt counts as a success only if the task's success held for at least this many final steps
+    (`Episode.extra["held_steps"]`); 0: success at the last step is enough. A demo that lifts the object just before
+    the episode ends is a poor teacher for a policy that must finish within the same episode length."""
     source_selection: Literal["random", "nearest"] = "random"
     """Which source demo each attempt replays: random, or nearest by initial object poses."""
     sequential: tuple[tuple[int, int, int, int], ...] = ()

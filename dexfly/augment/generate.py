@@ -36,7 +36,7 @@ from dexfly.augment.scenes import attempt_config, scene_configs
 from dexfly.augment.sources import SourceSet, attempt_key, attempt_offsets, make_plan, prepare_sources, select_source, stack_plans
 from dexfly.augment.execute import execute
 from dexfly.progress import progress_bar
-from dexfly.rollout import episodes_from_trajectory
+from dexfly.rollout import episodes_from_trajectory, held_steps
 
 
 @dataclass
@@ -177,6 +177,8 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
             stats.compile_seconds += compile_s
             stats.batches += 1
             success = np.asarray(traj.success[:n_real, -1]) & ~np.asarray(traj.nan[:n_real].any(-1))
+            if caug.min_held_steps:
+                success &= np.array([held_steps(s) >= caug.min_held_steps for s in np.asarray(traj.success[:n_real])])
             signals = np.asarray(signals[:n_real]).astype(np.uint8)
             signals[:, -1] = 1  # every subtask has ended when the demo ends
             traj = jax.tree.map(lambda x, n=n_real: x[:n], traj)

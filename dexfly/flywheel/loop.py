@@ -306,9 +306,9 @@ class Flywheel:
             config["augment_rollouts"] = False
         else:
             config["grid_start"] = "per_object"  # see body; absent from records made before, whose D_{i+1} repeated C_aug's first entries
-        min_held = self.preset.source_min_held_steps
+        min_held = self.preset.rollout_min_held_steps
         if min_held:  # absent when off, so that records made before the filter existed still match
-            config["source_min_held_steps"] = min_held
+            config["rollout_min_held_steps"] = min_held
 
         def body():
             from dexfly.augment import augment
@@ -333,7 +333,8 @@ class Flywheel:
                     # the same first environments and poses (measured: D_3 of runs/fw_fast held 10 of C_aug^3's
                     # 12 environments and 10 of its 15 poses), so object k starts where object k-1's share ended
                     caug = dataclasses.replace(self.preset.augment_config(), objects=((self.main_role, (obj,)),), env_ids=nxt.env_ids,
-                                               pose_ids=nxt.pose_ids(self.task), grid_start=k * share)
+                                               pose_ids=nxt.pose_ids(self.task), grid_start=k * share,
+                                               **({"min_held_steps": min_held} if min_held else {}))
                     got, stats = augment(eps, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,
                                          seed=self.seed * 1000 + 10 * i + k, progress=self.progress, mesh=self.mesh)
                     generated += got

@@ -13,7 +13,7 @@ File format (`format: dexfly.schedule/1`):
         "rollouts_per_object": R, "collect_batch_size": B,
         "evaluation": {"seeds": [...], "t_o_pose_ids": [...], "t_oep_scenes": N or [indices]},
         "keep_previous_data": bool, "warm_start": bool, "warm_start_steps": N,
-        "source_min_held_steps": N}}}
+        "rollout_min_held_steps": N}}}
 
 Iteration i's entry is D_i's scenario set: its objects O_i, environments E_i and the first `num_poses`
 catalog poses P_i, and `trajectories`, the size of D_i. Entry 1 is C_1 of the warm-up (the seed's object);
@@ -71,9 +71,11 @@ class Preset:
     warm_start_steps: int | None = None
     """Training steps of a warm-started base (iterations 2 and on, with `warm_start`); None: the diffusion's own
     `total_steps`, as from scratch."""
-    source_min_held_steps: int = 0
-    """A quality filter on the rollouts that A_EP augments: only those whose success held for at least this many
-    final steps (`Episode.extra["held_steps"]`) become sources; 0 keeps every successful rollout (the paper)."""
+    rollout_min_held_steps: int = 0
+    """The quality bar for data grown from rollouts: the augment stage takes as A_EP sources only the rollouts whose
+    success held for at least this many final steps (`Episode.extra["held_steps"]`), and A_EP keeps only generated
+    demos that held as long (`AugmentConfig.min_held_steps`); without A_EP (the ablation) the filtered rollouts
+    themselves. 0: every successful rollout and demo (the paper)."""
 
     def iteration(self, i: int) -> IterationSpec:
         """The scenario set of D_i (1-based); past the schedule's end, its last entry."""
@@ -118,11 +120,11 @@ class Preset:
                 "residual": self.residual, "augment": self.augment, "rollouts_per_object": self.rollouts_per_object,
                 "collect_batch_size": self.collect_batch_size, "evaluation": self.evaluation,
                 "keep_previous_data": self.keep_previous_data, "warm_start": self.warm_start, "warm_start_steps": self.warm_start_steps,
-                "source_min_held_steps": self.source_min_held_steps}
+                "rollout_min_held_steps": self.rollout_min_held_steps}
 
 
 _PRESET_KEYS = {"iterations", "diffusion", "residual", "augment", "rollouts_per_object", "collect_batch_size", "evaluation",
-                "keep_previous_data", "warm_start", "warm_start_steps", "source_min_held_steps", "note"}
+                "keep_previous_data", "warm_start", "warm_start_steps", "rollout_min_held_steps", "note"}
 _EVAL_KEYS = {"seeds", "t_o_pose_ids", "t_oep_scenes", "video_episodes"}
 
 
@@ -187,13 +189,13 @@ def load_preset(task: str, preset: str) -> Preset:
     preset_obj = Preset(task, preset, tuple(its), dict(p.get("diffusion", {})), dict(p.get("residual", {})), dict(p.get("augment", {})),
                         int(p.get("rollouts_per_object", 8)), int(p.get("collect_batch_size", 64)), evaluation,
                         bool(p.get("keep_previous_data", True)), bool(p.get("warm_start", False)), p.get("warm_start_steps"),
-                        p.get("source_min_held_steps", 0))
+                        p.get("rollout_min_held_steps", 0))
     ws = preset_obj.warm_start_steps
     if ws is not None and (isinstance(ws, bool) or not isinstance(ws, int) or ws < 1):
         raise ValueError(f"{where}: warm_start_steps must be a positive integer, got {ws!r}")
-    held = preset_obj.source_min_held_steps
+    held = preset_obj.rollout_min_held_steps
     if isinstance(held, bool) or not isinstance(held, int) or held < 0:
-        raise ValueError(f"{where}: source_min_held_steps must be a non-negative integer, got {held!r}")
+        raise ValueError(f"{where}: rollout_min_held_steps must be a non-negative integer, got {held!r}")
     preset_obj.diffusion_config()  # unknown fields fail here, naming them
     preset_obj.residual_config()
     preset_obj.augment_config()
