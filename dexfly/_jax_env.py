@@ -1,7 +1,7 @@
 """Process-wide JAX/XLA settings that must be in place before `jax` is imported.
 
-XLA flags (CPU-only flags; XLA's GPU backend ignores them), appended without overwriting a value the
-user already set for the same flag:
+XLA flags (CPU-only flags, set only on jaxlib 0.10, where they were verified: see `xla_defaults`), appended
+without overwriting a value the user already set for the same flag:
 - `--xla_cpu_use_fusion_emitters=false`: with XLA's fusion emitters, `mjx.kinematics` cost grows
   exponentially with the depth of the kinematic chain (an arm plus a hand is hundreds of times slower;
   see ../shared/JAX-ON-CPU.md).
@@ -60,13 +60,33 @@ def host_cache_tag() -> str:
     return f"{jaxlib}-{hashlib.sha256(cpu.encode()).hexdigest()[:12]}"
 
 
+def _jaxlib_version() -> tuple[int, ...] | None:
+    try:
+        from importlib.metadata import version
+
+        return tuple(int(p) for p in version("jaxlib").split(".")[:2])
+    except Exception:  # noqa: BLE001  (not installed, or an unusual version string)
+        return None
+
+
+def xla_defaults() -> dict[str, str]:
+    """XLA_DEFAULTS where this jaxlib is known to accept them, else {}. XLA aborts the process at its first use
+    when XLA_FLAGS names a flag it does not know (`Unknown flag in XLA_FLAGS`), and jaxlib 0.11.2 (the CUDA build
+    on the lent GPU, BENCHMARKS.md session 25) no longer knows `xla_cpu_use_fusion_emitters`; the flags were
+    verified on jaxlib 0.10 (the pin in pyproject.toml). ``DEXFLY_XLA_DEFAULTS=off`` leaves XLA_FLAGS alone."""
+    if os.environ.get("DEXFLY_XLA_DEFAULTS", "").lower() in ("off", "0", "false", "no"):
+        return {}
+    v = _jaxlib_version()
+    return dict(XLA_DEFAULTS) if v is not None and v < (0, 11) else {}
+
+
 def configure() -> None:
     """Set XLA flags and JAX compilation-cache env vars (idempotent; call before importing jax)."""
     flags = os.environ.get("XLA_FLAGS", "")
     added = set()
     if flags and flags == os.environ.get(_FLAGS_VAR):  # set by configure() in this process or a parent
         added = set(filter(None, os.environ.get(_ADDED_VAR, "").split(",")))
-    for name, value in XLA_DEFAULTS.items():
+    for name, value in xla_defaults().items():
         if f"--{name}=" not in flags and not flags.rstrip().endswith(f"--{name}"):
             flags = f"{flags} --{name}={value}".strip()
             added.add(name)
@@ -82,9 +102,20 @@ def configure() -> None:
         os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-    # Rendering without a display: EGL is the fast headless path; users may override.
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    # Rendering without a display: EGL is the fast headless path; users may override. Only where libEGL exists:
+    # with MUJOCO_GL=egl and no libEGL, `import mujoco` itself fails (PyOpenGL's EGL platform is None; seen on the
+    # lent GPU machine, BENCHMARKS.md session 25), so dexfly could not run there even without rendering.
+    if "MUJOCO_GL" not in os.environ and egl_available():
+        os.environ["MUJOCO_GL"] = "egl"
+    if "MUJOCO_GL" in os.environ:
+        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def egl_available() -> bool:
+    """Whether the system's libEGL can be found (what MuJoCo's EGL rendering loads)."""
+    import ctypes.util
+
+    return ctypes.util.find_library("EGL") is not None
 
 
 def network_jit(fun: Callable, **jit_kwargs: Any) -> Callable:

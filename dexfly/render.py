@@ -3,8 +3,8 @@
 MJX batches vary model parameters per env (object sizes, colours, masses...). To render env ``i`` we copy
 the base ``MjModel`` once, write env ``i``'s values into the copy (``model_overrides``: MjModel field name
 -> array for that env, e.g. ``geom_size``, ``geom_rgba``, ``geom_pos``, ``body_mass``), set ``qpos`` and
-call ``mj_forward`` per frame. ``dexfly`` sets ``MUJOCO_GL=egl``; if the EGL context cannot be created we
-retry with OSMesa.
+call ``mj_forward`` per frame. ``dexfly`` sets ``MUJOCO_GL=egl`` where libEGL exists (and the user set
+no backend); if the EGL context cannot be created we retry with OSMesa.
 """
 
 from __future__ import annotations

@@ -120,6 +120,31 @@ def test_default_compilation_cache_is_per_jaxlib_and_cpu(tmp_path, monkeypatch):
     assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "mine")
 
 
+def test_xla_flags_and_gl_backend_only_where_they_work(monkeypatch):
+    """XLA aborts on a flag its jaxlib does not know (jaxlib 0.11.2 dropped xla_cpu_use_fusion_emitters), and
+    `import mujoco` fails with MUJOCO_GL=egl where libEGL is missing: dexfly sets each only where it works."""
+    from dexfly import _jax_env
+
+    for var in ("XLA_FLAGS", "DEXFLY_XLA_DEFAULTS", "MUJOCO_GL", "PYOPENGL_PLATFORM", _jax_env._ADDED_VAR, _jax_env._FLAGS_VAR):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(_jax_env, "_jaxlib_version", lambda: (0, 10))
+    assert _jax_env.xla_defaults() == _jax_env.XLA_DEFAULTS
+    monkeypatch.setenv("DEXFLY_XLA_DEFAULTS", "off")
+    assert _jax_env.xla_defaults() == {}
+    monkeypatch.delenv("DEXFLY_XLA_DEFAULTS")
+    monkeypatch.setattr(_jax_env, "_jaxlib_version", lambda: (0, 11))
+    monkeypatch.setattr(_jax_env, "egl_available", lambda: False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    _jax_env.configure()
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+    assert "MUJOCO_GL" not in os.environ and "PYOPENGL_PLATFORM" not in os.environ
+    monkeypatch.setattr(_jax_env, "_jaxlib_version", lambda: (0, 10))
+    monkeypatch.setattr(_jax_env, "egl_available", lambda: True)
+    _jax_env.configure()
+    assert "--xla_cpu_use_fusion_emitters=false" in os.environ["XLA_FLAGS"]
+    assert os.environ["MUJOCO_GL"] == os.environ["PYOPENGL_PLATFORM"] == "egl"
+
+
 def jax_version():
     import jaxlib
 
