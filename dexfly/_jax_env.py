@@ -42,15 +42,20 @@ _ADDED_VAR, _FLAGS_VAR = "DEXFLY_XLA_DEFAULTS_ADDED", "DEXFLY_XLA_FLAGS"
 _ADDED: set[str] = set()
 
 
-def host_cache_tag() -> str:
-    """`<jaxlib version>-<12 hex digits>`: the digits hash the CPU's model and feature flags (Linux
-    /proc/cpuinfo; elsewhere `platform`), so machines that could load each other's executables share a folder."""
+def _jaxlib_version() -> str | None:
+    """The installed jaxlib's version string, read without importing jax; None when it is not installed."""
     try:
         from importlib.metadata import version
 
-        jaxlib = version("jaxlib")
-    except Exception:  # noqa: BLE001  (not installed yet: the tag only has to be stable)
-        jaxlib = "unknown"
+        return version("jaxlib")
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def host_cache_tag() -> str:
+    """`<jaxlib version>-<12 hex digits>`: the digits hash the CPU's model and feature flags (Linux
+    /proc/cpuinfo; elsewhere `platform`), so machines that could load each other's executables share a folder."""
+    jaxlib = _jaxlib_version() or "unknown"  # not installed yet: the tag only has to be stable
     cpu = f"{platform.machine()} {platform.processor()}"
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -60,15 +65,6 @@ def host_cache_tag() -> str:
     return f"{jaxlib}-{hashlib.sha256(cpu.encode()).hexdigest()[:12]}"
 
 
-def _jaxlib_version() -> tuple[int, ...] | None:
-    try:
-        from importlib.metadata import version
-
-        return tuple(int(p) for p in version("jaxlib").split(".")[:2])
-    except Exception:  # noqa: BLE001  (not installed, or an unusual version string)
-        return None
-
-
 def xla_defaults() -> dict[str, str]:
     """XLA_DEFAULTS where this jaxlib is known to accept them, else {}. XLA aborts the process at its first use
     when XLA_FLAGS names a flag it does not know (`Unknown flag in XLA_FLAGS`), and jaxlib 0.11.2 (the CUDA build
@@ -76,8 +72,11 @@ def xla_defaults() -> dict[str, str]:
     verified on jaxlib 0.10 (the pin in pyproject.toml). ``DEXFLY_XLA_DEFAULTS=off`` leaves XLA_FLAGS alone."""
     if os.environ.get("DEXFLY_XLA_DEFAULTS", "").lower() in ("off", "0", "false", "no"):
         return {}
-    v = _jaxlib_version()
-    return dict(XLA_DEFAULTS) if v is not None and v < (0, 11) else {}
+    try:
+        major_minor = tuple(int(p) for p in (_jaxlib_version() or "").split(".")[:2])
+    except ValueError:  # an unusual version string: not one the flags were verified on
+        return {}
+    return dict(XLA_DEFAULTS) if len(major_minor) == 2 and major_minor < (0, 11) else {}
 
 
 def configure() -> None:

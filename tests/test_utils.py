@@ -127,18 +127,18 @@ def test_xla_flags_and_gl_backend_only_where_they_work(monkeypatch):
 
     for var in ("XLA_FLAGS", "DEXFLY_XLA_DEFAULTS", "MUJOCO_GL", "PYOPENGL_PLATFORM", _jax_env._ADDED_VAR, _jax_env._FLAGS_VAR):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(_jax_env, "_jaxlib_version", lambda: (0, 10))
+    monkeypatch.setattr(_jax_env, "_jaxlib_version", lambda: "0.10.2")
     assert _jax_env.xla_defaults() == _jax_env.XLA_DEFAULTS
     monkeypatch.setenv("DEXFLY_XLA_DEFAULTS", "off")
     assert _jax_env.xla_defaults() == {}
     monkeypatch.delenv("DEXFLY_XLA_DEFAULTS")
-    monkeypatch.setattr(_jax_env, "_jaxlib_version", lambda: (0, 11))
+    monkeypatch.setattr(_jax_env, "_jaxlib_version", lambda: "0.11.2")
     monkeypatch.setattr(_jax_env, "egl_available", lambda: False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     _jax_env.configure()
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
     assert "MUJOCO_GL" not in os.environ and "PYOPENGL_PLATFORM" not in os.environ
-    monkeypatch.setattr(_jax_env, "_jaxlib_version", lambda: (0, 10))
+    monkeypatch.setattr(_jax_env, "_jaxlib_version", lambda: "0.10.2")
     monkeypatch.setattr(_jax_env, "egl_available", lambda: True)
     _jax_env.configure()
     assert "--xla_cpu_use_fusion_emitters=false" in os.environ["XLA_FLAGS"]
