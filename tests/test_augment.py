@@ -4,6 +4,7 @@ constraints, errors, and one small batched MJX run (determinism, recording, roun
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ import pytest
 import envs
 from dexfly import dataset, geometry
 from dexfly.augment import AugmentConfig, GenStatic, augment, generate_open_loop
+from dexfly.augment.schedule import executed_action, gen_step, init_carry
 from dexfly.augment.constraints import SequentialDep, default_sequential_deps, dependency_arrays, deps_from_order
 from dexfly.augment.segment import sample_offsets, segment_bounds, subtask_end_steps
 from dexfly.augment.sources import make_plan, prepare_sources, stack_plans
@@ -112,6 +114,34 @@ def test_round_trip_grasp_open_loop(grasp_seed):
     actions, sig = run_open_loop(GenStatic(bridge_steps=nb), plan, obj)
     np.testing.assert_allclose(actions[nb:], grasp_seed.actions[: T - nb], atol=1e-5)
     np.testing.assert_allclose(actions[0], env.home_action(), atol=1e-4)  # bridge starts at the current (home) target
+
+
+def test_dart_perturbation_executes_a_drift_and_records_the_plan(grasp_seed):
+    """With dart_noise, the recorded actions are exactly those without it, and the executed ones differ only in
+    the end-effector positions, by a slowly varying offset of about dart_noise (metres)."""
+    env = envs.make("grasp")
+    src = prepare_sources([grasp_seed], env)
+    plan_np = make_plan(src, env, AugmentConfig(), 0, np.zeros((1, 1), int), jax.random.PRNGKey(0), env.home_action())
+    plan = jax.tree.map(lambda x: x[0], stack_plans([plan_np]))
+    obj = jnp.asarray(grasp_seed.object_poses)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def run(static):
+        def body(c, x):
+            c, a, _ = gen_step(static, plan, c, x[0], x[1])
+            return c, (a, executed_action(a, c))
+        return jax.lax.scan(body, init_carry(plan), (obj, jnp.arange(obj.shape[0])))[1]
+
+    recorded0, executed0 = map(np.asarray, run(GenStatic()))
+    recorded, executed = map(np.asarray, run(GenStatic(dart_noise=0.01, dart_steps=20.0)))
+    np.testing.assert_array_equal(recorded, recorded0)
+    np.testing.assert_array_equal(executed0, recorded0)
+    moved = np.abs(executed - recorded).max(0) > 1e-4
+    np.testing.assert_array_equal(moved, np.arange(15) < 3)  # positions only
+    drift = (executed - recorded)[60:, :3]  # past the process's start from zero
+    assert 0.004 < drift.std() < 0.02, drift.std()
+    lag1 = np.mean([np.corrcoef(drift[1:, i], drift[:-1, i])[0, 1] for i in range(3)])
+    assert lag1 > 0.8, lag1  # a drift, not white noise (exp(-1/20) = 0.95)
 
 
 def test_round_trip_two_subtasks_open_loop(pour_seed):

@@ -39,7 +39,15 @@ class AugmentConfig:
     bridge_steps: int = 10
     """Interpolation steps from the current target to each subtask's first transformed pose."""
     action_noise: float = 0.0
-    """Std (m) of Gaussian noise added to the commanded ee positions (seeded)."""
+    """Std (m) of Gaussian noise added to the commanded ee positions (seeded); the noisy command is recorded."""
+    dart_noise: float = 0.0
+    """DART-style perturbation (Laskey et al., 2017): stationary std (m) of a slowly varying offset of the executed
+    end-effector positions (an Ornstein-Uhlenbeck process with correlation time `dart_steps`, seeded per attempt),
+    while the recorded action stays the unperturbed target. The demos then hold states off the plan labelled with
+    the plan, which is what a policy needs to steer back when its own closed-loop errors take it there; attempts
+    the perturbation makes fail are dropped like any other. 0: off."""
+    dart_steps: float = 20.0
+    """Correlation time (control steps) of the `dart_noise` offset."""
     source_smoothing: int = 0
     """Centred moving-average window (steps, odd) over each source's end-effector and hand targets before they are
     replayed; 0 or 1: replayed as recorded. Policy rollouts as sources are jerkier than a seed (measured: 2.4 times

@@ -12,21 +12,23 @@ import jax
 from jax.sharding import Mesh
 
 from dexfly import devices
-from dexfly.augment.schedule import GenStatic, Plan, gen_step, init_carry
+from dexfly.augment.schedule import GenStatic, Plan, executed_action, gen_step, init_carry
 from dexfly.rollout import Trajectory, record_dataset_step, trajectory_from_records
 from dexfly.unroll import Step, unroll
 from envs.base import Scene, State, TaskEnv
 
 
 def _gen_hook(env: TaskEnv, static: GenStatic, plans: Plan, carry, step: Step, key):
-    """Unroll hook: every attempt's generator step on the live object poses -> (carry, action [B, A], signals)."""
+    """Unroll hook: every attempt's generator step on the live object poses -> (carry, executed action [B, A],
+    (signals, recorded action [B, A])); the two actions differ only with DART perturbation (`GenStatic.dart_noise`)."""
     object_pose = jax.vmap(env.object_pose)(step.state.data)
     carry, action, signals = jax.vmap(gen_step, in_axes=(None, 0, 0, 0, None))(static, plans, carry, object_pose, step.t)
-    return carry, action, signals
+    return carry, jax.vmap(executed_action)(action, carry), (signals, action)
 
 
-def _record(env: TaskEnv, step: Step, action, after: State, signals):
-    return {**record_dataset_step(env, step, action, after, None), "action": action, "signals": signals}
+def _record(env: TaskEnv, step: Step, executed, after: State, extras):
+    signals, action = extras
+    return {**record_dataset_step(env, step, executed, after, None), "action": action, "signals": signals}
 
 
 def _run(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plans: Plan):

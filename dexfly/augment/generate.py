@@ -240,9 +240,12 @@ def setup(sources, task: str, caug: AugmentConfig, seed: int, cache: _EnvCache |
     src = prepare_sources(sources, base_env, smoothing=int(caug.source_smoothing))
     configs = scene_configs(caug, base_env, sources[0], seed)
     topos = [base_env.catalog.scene_topology(s.objects) for s in configs]
-    static = GenStatic(bridge_steps=int(caug.bridge_steps), action_noise=float(caug.action_noise), constraint=base_env.subtask_constraint)
-    if static.bridge_steps < 0 or static.action_noise < 0:
-        raise ValueError("bridge_steps and action_noise must be >= 0")
+    static = GenStatic(bridge_steps=int(caug.bridge_steps), action_noise=float(caug.action_noise), constraint=base_env.subtask_constraint,
+                       dart_noise=float(caug.dart_noise), dart_steps=float(caug.dart_steps))
+    if static.bridge_steps < 0 or static.action_noise < 0 or static.dart_noise < 0:
+        raise ValueError("bridge_steps, action_noise and dart_noise must be >= 0")
+    if static.dart_steps <= 0:
+        raise ValueError(f"dart_steps must be > 0, got {static.dart_steps}")
     return Context(task, caug, seed, src, configs, topos, static, cache)
 
 

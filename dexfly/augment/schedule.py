@@ -14,7 +14,9 @@ generated demo. Per arm, the generator runs its subtasks in order; each subtask 
 An arm that is waiting to start, or that has finished its last subtask (arm a has `plan.n_sub[a]` subtasks;
 the rest of the [n_arms, max n_sub] arrays is padding), holds its last target. A subtask's
 end signal turns on at the step that executes its last source step. Optional Gaussian noise (metres) is added
-to the commanded positions.
+to the commanded positions. Optional DART-style perturbation (`dart_noise`): the executed end-effector positions
+are offset by a slowly varying random drift (an Ornstein-Uhlenbeck process kept in the carry) while the recorded
+action stays the unperturbed target, so the demos show states off the plan labelled with the way back to it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from dexfly import geometry, layout
@@ -36,6 +39,8 @@ class GenStatic:
     bridge_steps: int = 10
     action_noise: float = 0.0
     constraint: str = "none"
+    dart_noise: float = 0.0  # stationary std (m) of the executed-position drift; 0: off
+    dart_steps: float = 20.0  # its correlation time (control steps)
 
 
 @struct.dataclass
@@ -69,6 +74,7 @@ class Carry:
     last_pose: jax.Array  # [n_arms, 7]
     last_hand: jax.Array  # [n_arms, 6]
     done: jax.Array  # [n_arms, n_sub] bool: subtask ended
+    drift: jax.Array  # [n_arms, 3] DART offset of the executed ee positions (m); zeros when dart_noise is 0
 
 
 def init_carry(plan: Plan) -> Carry:
@@ -84,6 +90,7 @@ def init_carry(plan: Plan) -> Carry:
         last_pose=plan.init_pose,
         last_hand=plan.init_hand,
         done=jnp.zeros((n_arms, n_sub), bool),
+        drift=jnp.zeros((n_arms, 3), jnp.float32),
     )
 
 
@@ -111,7 +118,8 @@ def can_start(static: GenStatic, plan: Plan, c: Carry) -> jax.Array:
 def gen_step(static: GenStatic, plan: Plan, c: Carry, obj_now: jax.Array, t: jax.Array):
     """One control step: (carry, live object poses [n_objects, 7], step index) -> (carry, action, signals).
 
-    signals: [n_arms, n_sub] bool, subtask-end flags after this step.
+    action: the demo's action [n_arms * 15] (what is recorded; with `dart_noise`, execute
+    `executed_action(action, carry)` instead). signals: [n_arms, n_sub] bool, subtask-end flags after this step.
     """
     n_arms, n_sub = plan.seg_start.shape
     ts = plan.src_ee.shape[0]
@@ -160,14 +168,26 @@ def gen_step(static: GenStatic, plan: Plan, c: Carry, obj_now: jax.Array, t: jax
     finished = c.finished | (seg_done & last)
     k = jnp.where(seg_done & ~last, k + 1, k)
     started = started & ~seg_done
+    drift = c.drift
+    if static.dart_noise > 0:
+        rho = float(np.exp(-1.0 / static.dart_steps))
+        kick = jax.random.normal(jax.random.fold_in(jax.random.fold_in(plan.key, t), 1), (n_arms, 3))
+        drift = rho * drift + float(np.sqrt(1.0 - rho**2)) * static.dart_noise * kick
     c = Carry(k=k, local=local, started=started, finished=finished, tx=tx, from_pose=from_pose,
-              from_hand=from_hand, last_pose=pose, last_hand=hand, done=done)
+              from_hand=from_hand, last_pose=pose, last_hand=hand, done=done, drift=drift)
 
     cmd = pose
     if static.action_noise > 0:
         noise = static.action_noise * jax.random.normal(jax.random.fold_in(plan.key, t), (n_arms, 3))
         cmd = pose.at[:, :3].add(noise)
     return c, pose_hand_to_action(cmd, hand), done
+
+
+def executed_action(action: jax.Array, c: Carry) -> jax.Array:
+    """The action to execute for a generated `action` [n_arms * 15]: its end-effector positions offset by the
+    carry's DART drift (identical when `dart_noise` is 0)."""
+    a = layout.split_action(action, c.drift.shape[0])
+    return layout.join_action(a.pos + c.drift, a.rot6d, a.hand)
 
 
 def generate_open_loop(static: GenStatic, plan: Plan, object_poses: jax.Array):
