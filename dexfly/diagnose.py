@@ -16,6 +16,11 @@ the demo's actions and object poses:
 
 On the Lift base (BENCHMARKS.md, session 16) it shows the targets 5 to 16 mm outside the demo's squeeze (the hands
 touch the box without pressing on it) and no rise commanded at all.
+
+`open_loop_offsets` is the same comparison without the closed loop (teacher forcing): the policy's chunk sampled on
+the demo's own observation history at chosen steps, minus the demo's actions. Small offsets there and large ones in
+the rollout mean the network fits its data and the rollout drifts away from it (covariate shift); large offsets
+there mean the fit itself is off.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import numpy as np
 
 import envs
 from dexfly import geometry
-from dexfly.layout import ACTION_DIM_PER_ARM, split_action
+from dexfly.layout import ACTION_DIM_PER_ARM, obs_vector, split_action
 from dexfly.unroll import ChunkPolicy, Hook, Step, jit_unroll
 from dexfly.utils import topology_indices
 from envs.base import EnvConfig, State
@@ -143,3 +148,22 @@ def plot_comparisons(path, rows: list[DemoComparison], task: str, dt: float) -> 
 
 
 __all__ = ["DIVERGE_M", "DemoComparison", "compare_with_demos", "plot_comparisons"]
+
+
+def open_loop_offsets(policy, episode, steps: Sequence[int], *, draws: int = 8, seed: int = 0) -> np.ndarray:
+    """Teacher forcing: for each step t in `steps`, `draws` chunks sampled by the diffusion `policy` on the demo's
+    own observation history ending at t, minus the demo's actions t, t+1, ... (clipped at its end), world frame,
+    raw action units: [len(steps), draws, pred_horizon, action_dim]. ValueError for a step outside the demo."""
+    obs = obs_vector({k: np.asarray(v) for k, v in episode.obs.items() if k in ("obj", "prop")})
+    actions = np.asarray(episode.actions)
+    T, H = len(actions), policy.obs_horizon
+    steps = np.asarray(list(steps), int)
+    if steps.size == 0 or steps.min() < 0 or steps.max() >= T:
+        raise ValueError(f"steps {steps.tolist()} must lie in the demo's 0..{T - 1}")
+    hist = obs[np.maximum(steps[:, None] - np.arange(H - 1, -1, -1)[None, :], 0)]  # [S, H, D], oldest first
+    hist = np.repeat(hist, draws, axis=0)
+    step_arg = jnp.asarray(np.repeat(steps, draws)) if policy.uses_phase else None
+    chunks = np.asarray(policy(jnp.asarray(hist, jnp.float32), jax.random.PRNGKey(seed), step_arg))
+    chunks = chunks.reshape(len(steps), draws, *chunks.shape[1:])
+    demo = actions[np.minimum(steps[:, None] + np.arange(chunks.shape[2])[None, :], T - 1)]  # [S, Hp, A]
+    return chunks - demo[:, None]

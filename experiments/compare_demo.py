@@ -5,7 +5,10 @@
 
 For each chosen episode: did the policy succeed where the demo did, how high did the object rise against the demo,
 when did the object paths part, and how far the policy's end-effector targets (in the object's frame) and hand
-targets sit from the demo's over time. Writes `<out>/compare.json` and `<out>/compare.png`; prints a table.
+targets sit from the demo's over time. For a diffusion checkpoint, also the same offsets without the closed loop
+(the policy's first action on the demo's own observations, 8 noise draws): small there and large in the rollout
+means the rollout drifts off its data; large there means the fit is off. Writes `<out>/compare.json` and
+`<out>/compare.png`; prints the tables.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from rich.table import Table
 import envs
 from dexfly import dataset
 from dexfly.catalog import TASKS, CatalogError
-from dexfly.diagnose import compare_with_demos, plot_comparisons
+from dexfly.diagnose import compare_with_demos, open_loop_offsets, plot_comparisons
+from dexfly.layout import split_action
 from dexfly.policies.diffusion import load_run
 from dexfly.policies.residual import checkpoint as residual_checkpoint
 from dexfly.utils import atomic_write_text
@@ -88,13 +92,30 @@ def main(args: Args) -> list[dict]:
                            " ".join(f"{x:+.3f}" for x in v["hand_offset"]))
         console.print(detail)
 
+    open_loop = None
+    if hook is None:  # a diffusion policy alone: the teacher-forced comparison (a residual acts per step on live states)
+        open_loop = []
+        for i in args.episodes:
+            ep = data.episodes[i]
+            shown = np.linspace(0, len(ep.actions) - 1, args.times).round().astype(int)
+            first = split_action(open_loop_offsets(policy, ep, shown, seed=args.seed)[:, :, 0], n_arms).pos  # [S, draws, arms, 3]
+            detail = Table(title=f"episode {i}, open loop (the demo's own observations): first action - demo (mm, world x y z), mean ± std of 8 draws")
+            for col in ("step", *(f"arm {a}" for a in range(n_arms))):
+                detail.add_column(col, no_wrap=True)
+            for k, t in enumerate(shown):
+                m, sd = 1000 * first[k].mean(0), 1000 * first[k].std(0)
+                detail.add_row(str(t), *(" ".join(f"{m[a, d]:+5.1f}±{sd[a, d]:3.1f}" for d in range(3)) for a in range(n_arms)))
+            console.print(detail)
+            open_loop.append({"episode": i, "steps": shown.tolist(), "mean_mm": np.round(1000 * first.mean(1), 2).tolist(),
+                              "std_mm": np.round(1000 * first.std(1), 2).tolist()})
     args.out.mkdir(parents=True, exist_ok=True)
     env = envs.make_cached(args.task, None, None)
     plot_comparisons(args.out / "compare.png", rows, args.task, env.config.ctrl_dt)
     result = [{**r.summary(), "episode": args.episodes[r.index],
                "steps_shown": [r.at(t) for t in np.linspace(0, len(r.object_rise) - 1, args.times).round().astype(int)]} for r in rows]
     atomic_write_text(args.out / "compare.json", json.dumps({"task": args.task, "checkpoint": str(args.checkpoint),
-                                                             "dataset": str(args.dataset), "seed": args.seed, "episodes": result}, indent=2))
+                                                             "dataset": str(args.dataset), "seed": args.seed, "episodes": result,
+                                                             "open_loop": open_loop}, indent=2))
     console.print(f"wrote {args.out / 'compare.json'} and {args.out / 'compare.png'}")
     return result
 

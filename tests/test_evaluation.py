@@ -102,6 +102,40 @@ def test_compare_with_demos_replay_and_shift():
         compare_with_demos("grasp", None, [])
 
 
+def test_open_loop_offsets_align_history_and_demo():
+    """Teacher forcing: the policy sees the demo's own observation history ending at each chosen step (oldest
+    first, repeated at the start), and its chunk is compared with the demo's actions from that step on (the last
+    action repeated past the end); a step outside the demo fails."""
+    from dexfly import dataset
+    from dexfly.diagnose import open_loop_offsets
+    from dexfly.layout import obs_vector
+    from dexfly.paths import DEMOS_DIR
+
+    ep = dataset.read_dataset(DEMOS_DIR / "grasp_seed.hdf5", task="grasp").episodes[0]
+    T, A = ep.actions.shape
+    seen = []
+
+    class Zeros:  # a stand-in diffusion policy: records its input, returns zero chunks of 4 actions
+        obs_horizon, uses_phase = 2, False
+
+        def __call__(self, hist, key, step=None):
+            seen.append(np.asarray(hist))
+            return np.zeros((hist.shape[0], 4, A), np.float32)
+
+    steps = [0, 100, T - 2]
+    off = open_loop_offsets(Zeros(), ep, steps, draws=3)
+    assert off.shape == (3, 3, 4, A)
+    obs = obs_vector({k: np.asarray(ep.obs[k]) for k in ("obj", "prop")})
+    hist = seen[0].reshape(3, 3, 2, -1)
+    np.testing.assert_array_equal(hist[0, :, 0], np.broadcast_to(obs[0], hist[0, :, 0].shape))  # repeated at the start
+    np.testing.assert_array_equal(hist[1, 2, 0], obs[99])
+    np.testing.assert_array_equal(hist[1, 2, 1], obs[100])
+    np.testing.assert_allclose(off[1, 0], -ep.actions[100:104])
+    np.testing.assert_allclose(off[2, 0], -ep.actions[[T - 2, T - 1, T - 1, T - 1]])
+    with pytest.raises(ValueError, match="must lie in"):
+        open_loop_offsets(Zeros(), ep, [T])
+
+
 def test_per_object_and_per_environment_rates():
     """GroupedEval's per-object and per-environment rates average each scene's success over seeds, then over the
     scenes that share the key, across topology groups."""
