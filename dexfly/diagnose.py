@@ -36,6 +36,7 @@ import numpy as np
 import envs
 from dexfly import geometry
 from dexfly.layout import ACTION_DIM_PER_ARM, obs_vector, split_action
+from dexfly.policies.diffusion.data import history_steps
 from dexfly.unroll import ChunkPolicy, Hook, Step, jit_unroll
 from dexfly.utils import topology_indices
 from envs.base import EnvConfig, State
@@ -113,6 +114,25 @@ def compare_with_demos(task: str, policy: ChunkPolicy | None, episodes: Sequence
     return [out[i] for i in range(len(episodes))]
 
 
+def open_loop_offsets(policy, episode, steps: Sequence[int], *, draws: int = 8, seed: int = 0) -> np.ndarray:
+    """Teacher forcing: for each step t in `steps`, `draws` chunks sampled by the diffusion `policy` on the demo's
+    own observation history ending at t, minus the demo's actions t, t+1, ... (clipped at its end), world frame,
+    raw action units: [len(steps), draws, pred_horizon, action_dim]. ValueError for a step outside the demo."""
+    obs = obs_vector(episode.obs)
+    actions = np.asarray(episode.actions)
+    T, H = len(actions), policy.obs_horizon
+    steps = np.asarray(list(steps), int)
+    if steps.size == 0 or steps.min() < 0 or steps.max() >= T:
+        raise ValueError(f"steps {steps.tolist()} must lie in the demo's 0..{T - 1}")
+    hist = obs[np.asarray(history_steps(steps, H))]  # [S, H, D], oldest first, the first observation repeated
+    hist = np.repeat(hist, draws, axis=0)
+    step_arg = jnp.asarray(np.repeat(steps, draws)) if policy.uses_phase else None
+    chunks = np.asarray(policy(jnp.asarray(hist, jnp.float32), jax.random.PRNGKey(seed), step_arg))
+    chunks = chunks.reshape(len(steps), draws, *chunks.shape[1:])
+    demo = actions[np.minimum(steps[:, None] + np.arange(chunks.shape[2])[None, :], T - 1)]  # [S, Hp, A]
+    return chunks - demo[:, None]
+
+
 def plot_comparisons(path, rows: list[DemoComparison], task: str, dt: float) -> None:
     """Object rise (policy against demo) and the per-arm target offsets in the object frame over time."""
     import matplotlib
@@ -147,23 +167,5 @@ def plot_comparisons(path, rows: list[DemoComparison], task: str, dt: float) -> 
     plt.close(fig)
 
 
-__all__ = ["DIVERGE_M", "DemoComparison", "compare_with_demos", "plot_comparisons"]
+__all__ = ["DIVERGE_M", "DemoComparison", "compare_with_demos", "open_loop_offsets", "plot_comparisons"]
 
-
-def open_loop_offsets(policy, episode, steps: Sequence[int], *, draws: int = 8, seed: int = 0) -> np.ndarray:
-    """Teacher forcing: for each step t in `steps`, `draws` chunks sampled by the diffusion `policy` on the demo's
-    own observation history ending at t, minus the demo's actions t, t+1, ... (clipped at its end), world frame,
-    raw action units: [len(steps), draws, pred_horizon, action_dim]. ValueError for a step outside the demo."""
-    obs = obs_vector({k: np.asarray(v) for k, v in episode.obs.items() if k in ("obj", "prop")})
-    actions = np.asarray(episode.actions)
-    T, H = len(actions), policy.obs_horizon
-    steps = np.asarray(list(steps), int)
-    if steps.size == 0 or steps.min() < 0 or steps.max() >= T:
-        raise ValueError(f"steps {steps.tolist()} must lie in the demo's 0..{T - 1}")
-    hist = obs[np.maximum(steps[:, None] - np.arange(H - 1, -1, -1)[None, :], 0)]  # [S, H, D], oldest first
-    hist = np.repeat(hist, draws, axis=0)
-    step_arg = jnp.asarray(np.repeat(steps, draws)) if policy.uses_phase else None
-    chunks = np.asarray(policy(jnp.asarray(hist, jnp.float32), jax.random.PRNGKey(seed), step_arg))
-    chunks = chunks.reshape(len(steps), draws, *chunks.shape[1:])
-    demo = actions[np.minimum(steps[:, None] + np.arange(chunks.shape[2])[None, :], T - 1)]  # [S, Hp, A]
-    return chunks - demo[:, None]
