@@ -255,3 +255,49 @@ def test_envs_per_object_gives_each_object_the_same_share_of_episodes():
         ResidualConfig(envs_per_object=3, num_minibatches=4).group_envs((1, 2))
     with pytest.raises(ValueError, match="envs_per_object must be >= 0"):
         ResidualConfig(envs_per_object=-1)
+
+
+def test_kl_adaptive_lr_follows_its_rule():
+    """/1.5 above twice the target KL, x1.5 below half of it, unchanged between, within the bounds, untouched by a
+    minibatch without residual steps; desired_kl=0 keeps plain Adam at the fixed rate."""
+    cfg = ResidualConfig(lr=1e-4, desired_kl=0.01, lr_bounds=(1e-5, 1.2e-4))
+    params = {"w": jnp.zeros(3)}
+    state = rt.make_optimizer(cfg).init(params)
+    lr = lambda s: float(rt.learning_rate(cfg, s))  # noqa: E731
+    assert lr(state) == pytest.approx(1e-4)
+    for kl, measured, want in ((0.05, True, 1e-4 / 1.5), (0.015, True, 1e-4), (0.001, True, 1.2e-4), (0.05, False, 1e-4)):
+        assert lr(rt.adapt_lr(cfg, state, jnp.float32(kl), jnp.bool_(measured))) == pytest.approx(want, rel=1e-6), (kl, measured)
+    low = state
+    for _ in range(20):
+        low = rt.adapt_lr(cfg, low, jnp.float32(1.0), jnp.bool_(True))
+    assert lr(low) == pytest.approx(1e-5)
+    fixed = ResidualConfig(lr=1e-4)
+    plain = rt.make_optimizer(fixed).init(params)
+    assert rt.adapt_lr(fixed, plain, jnp.float32(1.0), jnp.bool_(True)) is plain
+    assert float(rt.learning_rate(fixed, plain)) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="lr_bounds"):
+        ResidualConfig(lr=1e-1, desired_kl=0.01)
+    with pytest.raises(ValueError, match="desired_kl"):
+        ResidualConfig(desired_kl=-1.0)
+
+
+def test_kl_adaptive_run_adapts_and_resumes_exactly(toy, tmp_path):
+    """The toy's 5e-3 moves the policy far more than a KL of 1e-3 per minibatch: the rate comes down, and a run
+    resumed from a checkpoint (the rate lives in the optimiser state) continues bit for bit."""
+    env, spec, cfg, _, pools = toy
+    base, _ = _toy(env)
+    cfg = cfg.replace(desired_kl=1e-3)
+    update = rt.make_update(cfg, spec, (env,), base)
+    straight = rt.init_state(cfg, spec)
+    rates = []
+    for u in range(2):
+        straight, m = update(straight, pools, rt.update_key(cfg, u))
+        rates.append(float(m["lr"]))
+    assert rates[0] == pytest.approx(5e-3)  # update 0 runs the base alone: no KL, the rate stays
+    assert float(rt.learning_rate(cfg, straight.opt_state)) < 5e-3 / 1.5, rates
+    first, _ = update(rt.init_state(cfg, spec), pools, rt.update_key(cfg, 0))
+    ckpt.save(tmp_path / "ck", first, {"task": "grasp", "config": cfg.to_dict(), "spec": spec.to_dict(), "base": {"path": "toy", "sha256": "0"}})
+    restored, _ = ckpt.restore(tmp_path / "ck")
+    resumed, _ = update(restored, pools, rt.update_key(cfg, 1))
+    for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

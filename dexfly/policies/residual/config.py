@@ -60,6 +60,16 @@ class ResidualConfig:
     num_minibatches: int = 4
     """Minibatches per epoch, split along the env axis (each keeps whole episodes)."""
     lr: float = 3e-4
+    """Adam's learning rate; with `desired_kl`, the first one, adapted from there."""
+    desired_kl: float = 0.0
+    """0: a fixed `lr`. Otherwise the learning rate adapts after every minibatch to keep the policy's KL from the
+    rollout's near this (divided by 1.5 above twice it, multiplied by 1.5 below half of it, within
+    [`lr_bounds`]), as legged-robot PPO does (rsl_rl). Why: Adam's step moves the residual's mean by about the same
+    amount whatever the noise, so with a small `init_noise_std` (0.05) a fixed `lr` that suits one task moves
+    another's policy several stds per update (Lift, 24 action dims at 1e-4: KL 0.1-0.4 per update, and the return
+    fell from 155 to 65 as the residual took over; BENCHMARKS.md, session 27)."""
+    lr_bounds: tuple[float, float] = (1e-6, 1e-2)
+    """Range of the adapted learning rate (with `desired_kl`)."""
     max_grad_norm: float = 1.0
     discount: float = 0.99
     gae_lambda: float = 0.95
@@ -76,6 +86,11 @@ class ResidualConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "value_hidden", tuple(int(h) for h in self.value_hidden))
+        object.__setattr__(self, "lr_bounds", tuple(float(b) for b in self.lr_bounds))
+        if self.desired_kl < 0:
+            raise ValueError(f"desired_kl must be >= 0 (0: a fixed lr), got {self.desired_kl}")
+        if self.desired_kl and (len(self.lr_bounds) != 2 or not 0 < self.lr_bounds[0] <= self.lr <= self.lr_bounds[1]):
+            raise ValueError(f"lr_bounds must be (low, high) with 0 < low <= lr={self.lr} <= high, got {self.lr_bounds}")
         for name in ("alpha_pos", "alpha_rot", "alpha_hand"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -105,6 +120,7 @@ class ResidualConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden"], d["value_hidden"] = list(self.hidden), list(self.value_hidden)
+        d["lr_bounds"] = list(self.lr_bounds)
         return d
 
     def to_json(self) -> str:

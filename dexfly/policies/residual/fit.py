@@ -181,7 +181,8 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
             watchdog.beat(f"update {u + 1}/{num_updates}")
             rate = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
             bar.update(u + 1, info=f"return {row['return']:.1f}  success {row['success']:.2f} "
-                       f"(residual {rate(row['success_residual'])}, base {rate(row['success_base'])})  eps {row['epsilon']:.2f}")
+                       f"(residual {rate(row['success_residual'])}, base {rate(row['success_base'])})  eps {row['epsilon']:.2f}  "
+                       f"kl {row['approx_kl']:.3f}  lr {row['lr']:.1e}")
         seconds = time.perf_counter() - t0
         _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state, False), env_config, mesh=mesh)
         watchdog.beat("base evaluation")

@@ -66,7 +66,29 @@ def epsilon(config: ResidualConfig, env_steps: jax.Array) -> jax.Array:
 
 
 def make_optimizer(config: ResidualConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
+    """Clipped Adam; with `desired_kl` its learning rate is a hyperparameter in the optimiser state (adapted by
+    `adapt_lr`, saved and restored with it)."""
+    adam = optax.inject_hyperparams(optax.adam)(learning_rate=config.lr) if config.desired_kl else optax.adam(config.lr)
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adam)
+
+
+def learning_rate(config: ResidualConfig, opt_state) -> jax.Array:
+    """The learning rate the next gradient step uses []."""
+    return opt_state[1].hyperparams["learning_rate"] if config.desired_kl else jnp.asarray(config.lr, jnp.float32)
+
+
+def adapt_lr(config: ResidualConfig, opt_state, kl: jax.Array, measured: jax.Array):
+    """The KL-adaptive schedule (`ResidualConfig.desired_kl`): lr / 1.5 when the minibatch's KL from the rollout
+    policy is above twice the target, x 1.5 below half of it, kept within `lr_bounds`. `measured` []: the minibatch
+    held residual steps at all (a minibatch of base-only episodes has no KL and leaves the rate alone)."""
+    if not config.desired_kl:
+        return opt_state
+    clip_state, adam_state = opt_state
+    lr = adam_state.hyperparams["learning_rate"]
+    lr = jnp.where(kl > 2.0 * config.desired_kl, lr / 1.5, jnp.where(kl < 0.5 * config.desired_kl, lr * 1.5, lr))
+    lr = jnp.where(measured, lr, adam_state.hyperparams["learning_rate"])
+    lr = jnp.clip(lr, *config.lr_bounds).astype(adam_state.hyperparams["learning_rate"].dtype)
+    return clip_state, adam_state._replace(hyperparams={**adam_state.hyperparams, "learning_rate": lr})
 
 
 def _strong(tree):
@@ -193,6 +215,8 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
                  # NaN when no episode of that kind ran in this update
                  "success_residual": jnp.sum(final_success & active) / jnp.where(jnp.any(active), jnp.sum(active), jnp.nan),
                  "success_base": jnp.sum(final_success & ~active) / jnp.where(jnp.any(~active), jnp.sum(~active), jnp.nan),
+                 "return_residual": jnp.sum(episode_return * (active & valid)) / jnp.where(jnp.any(active & valid), jnp.sum(active & valid), jnp.nan),
+                 "return_base": jnp.sum(episode_return * (~active & valid)) / jnp.where(jnp.any(~active & valid), jnp.sum(~active & valid), jnp.nan),
                  "active_fraction": jnp.mean(active), "nan_envs": jnp.sum(~valid),
                  "nan_env_flags": ~valid, "scene_index": scene_idx}
         return data, active, valid, stats
@@ -211,7 +235,8 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
             params, opt_state = carry
             d, a, v, k = xs
             (_, metrics), params, opt_state = grad_step(params, state.normalizer, d, a, v, k, optimizer_state=opt_state)
-            return (params, opt_state), metrics
+            opt_state = adapt_lr(config, opt_state, metrics["approx_kl"], jnp.any(a & v))  # KL of the params the step started from
+            return (params, opt_state), {**metrics, "lr": learning_rate(config, opt_state)}
 
         (params, opt_state), metrics = jax.lax.scan(_update_minibatch, (state.params, state.opt_state), mb)
         return (state.replace(params=params, opt_state=opt_state), data, active, valid), metrics
@@ -240,5 +265,5 @@ def steps_per_update(config: ResidualConfig, envs: tuple[TaskEnv, ...], group_en
     return sum(sizes) * envs[0].episode_steps
 
 
-__all__ = ["HookParams", "TrainState", "combined_hook", "epsilon", "init_state", "make_optimizer", "make_update", "per_decision", "residual_hook",
+__all__ = ["HookParams", "TrainState", "adapt_lr", "combined_hook", "epsilon", "init_state", "learning_rate", "make_optimizer", "make_update", "per_decision", "residual_hook",
            "steps_per_update", "update_key"]
