@@ -265,5 +265,5 @@ def steps_per_update(config: ResidualConfig, envs: tuple[TaskEnv, ...], group_en
     return sum(sizes) * envs[0].episode_steps
 
 
-__all__ = ["HookParams", "TrainState", "adapt_lr", "combined_hook", "epsilon", "init_state", "learning_rate", "make_optimizer", "make_update", "per_decision", "residual_hook",
-           "steps_per_update", "update_key"]
+__all__ = ["HookParams", "TrainState", "adapt_lr", "combined_hook", "epsilon", "init_state", "learning_rate", "make_optimizer", "make_update",
+           "per_decision", "residual_hook", "steps_per_update", "update_key"]
