@@ -66,8 +66,8 @@ class ResidualConfig:
     rollout's near this (divided by 1.5 above twice it, multiplied by 1.5 below half of it, within
     [`lr_bounds`]), as legged-robot PPO does (rsl_rl). Why: Adam's step moves the residual's mean by about the same
     amount whatever the noise, so with a small `init_noise_std` (0.05) a fixed `lr` that suits one task moves
-    another's policy several stds per update (Lift, 24 action dims at 1e-4: KL 0.1-0.4 per update, and the return
-    fell from 155 to 65 as the residual took over; BENCHMARKS.md, session 27)."""
+    another's policy several stds per update (Lift's 24 action dims at 1e-4: KL 0.1-2.3 per update, where PPO
+    usually runs near 0.01-0.02; BENCHMARKS.md, session 27)."""
     lr_bounds: tuple[float, float] = (1e-6, 1e-2)
     """Range of the adapted learning rate (with `desired_kl`)."""
     max_grad_norm: float = 1.0
