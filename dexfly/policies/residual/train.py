@@ -152,6 +152,11 @@ def per_decision(steps: dict[str, jax.Array], reward: jax.Array, hold: int) -> d
     return {**{k: v[:, ::hold] for k, v in steps.items()}, "reward": summed}
 
 
+def _mean_over(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of x [B] over the envs in mask [B]; NaN when the mask is empty (no episode of that kind ran)."""
+    return jnp.sum(jnp.where(mask, x, 0)) / jnp.where(jnp.any(mask), jnp.sum(mask), jnp.nan)
+
+
 def _take(pool: Scene, idx: jax.Array) -> Scene:
     return jax.tree.map(lambda x: x[idx], pool)
 
@@ -213,10 +218,8 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
         final_success = rec["success"][:, -1]
         stats = {"epsilon": eps, "return": jnp.mean(episode_return), "success": jnp.mean(final_success),
                  # NaN when no episode of that kind ran in this update
-                 "success_residual": jnp.sum(final_success & active) / jnp.where(jnp.any(active), jnp.sum(active), jnp.nan),
-                 "success_base": jnp.sum(final_success & ~active) / jnp.where(jnp.any(~active), jnp.sum(~active), jnp.nan),
-                 "return_residual": jnp.sum(episode_return * (active & valid)) / jnp.where(jnp.any(active & valid), jnp.sum(active & valid), jnp.nan),
-                 "return_base": jnp.sum(episode_return * (~active & valid)) / jnp.where(jnp.any(~active & valid), jnp.sum(~active & valid), jnp.nan),
+                 "success_residual": _mean_over(final_success, active), "success_base": _mean_over(final_success, ~active),
+                 "return_residual": _mean_over(episode_return, active & valid), "return_base": _mean_over(episode_return, ~active & valid),
                  "active_fraction": jnp.mean(active), "nan_envs": jnp.sum(~valid),
                  "nan_env_flags": ~valid, "scene_index": scene_idx}
         return data, active, valid, stats
