@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -175,10 +176,14 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 30.0) 
             H, W = frames.shape[1:3]
             if H % 2 or W % 2:
                 frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
-            with iio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=7,
-                                pixelformat="yuv420p", macro_block_size=1) as w:
-                for fr in frames:
-                    w.append_data(fr)
+            # imageio-ffmpeg starts the ffmpeg binary with subprocess (fork, then exec at once): the child runs
+            # no Python or XLA code, so JAX's at-fork warning ("will likely lead to a deadlock") does not apply.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+                with iio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=7,
+                                    pixelformat="yuv420p", macro_block_size=1) as w:
+                    for fr in frames:
+                        w.append_data(fr)
         else:
             iio.mimsave(tmp, list(frames), format="GIF", duration=1000.0 / fps, loop=0)
     return path
