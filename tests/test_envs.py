@@ -18,6 +18,7 @@ from dexfly import dataset
 from dexfly.catalog import TASK_ROLES, TASKS, CatalogError
 from dexfly.paths import DEMOS_DIR
 from dexfly.rollout import run_actions
+from dexfly.unroll import jit_unroll
 from envs import EnvConfig
 
 N_ENVS = 2
@@ -132,6 +133,10 @@ def test_seed_replay_succeeds(task_env):
     _, traj = run_actions(env, env.make_scenes([spec]), demo.actions[None], jax.random.PRNGKey(0))
     assert np.asarray(traj.success)[0, -1]
     np.testing.assert_allclose(np.asarray(traj.obs_obj[0, :50]), demo.obs["obj"][:50], atol=1e-3)
+    # a second replay of the same shapes reuses the compiled unroll (the stand-in replays batch after batch)
+    misses = jit_unroll.cache_info().misses
+    run_actions(env, env.make_scenes([spec]), demo.actions[None], jax.random.PRNGKey(1))
+    assert jit_unroll.cache_info().misses == misses
 
 
 def test_pour_seed_leaves_cup_still_until_the_hand_closes():
