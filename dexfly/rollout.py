@@ -78,8 +78,9 @@ def _replay_hook(actions, carry, step: Step, key):
 @functools.lru_cache(maxsize=None)
 def _dataset_recorder(env: TaskEnv):
     """One recorder object per env. `jit_unroll` caches by its arguments and two equal `functools.partial`s do not
-    compare equal, so a partial made per call compiled the replay anew at every call (and kept each executable:
-    the stand-in's batches grew a process by over 1 GB a minute until LLVM ran out of memory)."""
+    compare equal, so a partial made per call traced and compiled the replay anew at every call (or loaded it from
+    the persistent cache) and kept each executable: the stand-in's batches grew a process by over 1 GB a minute
+    until LLVM ran out of memory."""
     return functools.partial(record_dataset_step, env)
 
 
