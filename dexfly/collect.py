@@ -55,12 +55,6 @@ def _record(env: TaskEnv, step: Step, action, after: State, extras) -> dict:
     return {**record_dataset_step(env, step, action, after, None), "action": action}
 
 
-@functools.lru_cache(maxsize=None)
-def _recorder(env: TaskEnv):
-    """One recorder object per env, so `jit_unroll`'s cache (keyed by the recorder) compiles once per env."""
-    return functools.partial(_record, env)
-
-
 def _intermediate(env: TaskEnv) -> np.ndarray:
     """[n_arms, n_subtasks] bool: subtasks that are not their arm's last (their ends must be detected)."""
     mask = np.zeros(env.subtask_shape, bool)
@@ -91,7 +85,7 @@ def collect(task: str, policy: ChunkPolicy | None, specs: list[SceneSpec], *, ho
         env = envs.make_cached(task, tuple(objects), env_config)
         if policy is not None:  # None: the hook alone acts (e.g. replay), as in `dexfly.unroll`
             check_policy_fits(env, policy, task)
-        run = jit_unroll(env, env.episode_steps, hook, _recorder(env), mesh)
+        run = jit_unroll(env, env.episode_steps, hook, functools.partial(_record, env), mesh)
         intermediate = _intermediate(env)
         for start in range(0, len(group), batch_size):
             chunk = list(group[start : start + batch_size])

@@ -74,11 +74,6 @@ def _record(adr: int, step: Step, action, after: State, extras):
     return action, after.data.qpos[:, adr:adr + 7], after.success
 
 
-@functools.lru_cache(maxsize=16)
-def _recorder(adr: int):
-    return functools.partial(_record, adr)
-
-
 def compare_with_demos(task: str, policy: ChunkPolicy | None, episodes: Sequence, *, seed: int = 0, hook: Hook | None = None,
                        hook_params: Any = None, env_config: EnvConfig | None = None, diverge_m: float = DIVERGE_M) -> list[DemoComparison]:
     """Roll `policy` out in the scene of each episode (a `dataset.Episode` of `task`) and compare; one
@@ -94,7 +89,8 @@ def compare_with_demos(task: str, policy: ChunkPolicy | None, episodes: Sequence
         steps = max(len(episodes[i].actions) for i in idx)
         adr = int(env.obj_qpos_adr[0])
         scenes = env.make_scenes([specs[i] for i in idx])
-        final, (act, opose, success) = jit_unroll(env, steps, hook, _recorder(adr))(policy, scenes, jax.random.PRNGKey(seed), hook_params, None)
+        run = jit_unroll(env, steps, hook, functools.partial(_record, adr))
+        final, (act, opose, success) = run(policy, scenes, jax.random.PRNGKey(seed), hook_params, None)
         env.check_finite(final.state, [specs[i] for i in idx], where="demo comparison")
         act, opose, success = np.asarray(act), np.asarray(opose), np.asarray(success)
         n_arms = env.action_dim // ACTION_DIM_PER_ARM

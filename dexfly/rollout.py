@@ -75,15 +75,6 @@ def _replay_hook(actions, carry, step: Step, key):
     return carry, jax.lax.dynamic_index_in_dim(actions, step.t, axis=1, keepdims=False), None
 
 
-@functools.lru_cache(maxsize=None)
-def _dataset_recorder(env: TaskEnv):
-    """One recorder object per env. `jit_unroll` caches by its arguments and two equal `functools.partial`s do not
-    compare equal, so a partial made per call traced and compiled the replay anew at every call (or loaded it from
-    the persistent cache) and kept each executable: the stand-in's batches grew a process by over 1 GB a minute
-    until LLVM ran out of memory."""
-    return functools.partial(record_dataset_step, env)
-
-
 def run_actions(env: TaskEnv, scenes: Scene, actions, key: jax.Array, *, check_finite: bool = True):
     """Execute actions [B, T, action_dim] from a fresh reset in each scene; returns (final State, Trajectory)."""
     actions = jnp.asarray(actions, dtype=jnp.float32)
@@ -92,7 +83,7 @@ def run_actions(env: TaskEnv, scenes: Scene, actions, key: jax.Array, *, check_f
         raise ValueError(f"{env.name}: actions must have shape [B={batch}, T, {env.action_dim}], got {tuple(actions.shape)}")
     if actions.shape[1] == 0:
         raise ValueError(f"{env.name}: zero-step horizon: nothing to roll out")
-    fn = jit_unroll(env, int(actions.shape[1]), _replay_hook, _dataset_recorder(env))
+    fn = jit_unroll(env, int(actions.shape[1]), _replay_hook, functools.partial(record_dataset_step, env))
     final, records = fn(None, scenes, key, actions, None)
     if check_finite:
         env.check_finite(final.state, where="replay")

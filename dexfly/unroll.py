@@ -18,7 +18,7 @@ records are cut to `num_steps` (the final state is the one after the last step a
 need the state at `num_steps` exactly pick a horizon that divides it).
 
 Every env is stepped through `env.batched(env.step)` (a vmap over the batch). Nothing here is jitted: wrap
-`unroll` in your own jit, or use `jit_unroll` (cached per env, horizon, hook, recorder and device mesh).
+`unroll` in your own jit, or use `jit_unroll` (cached per env, horizon, hook, recorder and device mesh; equal partials share one entry).
 """
 
 from __future__ import annotations
@@ -138,15 +138,51 @@ def unroll(
     return carry, records
 
 
-@functools.lru_cache(maxsize=64)
+class _ByValue:
+    """A hook or recorder as a cache key. `functools.partial` has no equality of its own, so a partial made per
+    call (`partial(record_dataset_step, env)`) would miss an identity-keyed cache every time and compile (and keep)
+    a new executable per call; here a partial is keyed by its (func, args, keywords) when those are hashable, and
+    by identity otherwise (e.g. a partial holding arrays). Any other callable is keyed by itself."""
+
+    __slots__ = ("fn", "key")
+
+    def __init__(self, fn: Callable):
+        self.fn, self.key = fn, _value_key(fn)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _ByValue) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+
+def _value_key(fn: Callable):
+    if not isinstance(fn, functools.partial):
+        return fn
+    key = ("partial", fn.func, fn.args, tuple(sorted(fn.keywords.items())))
+    try:
+        hash(key)
+    except TypeError:  # unhashable bound values (arrays): this object alone
+        return ("id", id(fn))
+    return key
+
+
 def jit_unroll(env: TaskEnv, num_steps: int, hook: Hook | None = None, record: Record = record_success, mesh: Mesh | None = None):
-    """Jitted reset-and-unroll, cached per (env, horizon, hook, recorder, mesh); hook and recorder must be hashable
-    (module functions or `functools.partial`s of hashable values).
+    """Jitted reset-and-unroll, cached per (env, horizon, hook, recorder, mesh): hooks and recorders that are module
+    functions or `functools.partial`s of hashable values hit the cache when equal (a partial made anew per call
+    included); a partial of unhashable values is cached by identity.
 
     fn(policy, scenes, key, hook_params, hook_carry) resets every env in `scenes` (one reset key per env) and
     unrolls; returns (final UnrollCarry, records [num_steps, B, ...]). With a `mesh` (`dexfly.devices`), the
     scenes [B] are split over its devices (B a multiple of their number) and everything else is replicated.
+    `jit_unroll.cache_info()` counts compilations (misses).
     """
+    return _jit_unroll(env, num_steps, None if hook is None else _ByValue(hook), _ByValue(record), mesh)
+
+
+@functools.lru_cache(maxsize=64)
+def _jit_unroll(env: TaskEnv, num_steps: int, hook_key: _ByValue | None, record_key: _ByValue, mesh: Mesh | None):
+    hook, record = None if hook_key is None else hook_key.fn, record_key.fn
 
     def run(policy, scenes, key, hook_params, hook_carry):
         k_reset, k_unroll = jax.random.split(key)
@@ -164,6 +200,10 @@ def jit_unroll(env: TaskEnv, num_steps: int, hook: Hook | None = None, record: R
         return fn(policy, devices.shard_batch(scenes, mesh), key, hook_params, hook_carry)
 
     return sharded
+
+
+jit_unroll.cache_info = _jit_unroll.cache_info  # type: ignore[attr-defined]
+jit_unroll.cache_clear = _jit_unroll.cache_clear  # type: ignore[attr-defined]
 
 
 __all__ = ["ChunkPolicy", "Hook", "Record", "Step", "UnrollCarry", "history_init", "history_push", "jit_unroll", "record_success", "unroll"]

@@ -212,3 +212,25 @@ def test_progress_bar_writes_lines_when_not_a_terminal():
     with progress_bar("diffusion", 10, console=Console(file=buf, force_terminal=False), enabled=False) as bar:
         bar.update(10)
     assert buf.getvalue() == ""
+
+
+def _hook_a(scale, step, carry, params):
+    return carry, step.base_action * scale, None
+
+
+def test_jit_unroll_caches_equal_partials_once():
+    """`functools.partial` has no equality: a hook or recorder bound per call must still hit `jit_unroll`'s cache
+    (session 29: a per-call recorder compiled the stand-in's replay at every batch until memory ran out). Partials
+    of unhashable values (arrays) are kept apart by identity. Nothing is traced here: `jax.jit` is lazy."""
+    import functools
+
+    from dexfly.unroll import jit_unroll
+
+    env = "not-an-env"  # any hashable: jit_unroll only builds the jitted function
+    first = jit_unroll(env, 10, functools.partial(_hook_a, 2.0), functools.partial(_hook_a, 0))
+    assert jit_unroll(env, 10, functools.partial(_hook_a, 2.0), functools.partial(_hook_a, 0)) is first
+    assert jit_unroll(env, 10, functools.partial(_hook_a, 3.0), functools.partial(_hook_a, 0)) is not first
+    assert jit_unroll(env, 10, functools.partial(_hook_a, scale=2.0), functools.partial(_hook_a, 0)) is not first
+    arr = functools.partial(_hook_a, np.ones(3))
+    assert jit_unroll(env, 10, arr) is jit_unroll(env, 10, arr)
+    assert jit_unroll(env, 10, functools.partial(_hook_a, np.ones(3))) is not jit_unroll(env, 10, arr)

@@ -131,10 +131,9 @@ def residual_hook(spec: ResidualSpec, config: ResidualConfig, deterministic: boo
     return carry, action, {"obs": obs, "raw_action": raw, "log_prob": log_prob}
 
 
-@functools.lru_cache(maxsize=32)
 def combined_hook(spec: ResidualSpec, config: ResidualConfig, deterministic: bool = True):
-    """The residual hook as one hashable object per (spec, config, deterministic), so `dexfly.unroll.jit_unroll`
-    compiles it once. Pass HookParams(policy params, normalizer, active=True) as its hook_params."""
+    """The residual hook bound to (spec, config, deterministic); `dexfly.unroll.jit_unroll` compiles it once per
+    such triple. Pass HookParams(policy params, normalizer, active=True) as its hook_params."""
     return functools.partial(residual_hook, spec, config, deterministic)
 
 
