@@ -18,7 +18,8 @@ records are cut to `num_steps` (the final state is the one after the last step a
 need the state at `num_steps` exactly pick a horizon that divides it).
 
 Every env is stepped through `env.batched(env.step)` (a vmap over the batch). Nothing here is jitted: wrap
-`unroll` in your own jit, or use `jit_unroll` (cached per env, horizon, hook, recorder and device mesh; equal partials share one entry).
+`unroll` in your own jit, or use `jit_unroll` (cached per env, horizon, hook, recorder and device mesh; equal
+partials share one entry).
 """
 
 from __future__ import annotations

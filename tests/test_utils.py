@@ -1,5 +1,6 @@
 """Atomic writes: files come out with a plain open()'s mode (0o666 less the umask), never mkstemp's 0600."""
 
+import functools
 import os
 import stat
 import threading
@@ -10,6 +11,7 @@ import pytest
 import dexfly  # noqa: F401
 from dexfly.dataset import Episode, merge_datasets, read_dataset, write_dataset
 from dexfly.render import write_video
+from dexfly.unroll import jit_unroll
 from dexfly.utils import atomic_path, atomic_write_text, plot_curve, read_json
 
 
@@ -222,10 +224,6 @@ def test_jit_unroll_caches_equal_partials_once():
     """`functools.partial` has no equality: a hook or recorder bound per call must still hit `jit_unroll`'s cache
     (session 29: a per-call recorder compiled the stand-in's replay at every batch until memory ran out). Partials
     of unhashable values (arrays) are kept apart by identity. Nothing is traced here: `jax.jit` is lazy."""
-    import functools
-
-    from dexfly.unroll import jit_unroll
-
     env = "not-an-env"  # any hashable: jit_unroll only builds the jitted function
     first = jit_unroll(env, 10, functools.partial(_hook_a, 2.0), functools.partial(_hook_a, 0))
     assert jit_unroll(env, 10, functools.partial(_hook_a, 2.0), functools.partial(_hook_a, 0)) is first
