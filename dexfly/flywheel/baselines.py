@@ -240,10 +240,10 @@ def plot_figure5(tables: dict, path: Path) -> None:
     colour = lambda m: "tab:gray" if m in DATA_SOURCES else "tab:orange" if m in ABLATIONS else "tab:blue"  # noqa: E731
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(methods) + 1.5), 3.8), dpi=120)
     means = [100 * tables["table2"][m]["mean"] for m in methods]
-    ax.bar(range(len(methods)), means, yerr=[100 * tables["table2"][m]["std"] for m in methods], capsize=3,
-           color=[colour(m) for m in methods])
-    for k, v in enumerate(means):
-        ax.text(k, v + 1.5, f"{v:.1f}", ha="center", fontsize=7)
+    stds = [100 * tables["table2"][m]["std"] for m in methods]
+    ax.bar(range(len(methods)), means, yerr=stds, capsize=3, color=[colour(m) for m in methods])
+    for k, (v, e) in enumerate(zip(means, stds)):
+        ax.text(k, v + e + 1.5, f"{v:.1f}", ha="center", fontsize=7)  # above the error bar, not under it
     ax.set_xticks(range(len(methods)), [LABELS[m] for m in methods], rotation=30, ha="right", fontsize=7)
     ax.set(ylabel="success rate on T_OEP (%)", ylim=(0, 105), title=f"baselines and ablations: {tables['task']} ({tables['preset']})")
     fig.tight_layout()
