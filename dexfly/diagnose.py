@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
-from dexfly import geometry
+from dexfly import dataset, geometry
 from dexfly.layout import ACTION_DIM_PER_ARM, obs_vector, split_action
 from dexfly.policies.diffusion.data import history_steps
 from dexfly.unroll import ChunkPolicy, Hook, Step, jit_unroll
@@ -123,7 +123,11 @@ def open_loop_offsets(policy, episode, steps: Sequence[int], *, draws: int = 8, 
     hist = obs[np.asarray(history_steps(steps, H))]  # [S, H, D], oldest first, the first observation repeated
     hist = np.repeat(hist, draws, axis=0)
     step_arg = jnp.asarray(np.repeat(steps, draws)) if policy.uses_phase else None
-    chunks = np.asarray(policy(jnp.asarray(hist, jnp.float32), jax.random.PRNGKey(seed), step_arg))
+    args = (jnp.asarray(hist, jnp.float32), jax.random.PRNGKey(seed), step_arg)
+    if getattr(policy, "uses_geometry", False):
+        half = dataset.policy_training_episodes([episode], geometry=True)[0]["half_extents"]
+        args += (jnp.broadcast_to(jnp.asarray(half), (len(hist), *half.shape)),)
+    chunks = np.asarray(policy(*args))
     chunks = chunks.reshape(len(steps), draws, *chunks.shape[1:])
     demo = actions[np.minimum(steps[:, None] + np.arange(chunks.shape[2])[None, :], T - 1)]  # [S, Hp, A]
     return chunks - demo[:, None]

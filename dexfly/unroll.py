@@ -39,16 +39,19 @@ from envs.base import State, TaskEnv
 
 
 class ChunkPolicy(Protocol):
-    """What a chunk policy offers: `sample(obs_history [B, obs_horizon, obs_dim], key, step [B]) -> [B, P, action_dim]`,
-    P >= action_horizon (raw units; chunk[:, 0] is the action for the newest observation; `step`: env steps since
-    each episode's reset at the newest observation, for policies that condition on the phase; others ignore it)."""
+    """What a chunk policy offers: `sample(obs_history [B, obs_horizon, obs_dim], key, step [B], half_extents [B,
+    n_objects, 3]) -> [B, P, action_dim]`, P >= action_horizon (raw units; chunk[:, 0] is the action for the newest
+    observation; `step`: env steps since each episode's reset at the newest observation, for policies that condition
+    on the phase; `half_extents`: the scene's objects' bounding-box half-sizes (m), for policies that see geometry;
+    others ignore them)."""
 
     obs_horizon: int
     action_horizon: int
     obs_dim: int
     action_dim: int
 
-    def sample(self, obs_history: jax.Array, key: jax.Array, step: jax.Array | None = None) -> jax.Array: ...
+    def sample(self, obs_history: jax.Array, key: jax.Array, step: jax.Array | None = None,
+               half_extents: jax.Array | None = None) -> jax.Array: ...
 
 
 class Step(NamedTuple):
@@ -117,7 +120,8 @@ def unroll(
         chunk_index, key = xs
         k_policy, k_steps = jax.random.split(key)
         if policy is not None:
-            chunk = policy.sample(carry.history, k_policy, carry.state.info["step"])[:, :chunk_len]  # [B, Ha, A]
+            scene = carry.state.info["scene"]
+            chunk = policy.sample(carry.history, k_policy, carry.state.info["step"], scene.object_half_extents)[:, :chunk_len]  # [B, Ha, A]
         else:
             chunk = jnp.zeros((batch, chunk_len, env.action_dim), jnp.float32)
         ts = chunk_index * chunk_len + jnp.arange(chunk_len, dtype=jnp.int32)

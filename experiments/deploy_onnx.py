@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=0, help="step whose observation is the newest in the history")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise (numpy)")
     parser.add_argument("--half-extents", type=float, nargs="*", default=None,
-                        help="objects' half-extents (m, 3 per object) for a residual trained with them")
+                        help="objects' half-extents (m, 3 per object) for a policy trained with them")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--check-imports", action="store_true", help="exit 3 if jax or dexfly got imported")
     args = parser.parse_args(argv)
@@ -109,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         feeds = {spec["inputs"][0]["name"]: history, spec["inputs"][1]["name"]: noise}
         if any(i["name"] == "step" for i in spec["inputs"]):  # a policy that conditions on the episode's phase
             feeds["step"] = np.asarray([args.step], np.float32)
+        for i in spec["inputs"]:
+            if i["name"] == "object_half_extents":  # a base that sees the objects' sizes
+                n_obj = i["shape"][1]
+                if args.half_extents is None or len(args.half_extents) != 3 * n_obj:
+                    raise DeployError(f"this base policy takes the objects' sizes: pass --half-extents ({3 * n_obj} numbers, m)")
+                feeds["object_half_extents"] = np.asarray(args.half_extents[:3 * n_obj], np.float32).reshape(1, n_obj, 3)
         chunk = base.run(None, feeds)[0]
         combined, note = None, None
         if "residual_step" in manifest["functions"]:

@@ -56,6 +56,8 @@ class Args:
     """Also feed end-effector-minus-object positions for every (arm, object) (sets policy.obs_rel_pos)."""
     phase_feature: bool = False
     """Also feed the episode's phase, step / episode length (sets policy.phase_steps to the task's episode steps)."""
+    geometry_feature: bool = False
+    """Also feed every object's bounding-box half-extents (sets policy.obs_geometry to the task's object count)."""
     stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S
     """Seconds without progress after which training stops with an error (0: no watchdog); rerun to resume."""
     policy: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -78,7 +80,7 @@ def main(args: Args) -> float:
     config = config.replace(total_steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                             warmup_steps=min(config.warmup_steps, max(args.steps // 10, 1)))
     config = task_config(args.task, episodes, config, quat_features=args.quat_features, relative_features=args.relative_features,
-                         phase_feature=args.phase_feature)
+                         phase_feature=args.phase_feature, geometry_feature=args.geometry_feature)
     console.print(f"{args.task}: {len(episodes)} episodes, {sum(len(e.actions) for e in episodes)} steps, "
                   f"evaluation on up to {args.eval_scenes} of their scenes")
     try:

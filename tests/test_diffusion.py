@@ -320,6 +320,51 @@ def test_phase_feature(tmp_path):
     np.testing.assert_array_equal(other(hist, jax.random.PRNGKey(0)), other(hist, jax.random.PRNGKey(0), jnp.asarray([3, 9])))
 
 
+def test_geometry_feature(tmp_path):
+    """obs_geometry N appends the episode's first N objects' half-extents to every training window's observations and
+    to each history row at inference; the sampled chunk depends on them, a geometry policy refuses to sample without
+    them, a checkpoint without geometry is refused for a config with it, and the training episodes carry the
+    catalog's sizes (the closed-loop path: tests/test_flywheel or the unroll pass the env's)."""
+    from dexfly.dataset import policy_training_episodes, read_dataset
+    from dexfly.paths import DEMOS_DIR
+    from dexfly.policies.diffusion.data import geometry_feature
+
+    rng = np.random.default_rng(4)
+    obs = rng.normal(size=(12, 4)).astype(np.float32)
+    half = np.array([[0.02, 0.03, 0.04], [0.05, 0.06, 0.07]], np.float32)
+    np.testing.assert_array_equal(geometry_feature(half, 1), half[0])
+    with pytest.raises(ValueError, match="need"):
+        geometry_feature(half, 3)
+    eps = [{"obs": obs, "actions": np.zeros((12, ACT_DIM), np.float32), "half_extents": half},
+           {"obs": obs[:5], "actions": np.zeros((5, ACT_DIM), np.float32), "half_extents": half * 2}]
+    data, norm = make_window_data(eps, 2, 4, geometry=2)
+    raw = norm.obs.unnormalize(data.obs)[:, -6:]
+    np.testing.assert_allclose(raw, np.r_[np.tile(half.reshape(-1), (12, 1)), np.tile(2 * half.reshape(-1), (5, 1))], atol=1e-6)
+    with pytest.raises(ValueError, match="half_extents"):
+        make_window_data([{"obs": obs, "actions": eps[0]["actions"]}], 2, 4, geometry=1)
+    with pytest.raises(ValueError, match="obs_geometry"):
+        CFG.replace(obs_geometry=-1)
+
+    cfg = CFG.replace(obs_geometry=1)
+    assert cfg.obs_extra_dims == 3
+    eps = [{"obs": obs, "actions": rng.normal(size=(12, ACT_DIM)).astype(np.float32), "half_extents": half},
+           {"obs": obs, "actions": rng.normal(size=(12, ACT_DIM)).astype(np.float32), "half_extents": half * 2}]
+    policy = DiffusionPolicy.from_state(fit(eps, cfg, num_steps=2, progress=False, checkpoint_dir=str(tmp_path / "geo")).state, cfg)
+    assert policy.uses_geometry and policy.obs_dim == 4
+    hist = jnp.asarray(obs[None, :2]).repeat(2, 0)
+    a = policy(hist, jax.random.PRNGKey(0), None, jnp.asarray(np.stack([half, half])))
+    b = policy(hist, jax.random.PRNGKey(0), None, jnp.asarray(np.stack([half, 2 * half])))
+    assert np.allclose(a[0], b[0]) and not np.allclose(a[1], b[1], atol=1e-4)
+    with pytest.raises(ValueError, match="half_extents"):
+        policy(hist, jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="obs_geometry"):
+        restore_latest(str(tmp_path / "geo"), CFG)
+
+    seed = read_dataset(DEMOS_DIR / "grasp_seed.hdf5", task="grasp").episodes[0]
+    (ep,) = policy_training_episodes([seed], geometry=True)
+    assert ep["half_extents"].shape == (1, 3) and np.allclose(ep["half_extents"], 0.025)  # the 5 cm cube
+
+
 def test_obs_layout_slots():
     """Every (arm, object) pair points at the arm's ee position and the object's position in obs_vector; the
     quaternion slots are the objects' and the end effectors' quaternions; a partial block is refused."""

@@ -257,30 +257,38 @@ def test_export_script_on_a_base_folder_and_bad_folders(runs, tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_phase_policy_exports_with_a_step_input(tmp_path):
-    """A base that conditions on the episode's phase exports with a third input, `step`; StableHLO and ONNX give
-    dexfly's chunk for the same history, noise and step, and the manifest records phase_steps."""
-    cfg = BASE_CFG.replace(phase_steps=300)
+@pytest.mark.parametrize("phase_steps, geometry", [(300, 0), (0, 1)], ids=["phase", "geometry"])
+def test_feature_policy_exports_with_extra_inputs(tmp_path, phase_steps, geometry):
+    """A base that conditions on the episode's phase exports with an input `step`, one that sees object geometry with
+    `object_half_extents`; StableHLO and ONNX give dexfly's chunk for the same inputs and noise, and the manifest
+    records phase_steps and geometry_objects."""
+    cfg = BASE_CFG.replace(phase_steps=phase_steps, obs_geometry=geometry)
     rng = np.random.default_rng(5)
     obs = _observations(rng, (64,))
-    feats = np.concatenate([layout.obs_features(obs, cfg.obs_quat_at, cfg.obs_rel_pos), rng.uniform(0, 1, (64, 1))], -1)
-    base = tmp_path / "phase_base"
+    feats = np.concatenate([layout.obs_features(obs, cfg.obs_quat_at, cfg.obs_rel_pos),
+                            rng.uniform(0, 1, (64, int(phase_steps > 0))), rng.uniform(0.02, 0.05, (64, 3 * geometry))], -1)
+    base = tmp_path / "feature_base"
     save_checkpoint(base / "checkpoints", init_train_state(cfg, Normalizer.fit(feats, rng.normal(0.1, 0.2, (64, ACT_DIM)))), cfg)
     (base / "policy.json").write_text(json.dumps({"task": "grasp", "obs_dim": OBS_DIM, "action_dim": ACT_DIM, "config": cfg.to_dict()}))
     out = tmp_path / "exported"
     manifest = json.loads(Path(export_policy(base, out, ExportConfig(platforms=("cpu",), verify_batch=0), log=lambda s: None)).read_text())
     fn = manifest["functions"]["base_policy"]
-    assert [i["name"] for i in fn["inputs"]] == ["obs_history", "noise", "step"]
-    assert manifest["observation_features"]["phase_steps"] == 300
+    extra = ["step"] * (phase_steps > 0) + ["object_half_extents"] * (geometry > 0)
+    assert [i["name"] for i in fn["inputs"]] == ["obs_history", "noise", *extra]
+    assert manifest["observation_features"]["phase_steps"] == phase_steps
+    assert manifest["observation_features"]["geometry_objects"] == geometry
 
     policy, config, _ = load_run(base)
     history = _observations(np.random.default_rng(6), (3, config.obs_horizon))
     key = jax.random.PRNGKey(2)
     noise = np.asarray(jax.random.normal(key, (3, config.pred_horizon, ACT_DIM), jnp.float32))
-    step = np.asarray([0, 120, 400], np.float32)
-    want = np.asarray(policy(jnp.asarray(history), key, jnp.asarray(step, jnp.int32)))[:, :config.action_horizon]
-    got_hlo = _stablehlo(out / "base_policy.stablehlo", history, noise, step)
-    got_onnx = _onnx(out / "base_policy.onnx", obs_history=history, noise=noise, step=step)
+    inputs = {"step": np.asarray([0, 120, 400], np.float32),
+              "object_half_extents": np.asarray([[[0.02, 0.02, 0.02]], [[0.03, 0.025, 0.04]], [[0.05, 0.05, 0.05]]], np.float32)}
+    step = jnp.asarray(inputs["step"], jnp.int32) if phase_steps else None
+    half = jnp.asarray(inputs["object_half_extents"]) if geometry else None
+    want = np.asarray(policy(jnp.asarray(history), key, step, half))[:, :config.action_horizon]
+    got_hlo = _stablehlo(out / "base_policy.stablehlo", history, noise, *(inputs[k] for k in extra))
+    got_onnx = _onnx(out / "base_policy.onnx", obs_history=history, noise=noise, **{k: inputs[k] for k in extra})
     assert max(np.abs(got_hlo - want).max(), np.abs(got_onnx - want).max()) <= TOL
 
 

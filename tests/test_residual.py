@@ -38,7 +38,7 @@ class HomePolicy:
     def action_dim(self) -> int:
         return int(self.action.shape[-1])
 
-    def sample(self, obs_history, key, step=None):
+    def sample(self, obs_history, key, step=None, half_extents=None):
         return jnp.broadcast_to(self.action, (obs_history.shape[0], self.action_horizon, self.action.shape[-1]))
 
 

@@ -3,8 +3,9 @@
     loaded = load_policy_folder("runs/dp_grasp")       # or a train_residual.py folder
     chunk = loaded.function("base_policy").fn(obs_history, noise)
 
-- `base_policy(obs_history [B, obs_horizon, obs_dim] raw, noise [B, pred_horizon, action_dim]) ->
-  action_chunk [B, action_horizon, action_dim] raw`: the diffusion policy's DDIM sampler (EMA weights, the
+- `base_policy(obs_history [B, obs_horizon, obs_dim] raw, noise [B, pred_horizon, action_dim][, step [B]]
+  [, object_half_extents [B, n, 3]]) -> action_chunk [B, action_horizon, action_dim] raw` (step for a policy that
+  sees the episode's phase, half-extents for one that sees object geometry): the diffusion policy's DDIM sampler (EMA weights, the
   checkpoint's DDIM steps, normaliser included) with its one random draw, the initial noise, as an input.
   DDIM here has eta = 0, so the chunk is a deterministic function of (history, noise), identical to
   `DiffusionPolicy.sample(history, key)[:, :action_horizon]` when noise = `jax.random.normal(key, ...)`.
@@ -108,9 +109,14 @@ def base_policy_function(policy: DiffusionPolicy) -> PolicyFunction:
     if policy.uses_phase:
         inputs += (TensorSpec("step", (BATCH,), f"control steps since the episode's reset at the newest observation (a whole "
                               f"number); the policy sees the phase min(step / {cfg.phase_steps}, 1)"),)
+    if policy.uses_geometry:
+        inputs += (TensorSpec("object_half_extents", (BATCH, cfg.obs_geometry, 3), "the scene's first "
+                              f"{cfg.obs_geometry} object(s)' bounding-box half-extents (m), in role order"),)
 
-    def base_policy(obs_history: jax.Array, noise: jax.Array, *step: jax.Array) -> jax.Array:
-        return policy.sample_from_noise(obs_history, noise, step[0].astype(jnp.int32) if step else None)[:, :Ha]
+    def base_policy(obs_history: jax.Array, noise: jax.Array, *extra: jax.Array) -> jax.Array:
+        step = extra[0].astype(jnp.int32) if policy.uses_phase else None
+        half_extents = extra[-1] if policy.uses_geometry else None
+        return policy.sample_from_noise(obs_history, noise, step, half_extents)[:, :Ha]
 
     return PolicyFunction(
         "base_policy", base_policy, inputs,
@@ -229,10 +235,12 @@ def _base_description(policy: DiffusionPolicy, config: DiffusionConfig) -> dict[
         "diffusion": {"ddim_steps": config.num_inference_steps, "num_train_timesteps": config.num_train_timesteps,
                       "eta": 0.0, "clip_sample": config.clip_sample, "weights": "ema", "config": config.to_dict()},
         "observation_features": {"quat_at": list(config.obs_quat_at), "rel_pos": [list(p) for p in config.obs_rel_pos],
-                                 "phase_steps": config.phase_steps, "dim": policy.obs_dim + config.obs_extra_dims,
+                                 "phase_steps": config.phase_steps, "geometry_objects": config.obs_geometry,
+                                 "dim": policy.obs_dim + config.obs_extra_dims,
                                  "doc": "the network sees dexfly.layout.obs_features(obs, quat_at, rel_pos): quaternions as rot6d, "
                                         "plus position differences, then (phase_steps > 0) the episode's phase min(step / phase_steps, 1) "
-                                        "of each history row; the observation normaliser works on these features"},
+                                        "of each history row, then (geometry_objects > 0) the first objects' half-extents on every row; the observation "
+                                        "normaliser works on these features"},
         "normalizer": {"doc": "min-max to [-1, 1]: y = x * scale + offset; actions are un-normalised as (y - offset) / scale",
                        "obs": minmax(n.obs), "action": minmax(n.action)},
     }

@@ -24,6 +24,7 @@ ARCH_FIELDS = (
     "obs_quat_at",
     "obs_rel_pos",
     "phase_steps",
+    "obs_geometry",
 )
 
 
@@ -57,6 +58,12 @@ class DiffusionConfig:
     train_diffusion.py --phase-feature). For tasks whose next move is timed rather than seen: Lift's demos come to
     rest at the squeeze and then rise, and at rest nothing in the observation says whether the rise has begun
     (BENCHMARKS.md, session 16)."""
+    obs_geometry: int = 0
+    """0: no object geometry. N > 0: each observation of the history also carries the bounding-box half-extents (m) of
+    the scene's first N objects in role order (3N numbers, the same at every step; known in simulation, and from the
+    object model on a robot). The observation holds the objects' poses but not their sizes, so a base trained on
+    demos that grasp each object its own way cannot tell which way fits (issue 13's geometry option; set from the env
+    by train_diffusion.py --geometry-feature)."""
     # network
     down_dims: tuple[int, ...] = (64, 128, 256)
     """U-Net channel widths per level (paper: 256, 512, 1024)"""
@@ -99,6 +106,8 @@ class DiffusionConfig:
         object.__setattr__(self, "obs_rel_pos", tuple((int(a), int(b)) for a, b in self.obs_rel_pos))
         if any(a < 0 or b < 0 or a == b for a, b in self.obs_rel_pos):
             raise ValueError(f"obs_rel_pos={self.obs_rel_pos} must be pairs of distinct non-negative indices")
+        if self.obs_geometry < 0:
+            raise ValueError(f"obs_geometry must be >= 0 (a number of objects), got {self.obs_geometry}")
         if self.phase_steps < 0:
             raise ValueError(f"phase_steps must be >= 0, got {self.phase_steps}")
         n_down = len(self.down_dims) - 1
@@ -160,4 +169,4 @@ class DiffusionConfig:
     @property
     def obs_extra_dims(self) -> int:
         """How many more numbers the network's observation features have than the raw observation."""
-        return 2 * len(self.obs_quat_at) + 3 * len(self.obs_rel_pos) + (1 if self.phase_steps else 0)
+        return 2 * len(self.obs_quat_at) + 3 * len(self.obs_rel_pos) + (1 if self.phase_steps else 0) + 3 * self.obs_geometry

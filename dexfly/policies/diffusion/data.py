@@ -1,7 +1,8 @@
 """Training windows from demonstration episodes, gathered on device.
 
-An episode is a dict `{"obs": float32[T, obs_dim], "actions": float32[T, action_dim]}`; for dexfly tasks
-obs is `concat(obs["obj"], obs["prop"])` per step. For every step t of every episode there is one window:
+An episode is a dict `{"obs": float32[T, obs_dim], "actions": float32[T, action_dim]}`, plus
+`"half_extents": float32[n_objects, 3]` for a policy that sees object geometry; for dexfly tasks obs is
+`concat(obs["obj"], obs["prop"])` per step. For every step t of every episode there is one window:
   obs     at t - obs_horizon + 1, ..., t         (indices below 0 repeat the episode's first obs)
   actions at t, ..., t + pred_horizon - 1        (indices past the end repeat the episode's last action)
 The index arrays are computed once in numpy; batches are `jnp.take` gathers on device.
@@ -83,6 +84,14 @@ def phase_feature(steps, phase_steps: int):
     return xp.minimum(xp.asarray(steps, xp.float32) / phase_steps, 1.0)[..., None]
 
 
+def geometry_feature(half_extents, n_objects: int):
+    """The first `n_objects` objects' half-extents [..., n, 3] (m; numpy or jax) flattened to [..., 3 * n_objects].
+    ValueError when the scene holds fewer objects."""
+    if half_extents.shape[-2] < n_objects or half_extents.shape[-1] != 3:
+        raise ValueError(f"half_extents of shape {tuple(half_extents.shape)}: need [..., >= {n_objects}, 3]")
+    return half_extents[..., :n_objects, :].reshape(*half_extents.shape[:-2], 3 * n_objects)
+
+
 def history_steps(step, obs_horizon: int):
     """Env steps since reset of each row of an observation history [..., obs_horizon] whose newest row is at `step`
     [...]: rows before the reset repeat the first observation (as `history_init` and the training windows do), so
@@ -98,15 +107,23 @@ def make_window_data(
     quat_at: Sequence[int] = (),
     rel_pos: Sequence[tuple[int, int]] = (),
     phase_steps: int = 0,
+    geometry: int = 0,
 ) -> tuple[WindowData, Normalizer]:
     """Build the device dataset; fits a Normalizer on all steps unless one is given.
 
     Observations are turned into `obs_features(obs, quat_at, rel_pos)` first (the normaliser is fitted on those),
-    followed, when `phase_steps` > 0, by each step's `phase_feature` (its index in its episode)."""
+    followed, when `phase_steps` > 0, by each step's `phase_feature` (its index in its episode) and, when `geometry`
+    (N) > 0, by the episode's `geometry_feature` (its first N objects' half-extents)."""
     obs, act, lengths = concat_episodes(episodes)
     obs = obs_features(obs, tuple(quat_at), tuple(rel_pos))
     if phase_steps:
         obs = np.concatenate([obs, phase_feature(np.concatenate([np.arange(T) for T in lengths]), phase_steps)], axis=-1)
+    if geometry:
+        if any("half_extents" not in ep for ep in episodes):
+            raise ValueError(f"geometry={geometry}: every episode needs its objects' 'half_extents' [n_objects, 3]")
+        geo = [np.broadcast_to(geometry_feature(np.asarray(ep["half_extents"], np.float32), geometry), (T, 3 * geometry))
+               for ep, T in zip(episodes, lengths)]
+        obs = np.concatenate([obs, np.concatenate(geo)], axis=-1)
     if normalizer is None:
         normalizer = Normalizer.fit(obs, act)
     oi, ai = window_indices(lengths, obs_horizon, pred_horizon)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from dexfly.policies.diffusion.config import DiffusionConfig
-from dexfly.policies.diffusion.data import history_steps, obs_features, phase_feature
+from dexfly.policies.diffusion.data import geometry_feature, history_steps, obs_features, phase_feature
 from dexfly.policies.diffusion.normalizer import Normalizer
 from dexfly.policies.diffusion.schedule import ddim_sample, make_schedule
 from dexfly.policies.diffusion.unet import make_model
@@ -59,41 +59,58 @@ class DiffusionPolicy:
         """Whether `sample` needs `step` (the policy conditions on the episode's phase: config.phase_steps)."""
         return self.config.phase_steps > 0
 
-    def sample(self, obs_history: jax.Array, key: jax.Array, step: jax.Array | None = None) -> jax.Array:
+    @property
+    def uses_geometry(self) -> bool:
+        """Whether `sample` needs `half_extents` (the policy sees object sizes: config.obs_geometry)."""
+        return self.config.obs_geometry > 0
+
+    def sample(self, obs_history: jax.Array, key: jax.Array, step: jax.Array | None = None,
+               half_extents: jax.Array | None = None) -> jax.Array:
         """Un-jitted sampling (use inside your own jit/scan).
 
         obs_history: [B, obs_horizon, obs_dim] raw (or [obs_horizon, obs_dim] for one sample);
         key: PRNG key; step: [B] (or []) env steps since the episode's reset at the newest observation, needed
-        when the policy conditions on the phase (`uses_phase`), ignored otherwise.
+        when the policy conditions on the phase (`uses_phase`), ignored otherwise; half_extents: [B, n_objects, 3]
+        (or [n_objects, 3]) the scene's objects' bounding-box half-sizes (m, role order), needed when the policy sees
+        geometry (`uses_geometry`), ignored otherwise.
         Returns raw actions [B, pred_horizon, action_dim] (or [pred_horizon, action_dim]).
         """
         if obs_history.ndim == 2:
-            return self.sample(obs_history[None], key, None if step is None else jnp.reshape(step, (1,)))[0]
+            return self.sample(obs_history[None], key, None if step is None else jnp.reshape(step, (1,)),
+                               None if half_extents is None else half_extents[None])[0]
         x_T = jax.random.normal(key, (obs_history.shape[0], self.config.pred_horizon, self.action_dim), jnp.float32)
-        return self.sample_from_noise(obs_history, x_T, step)
+        return self.sample_from_noise(obs_history, x_T, step, half_extents)
 
-    def features(self, obs_history: jax.Array, step: jax.Array | None = None) -> jax.Array:
+    def features(self, obs_history: jax.Array, step: jax.Array | None = None, half_extents: jax.Array | None = None) -> jax.Array:
         """The network's observation features [B, obs_horizon, obs_dim + config.obs_extra_dims], not normalised."""
         cfg = self.config
         feats = obs_features(obs_history.astype(jnp.float32), cfg.obs_quat_at, cfg.obs_rel_pos)
-        if not cfg.phase_steps:
-            return feats
-        if step is None:
-            raise ValueError(f"this policy conditions on the episode's phase (phase_steps={cfg.phase_steps}): "
-                             "pass `step`, the env steps since reset at the newest observation")
-        steps = history_steps(jnp.broadcast_to(jnp.asarray(step), obs_history.shape[:1]), cfg.obs_horizon)
-        return jnp.concatenate([feats, phase_feature(steps, cfg.phase_steps)], axis=-1)
+        B, H = obs_history.shape[:2]
+        if cfg.phase_steps:
+            if step is None:
+                raise ValueError(f"this policy conditions on the episode's phase (phase_steps={cfg.phase_steps}): "
+                                 "pass `step`, the env steps since reset at the newest observation")
+            steps = history_steps(jnp.broadcast_to(jnp.asarray(step), (B,)), cfg.obs_horizon)
+            feats = jnp.concatenate([feats, phase_feature(steps, cfg.phase_steps)], axis=-1)
+        if cfg.obs_geometry:
+            if half_extents is None:
+                raise ValueError(f"this policy sees object geometry (obs_geometry={cfg.obs_geometry}): pass `half_extents`, "
+                                 "the scene's objects' bounding-box half-sizes [B, n_objects, 3]")
+            geo = geometry_feature(jnp.asarray(half_extents, jnp.float32), cfg.obs_geometry)  # [B, 3N]
+            feats = jnp.concatenate([feats, jnp.broadcast_to(geo[:, None], (B, H, geo.shape[-1]))], axis=-1)
+        return feats
 
-    def sample_from_noise(self, obs_history: jax.Array, x_T: jax.Array, step: jax.Array | None = None) -> jax.Array:
+    def sample_from_noise(self, obs_history: jax.Array, x_T: jax.Array, step: jax.Array | None = None,
+                          half_extents: jax.Array | None = None) -> jax.Array:
         """`sample` with its one random draw given: DDIM (eta = 0) is deterministic given the initial noise, so
         this is a pure function (what `dexfly.export` serialises).
 
         obs_history: [B, obs_horizon, obs_dim] raw; x_T: [B, pred_horizon, action_dim] standard normal noise;
-        step: [B] as in `sample`. Returns raw actions [B, pred_horizon, action_dim].
+        step: [B] and half_extents [B, n_objects, 3] as in `sample`. Returns raw actions [B, pred_horizon, action_dim].
         """
         cfg = self.config
         B = obs_history.shape[0]
-        feats = self.features(obs_history, step)
+        feats = self.features(obs_history, step, half_extents)
         cond = self.normalizer.obs.normalize(feats).reshape(B, -1)
         model = make_model(cfg, self.action_dim)
         denoise = lambda x, t: model.apply({"params": self.params}, x, t, cond)  # noqa: E731
@@ -101,9 +118,11 @@ class DiffusionPolicy:
                          cfg.clip_sample)
         return self.normalizer.action.unnormalize(x0)
 
-    def __call__(self, obs_history: jax.Array, key: jax.Array, step: jax.Array | None = None) -> jax.Array:
-        """Jitted `sample`: [B, obs_horizon, obs_dim] raw, key[, step [B]] -> [B, pred_horizon, action_dim] raw."""
-        return sample_actions(self, obs_history, key, step)
+    def __call__(self, obs_history: jax.Array, key: jax.Array, step: jax.Array | None = None,
+                 half_extents: jax.Array | None = None) -> jax.Array:
+        """Jitted `sample`: [B, obs_horizon, obs_dim] raw, key[, step [B][, half_extents [B, n_objects, 3]]] ->
+        [B, pred_horizon, action_dim] raw."""
+        return sample_actions(self, obs_history, key, step, half_extents)
 
 
 sample_actions = jax.jit(DiffusionPolicy.sample)

@@ -41,10 +41,11 @@ class RunResult:
 
 
 def task_config(task: str, episodes, config: DiffusionConfig, *, quat_features: bool = True, relative_features: bool = False,
-                phase_feature: bool = False) -> DiffusionConfig:
+                phase_feature: bool = False, geometry_feature: bool = False) -> DiffusionConfig:
     """The config with the task's observation feature slots filled in (quaternions as rot6d, optionally
-    end-effector-minus-object positions and the episode's phase over the task's episode length), read from the
-    env of the first episode."""
+    end-effector-minus-object positions, the episode's phase over the task's episode length and every object's
+    half-extents), read from the env of the first episode. ValueError when config.obs_geometry names more objects
+    than the task's scenes hold."""
     import envs
 
     env = envs.make_cached(task, envs.episode_objects(episodes[0]))
@@ -54,6 +55,10 @@ def task_config(task: str, episodes, config: DiffusionConfig, *, quat_features: 
         config = config.replace(obs_rel_pos=env.obs_layout.relative_position_pairs())
     if phase_feature:
         config = config.replace(phase_steps=env.episode_steps)
+    if geometry_feature:
+        config = config.replace(obs_geometry=len(env.roles))
+    if config.obs_geometry > len(env.roles):
+        raise ValueError(f"obs_geometry={config.obs_geometry}: {task}'s scenes hold {len(env.roles)} object(s) ({', '.join(env.roles)})")
     return config
 
 
@@ -89,7 +94,7 @@ def warm_start_state(init_from: str | os.PathLike, config: DiffusionConfig, trai
         raise ValueError(f"cannot warm-start from {init_from}: its {diff} differ from this run's")
     previous = restore(ckpt_dir, old)
     _, normalizer = make_window_data(train_episodes, config.obs_horizon, config.pred_horizon, None, quat_at=config.obs_quat_at,
-                                     rel_pos=config.obs_rel_pos, phase_steps=config.phase_steps)
+                                     rel_pos=config.obs_rel_pos, phase_steps=config.phase_steps, geometry=config.obs_geometry)
     fresh = init_train_state(config, normalizer)
     shapes = lambda tree: [x.shape for x in jax.tree.leaves(tree)]  # noqa: E731
     if jax.tree.structure(fresh.params) != jax.tree.structure(previous.params) or shapes(fresh.params) != shapes(previous.params):
@@ -108,7 +113,7 @@ def train_run(task: str, episodes, out: str | os.PathLike, config: DiffusionConf
     (`dexfly.devices`), training batches and evaluation scenes are split over its devices."""
     from dexfly import evaluation
 
-    train = dataset.policy_training_episodes(episodes)
+    train = dataset.policy_training_episodes(episodes, geometry=config.obs_geometry > 0)
     out = Path(out).resolve()
     ckpt_dir = out / "checkpoints"
     obs_dim = int(train[0]["obs"].shape[-1])
@@ -121,8 +126,9 @@ def train_run(task: str, episodes, out: str | os.PathLike, config: DiffusionConf
         if saved.get("task") != task:
             raise ValueError(f"{out} is a diffusion run for task {saved.get('task')!r}, not {task!r} (use another folder)")
         resumable = {"total_steps", "warmup_steps"}  # training may be extended; anything else is another run
-        changed = sorted(k for k in set(saved.get("config", {})) | set(meta["config"])
-                         if k not in resumable and saved["config"].get(k) != meta["config"].get(k))
+        # a field added to DiffusionConfig since the run was saved reads as its default
+        saved_config = DiffusionConfig.from_dict(saved.get("config", {})).to_dict()
+        changed = sorted(k for k in meta["config"] if k not in resumable and saved_config.get(k) != meta["config"][k])
         if changed:
             raise ValueError(f"{out} was trained with other settings ({', '.join(changed)}); use another folder to train anew")
     out.mkdir(parents=True, exist_ok=True)

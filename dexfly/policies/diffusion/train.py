@@ -129,7 +129,7 @@ def fit(
         state = ckpt.restore_latest(checkpoint_dir, config, obs_dim=od + config.obs_extra_dims, action_dim=ad)
     data, normalizer = make_window_data(
         episodes, config.obs_horizon, config.pred_horizon, None if state is None else state.normalizer,
-        quat_at=config.obs_quat_at, rel_pos=config.obs_rel_pos, phase_steps=config.phase_steps,
+        quat_at=config.obs_quat_at, rel_pos=config.obs_rel_pos, phase_steps=config.phase_steps, geometry=config.obs_geometry,
     )
     if state is None:
         state = init_train_state(config, normalizer)
