@@ -224,16 +224,16 @@ def random_diffusion_policy(config, obs_dim: int, action_dim: int, seed: int = 0
 def diffusion_train_throughput(config, obs_dim: int, action_dim: int, steps: int = 10, repeats: int = 1, mesh: Mesh | None = None) -> dict:
     """Training samples/s at `config.batch_size`, `steps` optimizer steps per jitted scan, on synthetic data
     (20 episodes x 200 steps)."""
-    from dexfly.policies.diffusion.data import make_window_data
+    from dexfly.policies.diffusion.data import config_window_data
     from dexfly.policies.diffusion.state import init_train_state
     from dexfly.policies.diffusion.train import num_parameters, train_steps
 
     devices.check_batch(config.batch_size, mesh, "batch_size")
     rng = np.random.default_rng(0)
     eps = [{"obs": rng.normal(size=(200, obs_dim)).astype(np.float32),
-            "actions": rng.normal(size=(200, action_dim)).astype(np.float32)} for _ in range(20)]
-    data, norm = make_window_data(eps, config.obs_horizon, config.pred_horizon, quat_at=config.obs_quat_at, rel_pos=config.obs_rel_pos,
-                                   phase_steps=config.phase_steps)
+            "actions": rng.normal(size=(200, action_dim)).astype(np.float32),
+            "half_extents": rng.uniform(0.02, 0.05, size=(config.obs_geometry, 3)).astype(np.float32)} for _ in range(20)]
+    data, norm = config_window_data(eps, config)
     state = init_train_state(config, norm)
     params = num_parameters(state.params)
     state, data = devices.replicate((state, data), mesh)

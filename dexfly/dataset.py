@@ -451,17 +451,20 @@ def load_episodes(paths: Sequence[str | os.PathLike], *, task: str) -> list[Epis
     return episodes
 
 
-def policy_training_episodes(episodes: Sequence[Episode], geometry: bool = False) -> list[dict[str, np.ndarray]]:
-    """Episodes -> the policy trainers' input: [{"obs": obs_vector [T, obs_dim], "actions": [T, action_dim]}], with
-    `geometry` also "half_extents" [n_objects, 3] (m): each object's bounding-box half-sizes from the catalog, in the
-    episode's object order (its roles')."""
-    if not geometry:
-        return [{"obs": obs_vector(e.obs), "actions": e.actions} for e in episodes]
+def episode_half_extents(episode: Episode) -> np.ndarray:
+    """[n_objects, 3] float32 (m): each object's bounding-box half-sizes from the catalog, in the episode's object
+    order (its roles')."""
     from dexfly.catalog import load_catalog
 
     catalog = load_catalog()
-    return [{"obs": obs_vector(e.obs), "actions": e.actions,
-             "half_extents": np.array([catalog.object(o).half_extents for o in e.object_ids], np.float32)} for e in episodes]
+    return np.array([catalog.object(o).half_extents for o in episode.object_ids], np.float32)
+
+
+def policy_training_episodes(episodes: Sequence[Episode], geometry: bool = False) -> list[dict[str, np.ndarray]]:
+    """Episodes -> the policy trainers' input: [{"obs": obs_vector [T, obs_dim], "actions": [T, action_dim]}], with
+    `geometry` also "half_extents" [n_objects, 3] (`episode_half_extents`)."""
+    return [{"obs": obs_vector(e.obs), "actions": e.actions, **({"half_extents": episode_half_extents(e)} if geometry else {})}
+            for e in episodes]
 
 
 def merge_datasets(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, *,

@@ -125,7 +125,7 @@ def open_loop_offsets(policy, episode, steps: Sequence[int], *, draws: int = 8, 
     step_arg = jnp.asarray(np.repeat(steps, draws)) if policy.uses_phase else None
     args = (jnp.asarray(hist, jnp.float32), jax.random.PRNGKey(seed), step_arg)
     if getattr(policy, "uses_geometry", False):
-        half = dataset.policy_training_episodes([episode], geometry=True)[0]["half_extents"]
+        half = dataset.episode_half_extents(episode)
         args += (jnp.broadcast_to(jnp.asarray(half), (len(hist), *half.shape)),)
     chunks = np.asarray(policy(*args))
     chunks = chunks.reshape(len(steps), draws, *chunks.shape[1:])

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_obj = i["shape"][1]
                 if args.half_extents is None or len(args.half_extents) != 3 * n_obj:
                     raise DeployError(f"this base policy takes the objects' sizes: pass --half-extents ({3 * n_obj} numbers, m)")
-                feeds["object_half_extents"] = np.asarray(args.half_extents[:3 * n_obj], np.float32).reshape(1, n_obj, 3)
+                feeds["object_half_extents"] = np.asarray(args.half_extents, np.float32).reshape(1, n_obj, 3)
         chunk = base.run(None, feeds)[0]
         combined, note = None, None
         if "residual_step" in manifest["functions"]:

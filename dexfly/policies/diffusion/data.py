@@ -136,6 +136,14 @@ def make_window_data(
     return data, normalizer
 
 
+def config_window_data(episodes: Sequence[Mapping[str, np.ndarray]], config, normalizer: Normalizer | None = None
+                       ) -> tuple[WindowData, Normalizer]:
+    """`make_window_data` with the windows and observation features of a DiffusionConfig (its horizons, quaternion
+    slots, position pairs, phase and geometry): how training, warm starts and benchmarks build their data."""
+    return make_window_data(episodes, config.obs_horizon, config.pred_horizon, normalizer, quat_at=config.obs_quat_at,
+                            rel_pos=config.obs_rel_pos, phase_steps=config.phase_steps, geometry=config.obs_geometry)
+
+
 def batch_indices(key: jax.Array, step: jax.Array, num_windows: int, batch_size: int) -> jax.Array:
     """Window indices of batch number `step` [batch_size] int32; jittable (num_windows, batch_size static).
 

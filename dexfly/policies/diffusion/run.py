@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from dexfly import dataset, watchdog
 from dexfly.policies.diffusion.checkpoint import RUN_FILE, latest_step
 from dexfly.policies.diffusion.config import ARCH_FIELDS, DiffusionConfig
-from dexfly.policies.diffusion.data import make_window_data
+from dexfly.policies.diffusion.data import config_window_data
 from dexfly.policies.diffusion.policy import DiffusionPolicy
 from dexfly.policies.diffusion.state import TrainState, init_train_state
 from dexfly.policies.diffusion.train import fit
@@ -93,8 +93,7 @@ def warm_start_state(init_from: str | os.PathLike, config: DiffusionConfig, trai
     if diff:
         raise ValueError(f"cannot warm-start from {init_from}: its {diff} differ from this run's")
     previous = restore(ckpt_dir, old)
-    _, normalizer = make_window_data(train_episodes, config.obs_horizon, config.pred_horizon, None, quat_at=config.obs_quat_at,
-                                     rel_pos=config.obs_rel_pos, phase_steps=config.phase_steps, geometry=config.obs_geometry)
+    _, normalizer = config_window_data(train_episodes, config)
     fresh = init_train_state(config, normalizer)
     shapes = lambda tree: [x.shape for x in jax.tree.leaves(tree)]  # noqa: E731
     if jax.tree.structure(fresh.params) != jax.tree.structure(previous.params) or shapes(fresh.params) != shapes(previous.params):

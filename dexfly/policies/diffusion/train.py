@@ -25,7 +25,7 @@ from dexfly import devices, watchdog
 from dexfly._jax_env import network_jit
 from dexfly.policies.diffusion import checkpoint as ckpt
 from dexfly.policies.diffusion.config import DiffusionConfig
-from dexfly.policies.diffusion.data import WindowData, batch_indices, make_window_data
+from dexfly.policies.diffusion.data import WindowData, batch_indices, config_window_data
 from dexfly.policies.diffusion.schedule import add_noise, make_schedule
 from dexfly.policies.diffusion.state import TrainState, _keys, init_train_state, make_optimizer
 from dexfly.policies.diffusion.unet import make_model
@@ -127,10 +127,7 @@ def fit(
     if state is None and checkpoint_dir is not None:
         od, ad = (np.shape(episodes[0]["obs"])[-1], np.shape(episodes[0]["actions"])[-1])
         state = ckpt.restore_latest(checkpoint_dir, config, obs_dim=od + config.obs_extra_dims, action_dim=ad)
-    data, normalizer = make_window_data(
-        episodes, config.obs_horizon, config.pred_horizon, None if state is None else state.normalizer,
-        quat_at=config.obs_quat_at, rel_pos=config.obs_rel_pos, phase_steps=config.phase_steps, geometry=config.obs_geometry,
-    )
+    data, normalizer = config_window_data(episodes, config, None if state is None else state.normalizer)
     if state is None:
         state = init_train_state(config, normalizer)
     state, data = devices.replicate((state, data), mesh)
