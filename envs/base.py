@@ -181,7 +181,12 @@ class TaskEnv:
 
     def batched(self, fn):
         """`jax.vmap(fn)` over the leading axis of every argument; on the CPU backend, for tasks that set
-        `cpu_vmap_chunk`, a `lax.map` over chunks of that many envs (same results, avoids an XLA:CPU hang)."""
+        `cpu_vmap_chunk`, a `lax.map` over chunks of that many envs (same results, avoids an XLA:CPU hang).
+
+        Chunk j holds envs j, j + n, j + 2n, ... (n chunks), not a contiguous block: a batch split over several
+        devices is split into contiguous blocks, so every chunk then spans all devices and each device steps its
+        share of every chunk. With contiguous chunks the map would run one device's envs at a time (a 64-env Lift
+        batch over two CPU devices did not finish 20 control steps in 5 minutes; BENCHMARKS.md, session 33)."""
         vfn = jax.vmap(fn)
         chunk = self.cpu_vmap_chunk
         if not chunk or jax.default_backend() != "cpu":
@@ -196,9 +201,10 @@ class TaskEnv:
             padded = -(-batch // chunk) * chunk
             if padded != batch:
                 args = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], padded - batch, axis=0)]), args)
-            split = jax.tree.map(lambda x: x.reshape(padded // chunk, chunk, *x.shape[1:]), args)
+            n = padded // chunk
+            split = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(chunk, n, *x.shape[1:]), 0, 1), args)  # [n, chunk, ...]
             out = jax.lax.map(lambda a: vfn(*a), split)
-            return jax.tree.map(lambda x: x.reshape(padded, *x.shape[2:])[:batch], out)
+            return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape(padded, *x.shape[2:])[:batch], out)
 
         return chunked
 

@@ -1,10 +1,12 @@
 """Data parallelism over two devices gives the numbers of one device (dexfly.devices).
 
 XLA fixes the CPU device count when jax starts, so the comparison runs in a subprocess started with
-`XLA_FLAGS=--xla_force_host_platform_device_count=2` (this file, run as a script); the rest of the suite keeps its
-one device. The subprocess runs each stage twice, unsharded (devices=1, no mesh) and split over the two devices:
-a small augmentation batch (2 Grasp attempts, full episodes), 20 steps of the tiny diffusion network, and two
-updates of a tiny residual-PPO config; it prints the results as one JSON line.
+`XLA_FLAGS=--xla_force_host_platform_device_count=2` (this file, run as a script), whatever number of devices dexfly
+split the CPU of the suite's own processes into (`dexfly._jax_env.cpu_device_count`). The subprocess runs each stage
+twice, unsharded (devices=1, no mesh) and split over the two devices: a small augmentation batch (2 Grasp attempts,
+full episodes), 20 steps of the tiny diffusion network, and two updates of a tiny residual-PPO config; and it checks
+that a chunked env batch (`TaskEnv.batched` on the CPU) split over the devices compiles with no cross-device
+collective; it prints the results as one JSON line.
 """
 
 from __future__ import annotations
@@ -76,6 +78,27 @@ def _ppo(mesh):
     return {"returns": np.asarray(returns), "params": np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])}
 
 
+def _chunked_batch(mesh) -> dict:
+    """`TaskEnv.batched`'s CPU chunking (lax.map over chunks of vmapped envs) on a batch split over the devices: its
+    results, and the cross-device collectives in the compiled program. Chunks of contiguous envs compiled to an
+    all-gather (every device ran every chunk, or one device's envs at a time); strided chunks need none."""
+    import re
+    from types import SimpleNamespace
+
+    import jax
+    import jax.numpy as jnp
+
+    from dexfly import devices
+    from envs.base import TaskEnv
+
+    fn = lambda x: {"y": jnp.sin(x).sum() * x}  # noqa: E731  (a per-env function; the chunking is what is tested)
+    xs = devices.shard_batch(jnp.arange(16 * 3.0).reshape(16, 3), mesh)
+    step = jax.jit(TaskEnv.batched(SimpleNamespace(cpu_vmap_chunk=4), fn))
+    hlo = step.lower(xs).compile().as_text()
+    return {"y": np.asarray(step(xs)["y"]),
+            "collectives": sorted(set(re.findall(r"all-gather|all-to-all|collective-permute|all-reduce|reduce-scatter", hlo)))}
+
+
 def _compare(one: dict, two: dict) -> dict:
     """Per key: exact equality and the largest absolute difference."""
     out = {}
@@ -102,8 +125,9 @@ def main() -> None:
         raise AssertionError("an odd batch over 2 devices was accepted")
     except ValueError as e:
         batch_error = str(e)
-    report = {"batch_error": batch_error, "seconds": {}}
-    for name, stage in (("augment", _augmentation), ("diffusion", _diffusion), ("ppo", _ppo)):
+    report = {"batch_error": batch_error, "seconds": {}, "chunked_collectives": _chunked_batch(mesh)["collectives"]}
+    chunked = lambda m: {"y": _chunked_batch(m)["y"]}  # noqa: E731  (the results; the collectives are reported above)
+    for name, stage in (("chunked", chunked), ("augment", _augmentation), ("diffusion", _diffusion), ("ppo", _ppo)):
         t0 = time.perf_counter()
         report[name] = _compare(stage(None), stage(mesh))
         report["seconds"][name] = round(time.perf_counter() - t0, 1)
@@ -124,6 +148,9 @@ def report():
 def test_two_devices_match_one(report):
     print(json.dumps(report, indent=1))  # the measured differences, shown with pytest -s
     assert "batch_size=3" in report["batch_error"] and "2 devices" in report["batch_error"]
+    # A chunked env batch: each device steps its share of every chunk (no collective), with the unsharded results.
+    assert report["chunked_collectives"] == [], report["chunked_collectives"]
+    assert report["chunked"]["y"]["equal"], report["chunked"]
     # Augmentation: the same successes and executed actions. The object observations are not compared: a batch of 2 on
     # one device and of 1 per device are different XLA programs, and contacts amplify their last-bit float differences
     # (measured: actions 6e-8 apart, object velocities up to 0.15).
