@@ -1,6 +1,6 @@
 """Process-wide JAX/XLA settings that must be in place before `jax` is imported.
 
-XLA flags (CPU-only flags, set only on jaxlib 0.10, where they were verified: see `xla_defaults`), appended
+XLA flags (the first two CPU-only, set only on jaxlib 0.10, where they were verified: see `xla_defaults`), appended
 without overwriting a value the user already set for the same flag:
 - `--xla_cpu_use_fusion_emitters=false`: with XLA's fusion emitters, `mjx.kinematics` cost grows
   exponentially with the depth of the kinematic chain (an arm plus a hand is hundreds of times slower;
@@ -9,6 +9,14 @@ without overwriting a value the user already set for the same flag:
   scheduler, long jitted and vmapped MJX rollouts intermittently hang for good (every thread parked, 0%
   CPU); with it off they did not in the stress runs of BENCHMARKS.md ("XLA:CPU hangs",
   experiments/stress_xla.py).
+
+- `--xla_force_host_platform_device_count=N` (every jaxlib; `cpu_device_count`): the CPU split into N devices,
+  so that the stages, which split their batches over all local devices (`dexfly.devices`), step N slices of every
+  env batch in parallel. One XLA:CPU device runs a batched MJX step on about one core whatever the batch; on the
+  2-core machine two devices stepped the Grasp env 2.0x and a residual PPO update 1.8x as fast (BENCHMARKS.md,
+  session 33). N is `DEXFLY_CPU_DEVICES` when set, else the largest power of two up to the usable cores and 4
+  (every preset's batch sizes are multiples of 4). It creates host devices only: on a GPU the local devices,
+  so the meshes, stay the GPUs.
 
 `network_jit` turns the fusion emitters back on for single programs that hold no MJX (network training):
 diffusion training is about a fifth faster with them on this CPU (BENCHMARKS.md).
@@ -65,18 +73,46 @@ def host_cache_tag() -> str:
     return f"{jaxlib}-{hashlib.sha256(cpu.encode()).hexdigest()[:12]}"
 
 
+CPU_DEVICES_VAR = "DEXFLY_CPU_DEVICES"
+MAX_DEFAULT_CPU_DEVICES = 4  # every preset's batch sizes (augment, collect, PPO envs per object group) are multiples of 4
+
+
+def cpu_device_count() -> int:
+    """How many devices XLA splits the CPU into: ``DEXFLY_CPU_DEVICES`` when set (a positive integer; anything else
+    is a ValueError naming it), else the largest power of two <= min(usable cores, MAX_DEFAULT_CPU_DEVICES)."""
+    value = os.environ.get(CPU_DEVICES_VAR, "").strip()
+    if value:
+        n = int(value) if value.isdigit() else 0
+        if n < 1:
+            raise ValueError(f"{CPU_DEVICES_VAR}={value!r}: expected a positive integer, the number of devices to split "
+                             f"the CPU into (1: one device, as JAX's default)")
+        return n
+    try:
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (a container's share, not the host's)
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return 1 << (max(min(cores, MAX_DEFAULT_CPU_DEVICES), 1).bit_length() - 1)
+
+
 def xla_defaults() -> dict[str, str]:
-    """XLA_DEFAULTS where this jaxlib is known to accept them, else {}. XLA aborts the process at its first use
-    when XLA_FLAGS names a flag it does not know (`Unknown flag in XLA_FLAGS`), and jaxlib 0.11.2 (the CUDA build
-    on the lent GPU, BENCHMARKS.md session 25) no longer knows `xla_cpu_use_fusion_emitters`; the flags were
+    """The flags dexfly adds to XLA_FLAGS: XLA_DEFAULTS where this jaxlib is known to accept them, and the CPU's
+    device count (`cpu_device_count`, when above 1; a flag every jaxlib knows). XLA aborts the process at its first
+    use when XLA_FLAGS names a flag it does not know (`Unknown flag in XLA_FLAGS`), and jaxlib 0.11.2 (the CUDA build
+    on the lent GPU, BENCHMARKS.md session 25) no longer knows `xla_cpu_use_fusion_emitters`; XLA_DEFAULTS were
     verified on jaxlib 0.10 (the pin in pyproject.toml). ``DEXFLY_XLA_DEFAULTS=off`` leaves XLA_FLAGS alone."""
     if os.environ.get("DEXFLY_XLA_DEFAULTS", "").lower() in ("off", "0", "false", "no"):
         return {}
+    flags = {}
     try:
         major_minor = tuple(int(p) for p in (_jaxlib_version() or "").split(".")[:2])
     except ValueError:  # an unusual version string: not one the flags were verified on
-        return {}
-    return dict(XLA_DEFAULTS) if len(major_minor) == 2 and major_minor < (0, 11) else {}
+        major_minor = ()
+    if len(major_minor) == 2 and major_minor < (0, 11):
+        flags.update(XLA_DEFAULTS)
+    n = cpu_device_count()
+    if n > 1:
+        flags["xla_force_host_platform_device_count"] = str(n)
+    return flags
 
 
 def configure() -> None:

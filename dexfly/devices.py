@@ -83,7 +83,8 @@ def make_mesh(devices: int | None = None) -> Mesh | None:
     local = jax.local_devices()
     n = len(local) if devices is None else int(devices)
     if not 1 <= n <= len(local):
-        raise ValueError(f"--devices {n}: this process has {len(local)} local {local[0].platform} device(s)")
+        hint = " (dexfly splits the CPU into DEXFLY_CPU_DEVICES devices, set before the process starts)" if local[0].platform == "cpu" else ""
+        raise ValueError(f"--devices {n}: this process has {len(local)} local {local[0].platform} device(s){hint}")
     if n == 1 and jax.process_count() == 1:
         return None
     # The same number of devices from every process, in process order: each host holds a contiguous slice of a batch.

@@ -129,6 +129,7 @@ def test_xla_flags_and_gl_backend_only_where_they_work(monkeypatch):
 
     for var in ("XLA_FLAGS", "DEXFLY_XLA_DEFAULTS", "MUJOCO_GL", "PYOPENGL_PLATFORM", _jax_env._ADDED_VAR, _jax_env._FLAGS_VAR):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(_jax_env.CPU_DEVICES_VAR, "1")  # one CPU device: no device-count flag (its own test below)
     monkeypatch.setattr(_jax_env, "_jaxlib_version", lambda: "0.10.2")
     assert _jax_env.xla_defaults() == _jax_env.XLA_DEFAULTS
     monkeypatch.setenv("DEXFLY_XLA_DEFAULTS", "off")
@@ -145,6 +146,40 @@ def test_xla_flags_and_gl_backend_only_where_they_work(monkeypatch):
     _jax_env.configure()
     assert "--xla_cpu_use_fusion_emitters=false" in os.environ["XLA_FLAGS"]
     assert os.environ["MUJOCO_GL"] == os.environ["PYOPENGL_PLATFORM"] == "egl"
+
+
+def test_cpu_split_into_devices_by_default(monkeypatch):
+    """The CPU is split into devices so that the stages step slices of every env batch in parallel (one XLA:CPU
+    device steps a batch on about one core): a power of two up to the usable cores and 4, on every jaxlib;
+    DEXFLY_CPU_DEVICES overrides it, a value the user gave XLA_FLAGS wins, and DEXFLY_XLA_DEFAULTS=off adds none."""
+    from dexfly import _jax_env
+
+    for var in ("XLA_FLAGS", "DEXFLY_XLA_DEFAULTS", _jax_env.CPU_DEVICES_VAR, _jax_env._ADDED_VAR, _jax_env._FLAGS_VAR):
+        monkeypatch.delenv(var, raising=False)
+    flag = "xla_force_host_platform_device_count"
+    for cores, devices in ((1, 1), (2, 2), (3, 2), (4, 4), (6, 4), (64, 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, c=cores: set(range(c)))
+        assert _jax_env.cpu_device_count() == devices, cores
+        for jaxlib in ("0.10.2", "0.11.2"):
+            monkeypatch.setattr(_jax_env, "_jaxlib_version", lambda v=jaxlib: v)
+            assert _jax_env.xla_defaults().get(flag) == (str(devices) if devices > 1 else None), (cores, jaxlib)
+    monkeypatch.setenv(_jax_env.CPU_DEVICES_VAR, "8")
+    assert _jax_env.cpu_device_count() == 8 and _jax_env.xla_defaults()[flag] == "8"
+    for bad in ("0", "-2", "two", "1.5"):
+        monkeypatch.setenv(_jax_env.CPU_DEVICES_VAR, bad)
+        with pytest.raises(ValueError, match="DEXFLY_CPU_DEVICES"):
+            _jax_env.cpu_device_count()
+    monkeypatch.setenv(_jax_env.CPU_DEVICES_VAR, "2")
+    monkeypatch.setattr(_jax_env, "egl_available", lambda: False)
+    _jax_env.configure()
+    assert f"--{flag}=2" in os.environ["XLA_FLAGS"] and flag in os.environ[_jax_env._ADDED_VAR]
+    monkeypatch.setenv("XLA_FLAGS", f"--{flag}=3")
+    _jax_env.configure()
+    assert os.environ["XLA_FLAGS"] == f"--{flag}=3"
+    monkeypatch.delenv("XLA_FLAGS")
+    monkeypatch.setenv("DEXFLY_XLA_DEFAULTS", "off")
+    _jax_env.configure()
+    assert os.environ["XLA_FLAGS"] == ""
 
 
 def jax_version():
