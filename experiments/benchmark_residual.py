@@ -1,6 +1,6 @@
 """Where residual PPO's time goes: physics, diffusion sampling, the residual's forward pass, the PPO update.
 
-    python experiments/benchmark_residual.py --base runs/dp_grasp --num-envs 32 --base-ddim-steps 4
+    python experiments/benchmark_residual.py --base runs/dp_grasp --num-envs 32 --base-ddim-steps 4 [--devices 1]
 
 Times four jitted functions on the same batch (one Grasp topology, `--num-envs` envs, one full episode each),
 each after a warm-up call that compiles it (`dexfly.bench.residual_throughput`):
@@ -13,8 +13,9 @@ Differences give the shares; prints env steps per second of the whole update and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import dexfly  # noqa: F401  (XLA flags before jax)
 import jax
@@ -24,6 +25,7 @@ from rich.table import Table
 
 import envs
 from dexfly import bench
+from dexfly.devices import DeviceConfig, size
 from dexfly.policies.diffusion import load_run
 
 
@@ -36,6 +38,8 @@ class Args:
     base_ddim_steps: int = 0
     """DDIM steps of the base (0: the checkpoint's)."""
     repeats: int = 2
+    parallel: Annotated[DeviceConfig, tyro.conf.arg(name="")] = field(default_factory=DeviceConfig)
+    """Devices that the envs are split over (no flag prefix: --devices; default all, on a CPU DEXFLY_CPU_DEVICES)."""
 
 
 def main(args: Args):
@@ -43,12 +47,13 @@ def main(args: Args):
     if args.base_ddim_steps:
         base = base.replace(config=base_config.replace(num_inference_steps=args.base_ddim_steps))
     env = envs.make_cached("grasp", (("object", args.object),))
-    r = bench.residual_throughput(env, base, args.num_envs, repeats=args.repeats, object_id=args.object)
+    mesh = args.parallel.mesh()
+    r = bench.residual_throughput(env, base, args.num_envs, repeats=args.repeats, object_id=args.object, mesh=mesh)
     rows = {name: (p["mean_s"], p["compile_s"]) for name, p in r["parts"].items()}
     n, T = args.num_envs, r["episode_steps"]
     dev = jax.devices()[0]
     table = Table(title=f"residual PPO time per update: grasp, {n} envs x {T} steps, base DDIM {base.config.num_inference_steps} steps, "
-                        f"{dev.platform} ({dev.device_kind})")
+                        f"{size(mesh)} x {dev.platform} ({dev.device_kind})")
     for col in ("part", "seconds", "share of the update", "compile s"):
         table.add_column(col)
     total = rows["update"][0]
