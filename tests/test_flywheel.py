@@ -163,8 +163,8 @@ def test_stage_records(tmp_path):
     run = RunFolder.open(tmp_path / "run", task="grasp", preset="tiny", seed=0)
     (run.root / "out.txt").write_text("data")
     assert not run.done("a", {"x": 1})
-    run.finish("a", {"x": 1}, ["out.txt"], 1.0)
-    assert run.done("a", {"x": 1})
+    run.finish("a", {"x": 1}, ["out.txt"], 1.0, devices=2)
+    assert run.done("a", {"x": 1}) and run.record("a")["devices"] == 2  # beside the time; not part of the config
     with pytest.raises(StageError, match=r"stage 'a' finished with other settings .*changed: x.*--redo-from a"):
         run.done("a", {"x": 2})
     (run.root / "out.txt").write_text("edited")

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 from jax.sharding import Mesh
 
-from dexfly import dataset
+from dexfly import dataset, devices
 from dexfly.catalog import TASK_ROLES, load_catalog
 from dexfly.flywheel.loop import Flywheel, dataset_diversity, evaluate_t_oep, train_base
 from dexfly.flywheel.report import generation_successes
@@ -347,7 +347,8 @@ class Baselines:
     def _stage(self, run: RunFolder, name: str, config: dict, body: Callable[[], tuple[list[str], dict]]) -> dict:
         """Run `body` unless the stage finished with this config (RunFolder.run_stage, as the flywheel's stages)."""
         label = f"{run.root.name}/{name}"
-        return run.run_stage(name, config, body, label=label, watch=f"baselines {self.task} {label}", log=self.log)
+        return run.run_stage(name, config, body, label=label, watch=f"baselines {self.task} {label}", log=self.log,
+                             devices=devices.size(self.mesh))
 
     def _write(self, path: Path, episodes, method: str) -> None:
         env_args = dict(dataset.read_dataset(self.seed_file, task=self.task).env_args)

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from jax.sharding import Mesh
 
-from dexfly import dataset, evaluation
+from dexfly import dataset, devices, evaluation
 from dexfly.catalog import TASK_ROLES
 from dexfly.flywheel.schedule import Preset, load_preset
 from dexfly.flywheel.stages import RunFolder, StageError, content_hash
@@ -168,7 +168,8 @@ class Flywheel:
 
     def _stage(self, name: str, config: dict, body: Callable[[], tuple[list[str], dict]]) -> dict:
         """Run `body` unless the stage finished with this config (RunFolder.run_stage); body returns (outputs, summary)."""
-        rec = self.run_dir.run_stage(name, config, body, watch=f"flywheel {self.task} {name}", donors=self.donors, log=self.log)
+        rec = self.run_dir.run_stage(name, config, body, watch=f"flywheel {self.task} {name}", donors=self.donors, log=self.log,
+                                     devices=devices.size(self.mesh))
         self.timings[name] = rec["seconds"]
         return rec
 

@@ -64,12 +64,13 @@ def build_report(root: Path, task: str, preset: str, iterations: int) -> dict:
             policy = "base" if collected["summary"].get("policy") == "base" else "combined"  # base: the no-residual ablation
             generation.append({"iteration": i, "source": f"{policy}-policy rollouts", "success_rate": _generation_rate(collected["summary"]),
                                "attempts": collected["summary"].get("attempts")})
-    stage_seconds = {}
+    stage_seconds, stage_devices = {}, {}
     for f in sorted((root / "stages").glob("*.json")):
         rec = json.loads(f.read_text())
         stage_seconds[rec["stage"]] = rec["seconds"]
+        stage_devices[rec["stage"]] = rec.get("devices", 1)  # records written before devices were recorded ran on one
     return {"task": task, "preset": preset, "iterations": iterations, "table1": rows, "generation": generation, "stage_seconds": stage_seconds,
-            "total_seconds": round(sum(stage_seconds.values()), 1)}
+            "stage_devices": stage_devices, "total_seconds": round(sum(stage_seconds.values()), 1)}
 
 
 def table1_markdown(report: dict) -> str:
@@ -86,7 +87,9 @@ def table1_markdown(report: dict) -> str:
         else:  # no attempts at all (no successful rollout to augment), or a record from before successes were counted
             rate = "—" if not g.get("attempts") else "— (not recorded)"
         lines.append(f"| {g['iteration']} | {g['source']} | {rate} |")
-    lines += ["", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in report["stage_seconds"].items()),
+    n_dev = report.get("stage_devices", {})
+    lines += ["", "Stage times (s; with the devices a stage split its batches over, where more than one): "
+              + ", ".join(f"{k} {v:.0f}" + (f" ({n_dev[k]} devices)" if n_dev.get(k, 1) > 1 else "") for k, v in report["stage_seconds"].items()),
               f"Total: {report['total_seconds']:.0f} s"]
     return "\n".join(lines) + "\n"
 

@@ -143,12 +143,15 @@ class RunFolder:
         return True
 
     def run_stage(self, stage: str, config: Any, body: Callable[[], tuple[list[str], dict]], *, label: str | None = None,
-                  watch: str | None = None, donors: tuple[RunFolder, ...] = (), log: Callable[[str], Any] = print) -> dict:
+                  watch: str | None = None, donors: tuple[RunFolder, ...] = (), log: Callable[[str], Any] = print,
+                  devices: int = 1) -> dict:
         """The stage's record: as it is when the stage finished with this config; copied from the first donor run
         that finished it identically; else from running `body` (which writes the outputs and returns (outputs
         relative to the run folder, summary)) under the watchdog (`watch`), then `finish`. `label` names the stage
-        in the log. Compiled programs are released after the body, so that a long run's memory mappings stay
-        bounded (`release_compiled`); a program a later stage shares reloads from the persistent cache."""
+        in the log; `devices` (how many the stage split its batches over) is recorded beside its time, not in its
+        config: the numbers of a stage do not depend on it beyond float rounding, its time does. Compiled programs
+        are released after the body, so that a long run's memory mappings stay bounded (`release_compiled`); a
+        program a later stage shares reloads from the persistent cache."""
         label = label or stage
         if self.done(stage, config):
             rec = self.record(stage)
@@ -165,11 +168,11 @@ class RunFolder:
             outputs, summary = body()
         seconds = time.perf_counter() - t0
         release_compiled()
-        return self.finish(stage, config, outputs, seconds, summary)
+        return self.finish(stage, config, outputs, seconds, summary, devices=devices)
 
-    def finish(self, stage: str, config: Any, outputs: list[str], seconds: float, summary: dict | None = None) -> dict:
+    def finish(self, stage: str, config: Any, outputs: list[str], seconds: float, summary: dict | None = None, *, devices: int = 1) -> dict:
         rec = {"stage": stage, "config_hash": config_hash(config), "config": config,
-               "outputs": {rel: content_hash(self.root / rel) for rel in outputs}, "seconds": round(seconds, 1),
+               "outputs": {rel: content_hash(self.root / rel) for rel in outputs}, "seconds": round(seconds, 1), "devices": devices,
                "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary or {}}
         atomic_write_text(self.root / "stages" / _record_name(stage), json.dumps(rec, indent=2, default=str))
         return rec
