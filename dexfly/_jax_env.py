@@ -9,7 +9,6 @@ without overwriting a value the user already set for the same flag:
   scheduler, long jitted and vmapped MJX rollouts intermittently hang for good (every thread parked, 0%
   CPU); with it off they did not in the stress runs of BENCHMARKS.md ("XLA:CPU hangs",
   experiments/stress_xla.py).
-
 - `--xla_force_host_platform_device_count=N` (every jaxlib; `cpu_device_count`): the CPU split into N devices,
   so that the stages, which split their batches over all local devices (`dexfly.devices`), step N slices of every
   env batch in parallel. One XLA:CPU device runs a batched MJX step on about one core whatever the batch; on the
