@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,9 +126,11 @@ def main() -> None:
         raise AssertionError("an odd batch over 2 devices was accepted")
     except ValueError as e:
         batch_error = str(e)
-    report = {"batch_error": batch_error, "seconds": {}, "chunked_collectives": _chunked_batch(mesh)["collectives"]}
-    chunked = lambda m: {"y": _chunked_batch(m)["y"]}  # noqa: E731  (the results; the collectives are reported above)
-    for name, stage in (("chunked", chunked), ("augment", _augmentation), ("diffusion", _diffusion), ("ppo", _ppo)):
+    one, two = _chunked_batch(None), _chunked_batch(mesh)
+    report = {"batch_error": batch_error, "seconds": {}, "chunked_collectives": two.pop("collectives")}
+    one.pop("collectives")
+    report["chunked"] = _compare(one, two)
+    for name, stage in (("augment", _augmentation), ("diffusion", _diffusion), ("ppo", _ppo)):
         t0 = time.perf_counter()
         report[name] = _compare(stage(None), stage(mesh))
         report["seconds"][name] = round(time.perf_counter() - t0, 1)
@@ -138,7 +141,9 @@ def main() -> None:
 @pytest.fixture(scope="module")
 def report():
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    # replace the device count dexfly's own processes got (dexfly._jax_env.cpu_device_count), not add a second one
+    flags = re.sub(r"--xla_force_host_platform_device_count=\S*", "", env.get("XLA_FLAGS", ""))
+    env["XLA_FLAGS"] = " ".join(flags.split() + ["--xla_force_host_platform_device_count=2"])
     proc = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     assert proc.returncode == 0 and lines, f"subprocess failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
