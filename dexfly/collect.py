@@ -71,7 +71,7 @@ def collect(task: str, policy: ChunkPolicy | None, specs: list[SceneSpec], *, ho
     Scenes are grouped by object topology (one compiled env each) and run `batch_size` at a time (a short last
     batch is padded with copies of its first scene, whose results are dropped). Batch k of the whole call uses
     the key fold_in(PRNGKey(seed), k), so the same scenes, seed and batch size give the same episodes.
-    `on_batch(done, total)` is called after every batch. A NaN in the simulation fails the episode. With a device
+    `on_batch(done, total)` is called with done = 0 before the first batch and after every batch. A NaN in the simulation fails the episode. With a device
     `mesh` (`dexfly.devices`), each batch is split over its devices (`batch_size` a multiple of their number).
     """
     if batch_size < 1:
@@ -81,6 +81,8 @@ def collect(task: str, policy: ChunkPolicy | None, specs: list[SceneSpec], *, ho
         raise ValueError("no scenes to collect in")
     stats, episodes, batch_index, done = CollectStats(), [], 0, 0
     t0 = time.perf_counter()
+    if on_batch is not None:
+        on_batch(0, len(specs))
     for objects, group in group_by_topology(task, specs).items():
         env = envs.make_cached(task, tuple(objects), env_config)
         if policy is not None:  # None: the hook alone acts (e.g. replay), as in `dexfly.unroll`

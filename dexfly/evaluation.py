@@ -85,11 +85,13 @@ def evaluate(
     hook_params: Any = None,
     mesh: Mesh | None = None,
     pad_to: int = 1,
+    on_seed: Callable[[], None] | None = None,
 ) -> EvalResult:
     """Success rate over the scenes, mean and std over seeds (each seed re-samples the policy's noise).
 
     The batch is padded to a multiple of `pad_to` (and of the mesh's device count) with copies of the first
-    scene, whose results are dropped: evaluations of slightly different sizes then share one compiled rollout."""
+    scene, whose results are dropped: evaluations of slightly different sizes then share one compiled rollout.
+    `on_seed()` is called after each seed's rollout."""
     if not specs:
         raise ValueError("no evaluation scenes")
     if pad_to < 1:
@@ -110,6 +112,8 @@ def evaluate(
         rates.append(float(final.mean()))
         if qpos is not None:
             first_qpos = qpos
+        if on_seed is not None:
+            on_seed()
     return EvalResult(float(np.mean(rates)), float(np.std(rates)), tuple(rates), np.stack(per_scene), first_qpos)
 
 
@@ -147,17 +151,23 @@ class GroupedEval:
 def evaluate_scenes(task: str, policy: ChunkPolicy, specs: list[SceneSpec], *, seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
                     num_steps: int | None = None, record_qpos_first: bool = False, hook: Hook | None = None,
                     hook_params: Any = None, env_config: envs.EnvConfig | None = None, mesh: Mesh | None = None,
-                    pad_to: int = 1) -> GroupedEval:
+                    pad_to: int = 1, on_progress: Callable[[int, int], None] | None = None) -> GroupedEval:
     """`evaluate` over scenes of any object topologies: one compiled env per topology group; overall per-seed
     rates weight each group by its number of scenes. With `record_qpos_first`, the first group's first seed
-    keeps its qpos (for a video)."""
+    keeps its qpos (for a video). `on_progress(done, total)` counts rollouts (a topology group's batch for one
+    seed): called with done = 0 before the first and after each."""
     if not specs:
         raise ValueError("no evaluation scenes")
-    groups, per_seed = [], np.zeros(len(seeds))
-    for i, (objects, group) in enumerate(group_by_topology(task, specs).items()):
+    grouped = group_by_topology(task, specs)
+    groups, per_seed, total = [], np.zeros(len(seeds)), len(grouped) * len(seeds)
+    rollouts = iter(range(1, total + 1))
+    on_seed = None if on_progress is None else (lambda: on_progress(next(rollouts), total))
+    if on_progress is not None:
+        on_progress(0, total)
+    for i, (objects, group) in enumerate(grouped.items()):
         env = envs.make_cached(task, tuple(objects), env_config)
         res = evaluate(env, policy, group, seeds=seeds, num_steps=num_steps, task=task, record_qpos=record_qpos_first and i == 0,
-                       hook=hook, hook_params=hook_params, mesh=mesh, pad_to=pad_to)
+                       hook=hook, hook_params=hook_params, mesh=mesh, pad_to=pad_to, on_seed=on_seed)
         per_seed += np.asarray(res.per_seed) * len(group)
         groups.append((tuple(objects), tuple(group), res))
     per_seed /= len(specs)

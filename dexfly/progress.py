@@ -90,4 +90,31 @@ progress_bar = ProgressBar
 """`progress_bar(title, total, completed=0, *, enabled=True, console=None, log_every_s=LOG_EVERY_S)`."""
 
 
-__all__ = ["LOG_EVERY_S", "ProgressBar", "progress_bar"]
+class ProgressCallback:
+    """A `ProgressBar` driven by an `on_progress(done, total)` callback, for loops that learn their total inside
+    (evaluation over topology groups and seeds, collection over batches): the bar starts at the first call and
+    closes when `done` reaches `total`, or when the `with` block ends (an error part way)."""
+
+    def __init__(self, title: str, *, enabled: bool = True, console: Console | None = None):
+        self.title, self.enabled, self.console = title, enabled, console
+        self._bar: ProgressBar | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = ProgressBar(self.title, total, enabled=self.enabled, console=self.console).start()
+        self._bar.update(done)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> "ProgressCallback":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = ["LOG_EVERY_S", "ProgressBar", "ProgressCallback", "progress_bar"]

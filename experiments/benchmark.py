@@ -48,6 +48,7 @@ from rich.table import Table
 import envs
 from dexfly import bench
 from dexfly.devices import DeviceConfig
+from dexfly.utils import atomic_write_text
 
 Stage = Literal["env", "augment", "train", "sample", "ppo", "flywheel"]
 SIM_STAGES = ("env", "augment", "ppo")  # the stages measured once per MJX impl
@@ -126,9 +127,8 @@ class Recorder:
         self.console.print(f"[yellow]{escape(text)}")
 
     def write(self) -> None:
-        self.args.out.parent.mkdir(parents=True, exist_ok=True)
         doc = {**self.meta, "results": self.rows, "notes": self.notes}
-        self.args.out.write_text(json.dumps(doc, indent=2, default=str))
+        atomic_write_text(self.args.out, json.dumps(doc, indent=2, default=str))  # rewritten after every stage: never half a file
 
     def table(self) -> Table:
         dev = self.meta["device"]

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dexfly.catalog import TASKS, CatalogError
+from dexfly.devices import DeviceConfig
 from dexfly.policies.diffusion.checkpoint import load_run
 from dexfly.policies.residual.config import ResidualConfig
 from dexfly.policies.residual.explore import exploration_cost
@@ -43,6 +44,8 @@ class Args:
     env: EnvConfig = field(default_factory=EnvConfig)
     residual: Annotated[ResidualConfig, tyro.conf.arg(name="")] = field(default_factory=ResidualConfig)
     """The exploration to measure: --init-noise-std, --hold-steps, --alpha-pos, --alpha-rot, --alpha-hand."""
+    parallel: Annotated[DeviceConfig, tyro.conf.arg(name="")] = field(default_factory=DeviceConfig)
+    """Devices that the evaluation batches are split over (no flag prefix: --devices, ...)."""
 
 
 def main(args: Args):
@@ -51,7 +54,7 @@ def main(args: Args):
     try:
         base, _, _ = load_run(args.base, task=args.task)
         specs = scene_grid(args.task, objects=args.objects, env_ids=args.env_ids, pose_ids=args.pose_ids)
-        cost = exploration_cost(args.task, base, specs, args.residual, seeds=args.seeds, env_config=args.env)
+        cost = exploration_cost(args.task, base, specs, args.residual, seeds=args.seeds, env_config=args.env, mesh=args.parallel.mesh())
     except (FileNotFoundError, ValueError, CatalogError) as e:
         raise SystemExit(str(e)) from None
     r = args.residual

@@ -46,7 +46,9 @@ class Args:
     alpha: float = 1.0
     """Overall residual scale: multiplies --alpha-pos, --alpha-rot and --alpha-hand (0: the base alone)."""
     out: Path = Path("runs/residual")
-    eval: EvalSet = field(default_factory=EvalSet)
+    eval: EvalSet = field(default_factory=lambda: EvalSet(every=10))
+    """The evaluation scenes; --eval.every N adds combined success on them (first seed) to the learning curve every N
+    updates (0: at the end only, as the flywheel's residual stage does to save its CPU budget)."""
     checkpoint_every: int = 5
     """Updates between checkpoints."""
     stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S

@@ -16,7 +16,7 @@ from dexfly.flywheel.testsets import T_OEP_SIZE, load_t_oep
 
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_has_a_schedule_and_a_t_oep_set(task):
-    assert {"tiny", "paper"} <= set(presets_of(task))
+    assert {"tiny", "cpu", "paper"} <= set(presets_of(task))
     for name in presets_of(task):
         preset = load_preset(task, name)
         assert preset.iteration(1).objects, "iteration 1 holds the seed's object"
@@ -297,6 +297,30 @@ def test_interrupted_run_resumes_to_the_same_report(tiny_run, tmp_path):
     assert fw.redo_from("iter1/collect")[0] == "iter1/collect"
     assert not (resumed / "d2.hdf5").exists()
     assert _strip(Flywheel("grasp", "tiny", resumed, iterations=ITERATIONS, progress=False, video=False).run()) == _strip(report)
+
+
+def test_a_run_killed_inside_a_stage_resumes_from_its_checkpoint(tiny_run, tmp_path):
+    """A run killed during `iter2/diffusion` (a warm-started training) after one of its checkpoints: the stage's folder
+    holds the checkpoints written so far, no record exists for it or any later stage. Rerun, the stage resumes from
+    its last checkpoint (not from the warm start) and the run ends with the uninterrupted run's report."""
+    from dexfly.flywheel.loop import Flywheel
+
+    out, report = tiny_run
+    killed = tmp_path / "killed"
+    shutil.copytree(out, killed)
+    for stage in ("iter2__diffusion", "iter2__evaluate"):
+        (killed / "stages" / f"{stage}.json").unlink()
+    for name in ("iter2/eval.json", "report.json", "report.md"):
+        (killed / name).unlink(missing_ok=True)
+    ckpts = sorted((killed / "iter2/diffusion/checkpoints").iterdir(), key=lambda p: int(p.name))
+    assert len(ckpts) >= 2, f"the tiny preset's iter2 training should checkpoint more than once: {ckpts}"
+    shutil.rmtree(ckpts[-1])  # the final checkpoint was never written
+    kept = {f: f.stat().st_mtime_ns for c in ckpts[:-1] for f in c.rglob("*") if f.is_file()}
+    again = Flywheel("grasp", "tiny", killed, iterations=ITERATIONS, progress=False, video=False).run()
+    assert _strip(again) == _strip(report)
+    assert ckpts[-1].exists(), "the resumed training did not write its final checkpoint"
+    # resumed from the last checkpoint: the ones before it were read, not written again (a restart would rewrite them)
+    assert {f: f.stat().st_mtime_ns for f in kept} == kept
 
 
 def test_a_corrupt_stage_output_is_refused(tiny_run, tmp_path):

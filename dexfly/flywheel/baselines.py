@@ -376,7 +376,8 @@ class Baselines:
             from dexfly.policies.diffusion import load_run
 
             base, _, _ = load_run(run.path("diffusion"), task=self.task)
-            result = evaluate_t_oep(self.task, self.preset, base, video=run.path("t_oep.mp4") if self.video else None, mesh=self.mesh)
+            result = evaluate_t_oep(self.task, self.preset, base, video=run.path("t_oep.mp4") if self.video else None, mesh=self.mesh,
+                                    progress=self.progress, title=f"{method} evaluation")
             atomic_write_text(run.path("eval.json"), json.dumps(result, indent=2))
             self.log(f"{method}: T_OEP success {result['t_oep']['mean']:.3f} ± {result['t_oep']['std']:.3f}")
             return ["eval.json"] + (["t_oep.mp4"] if self.video else []), {"t_oep": result["t_oep"]["mean"]}

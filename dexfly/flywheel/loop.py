@@ -10,7 +10,8 @@ Stages, in order (`stage_names`), each writing its outputs atomically and then a
   iter<i>/residual  the residual on pi_base^i, trained on O_{i+1} in E_i; its evaluation is T_O^{i+1}
                     (base -> combined, each object in one fixed scene)            -> iter<i>/residual/
   iter<i>/collect   the combined policy rolled out on O_{i+1} in random scenes of E_i, successes kept (D_O^i)
-                                                                                  -> iter<i>/rollouts.hdf5
+                    (and a video of it on the first T_OEP scenes, beside the base's) -> iter<i>/rollouts.hdf5,
+                                                                                     t_oep_combined.mp4
   iter<i>/augment   D_{i+1} = A_EP(D_O^i; C_aug^{i+1}) (each object's rollouts across E_{i+1} x P_{i+1}),
                     plus D_i when the preset keeps previous data                  -> d<i+1>.hdf5
 Table 1's row i (`report.build_report`) is D_i's diversity, T_O^i and pi_base^i's success on T_OEP, as in the
@@ -39,7 +40,8 @@ from dexfly.flywheel.schedule import Preset, load_preset
 from dexfly.flywheel.stages import RunFolder, StageError, content_hash
 from dexfly.flywheel.testsets import t_o_scenes, testset_path
 from dexfly.paths import DEMOS_DIR
-from dexfly.utils import atomic_write_text
+from dexfly.progress import ProgressCallback
+from dexfly.utils import atomic_write_text, group_by_topology
 
 
 def stage_names(iterations: int, residual: bool = True) -> list[str]:
@@ -57,7 +59,7 @@ def stage_outputs(iterations: int) -> dict[str, list[str]]:
         out[f"iter{i}/diffusion"] = [f"iter{i}/diffusion"]
         out[f"iter{i}/evaluate"] = [f"iter{i}/eval.json", f"iter{i}/t_oep.mp4"]
         out[f"iter{i}/residual"] = [f"iter{i}/residual"]
-        out[f"iter{i}/collect"] = [f"iter{i}/rollouts.hdf5", f"iter{i}/collect.json"]
+        out[f"iter{i}/collect"] = [f"iter{i}/rollouts.hdf5", f"iter{i}/collect.json", f"iter{i}/t_oep_combined.mp4"]
         out[f"iter{i}/augment"] = [f"d{i + 1}.hdf5"]
     return out
 
@@ -95,18 +97,31 @@ in the same batches) and later iterations (T_OEP alone) share their compiled rol
 
 
 def evaluate_t_oep(task: str, preset: Preset, base, *, video: Path | None = None, mesh: Mesh | None = None,
-                   t_o: list | None = None) -> dict:
+                   t_o: list | None = None, progress: bool = False, title: str = "T_OEP evaluation") -> dict:
     """A base policy on T_OEP, as every iteration and every baseline is scored: the preset's T_OEP scenes
     (`Preset.t_oep_specs`), each seed of `seeds`; a video of the first episodes when `video` is a path. With `t_o`
     (scenes), T_O is scored in the same batches (`evaluation.evaluate_sets`: a topology both share compiles once).
+    With `progress`, a progress bar named `title` counts the rollouts (topology groups x seeds).
     Returns eval.json's {"t_oep": {"mean", "std", "per_seed", "per_object"}, "t_oep_scenes"[, "t_o_base"]}."""
     ev = preset.evaluation
     specs = preset.t_oep_specs()
-    sets = evaluation.evaluate_sets(task, base, {"t_oep": specs, **({"t_o": t_o} if t_o else {})}, seeds=tuple(ev["seeds"]),
-                                    record_qpos_first=video is not None, mesh=mesh, pad_to=EVAL_PAD_TO)
+    with ProgressCallback(title, enabled=progress) as on_progress:
+        sets = evaluation.evaluate_sets(task, base, {"t_oep": specs, **({"t_o": t_o} if t_o else {})}, seeds=tuple(ev["seeds"]),
+                                        record_qpos_first=video is not None, mesh=mesh, pad_to=EVAL_PAD_TO, on_progress=on_progress)
     if video is not None:
         evaluation.write_video(video, task, sets["t_oep"], episodes=int(ev["video_episodes"]))
     return {"t_oep": sets["t_oep"].summary(), "t_oep_scenes": len(specs), **({"t_o_base": sets["t_o"].summary()} if t_o else {})}
+
+
+def combined_t_oep_video(task: str, preset: Preset, base, hook, hook_params, path: Path, *, mesh: Mesh | None = None) -> Path:
+    """A video of the combined policy (the base with its residual `hook`) on the T_OEP scenes that the base's
+    `t_oep.mp4` shows (the first topology group's first `video_episodes` scenes, the first seed), so the two can be
+    watched side by side. One seed of a few scenes: a picture, not a score (the base is scored on T_OEP)."""
+    ev = preset.evaluation
+    first = list(next(iter(group_by_topology(task, preset.t_oep_specs()).values())))[: int(ev["video_episodes"])]
+    res = evaluation.evaluate_scenes(task, base, first, seeds=tuple(ev["seeds"])[:1], record_qpos_first=True, hook=hook,
+                                     hook_params=hook_params, mesh=mesh, pad_to=EVAL_PAD_TO)
+    return evaluation.write_video(path, task, res, episodes=len(first))
 
 
 def held_sources(sources: list, min_held: int, *, where) -> tuple[list, dict]:
@@ -228,7 +243,7 @@ class Flywheel:
             base, _, _ = load_run(self.run_dir.path(f"iter{i}/diffusion"), task=self.task)
             t_o = t_o_scenes(self.task, self.preset.iteration(1).objects, tuple(ev["t_o_pose_ids"])) if i == 1 else None
             result = evaluate_t_oep(self.task, self.preset, base, video=self.run_dir.path(f"iter{i}/t_oep.mp4") if self.video else None,
-                                    mesh=self.mesh, t_o=t_o)
+                                    mesh=self.mesh, t_o=t_o, progress=self.progress, title=f"iter{i} evaluation")
             outputs = [f"iter{i}/eval.json"] + ([f"iter{i}/t_oep.mp4"] if self.video else [])
             atomic_write_text(self.run_dir.path(f"iter{i}/eval.json"), json.dumps(result, indent=2))
             return outputs, {"t_oep": result["t_oep"]["mean"]}
@@ -285,14 +300,18 @@ class Flywheel:
             else:
                 (base, _, _), hook, params = load_run(self.run_dir.path(f"iter{i}/diffusion"), task=self.task), None, None
             specs = sample_object_scenes(self.task, tuple(objects), tuple(env_ids), per_object, seed=self.seed * 1000 + i, pose_ids=pose_ids)
-            episodes, stats = collect(self.task, base, specs, hook=hook, hook_params=params, seed=self.seed * 1000 + i,
-                                      batch_size=self.preset.collect_batch_size, mesh=self.mesh)
+            with ProgressCallback(f"iter{i} rollouts", enabled=self.progress) as on_batch:
+                episodes, stats = collect(self.task, base, specs, hook=hook, hook_params=params, seed=self.seed * 1000 + i,
+                                          batch_size=self.preset.collect_batch_size, on_batch=on_batch, mesh=self.mesh)
             self.log(f"iter{i}: {stats.successes}/{stats.attempts} rollouts succeeded ({stats.success_rate:.2f}), {stats.kept} kept")
             outputs = [f"iter{i}/collect.json"]
             if episodes:
                 self._write(self.run_dir.path(f"iter{i}/rollouts.hdf5"), episodes, {"flywheel_stage": f"iter{i}/collect"})
                 outputs.insert(0, f"iter{i}/rollouts.hdf5")
             atomic_write_text(self.run_dir.path(f"iter{i}/collect.json"), json.dumps(stats.to_dict(), indent=2))
+            if self.video and self.use_residual:  # without a residual the combined policy is the base: t_oep.mp4 shows it
+                combined_t_oep_video(self.task, self.preset, base, hook, params, self.run_dir.path(f"iter{i}/t_oep_combined.mp4"), mesh=self.mesh)
+                outputs.append(f"iter{i}/t_oep_combined.mp4")
             return outputs, {**stats.to_dict(), "policy": "combined" if self.use_residual else "base"}
 
         return self._stage(f"iter{i}/collect", config, body)
@@ -381,4 +400,5 @@ def run_flywheel(task: str, preset: str, out, *, iterations: int = 3, seed: int 
     return fw.run()
 
 
-__all__ = ["Flywheel", "dataset_diversity", "evaluate_t_oep", "held_sources", "run_flywheel", "stage_names", "stage_outputs", "train_base"]
+__all__ = ["Flywheel", "combined_t_oep_video", "dataset_diversity", "evaluate_t_oep",
+           "held_sources", "run_flywheel", "stage_names", "stage_outputs", "train_base"]

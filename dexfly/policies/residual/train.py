@@ -160,6 +160,50 @@ def _take(pool: Scene, idx: jax.Array) -> Scene:
     return jax.tree.map(lambda x: x[idx], pool)
 
 
+def make_learn(config: ResidualConfig, spec: ResidualSpec, batch: int, mesh: Mesh | None = None):
+    """PPO's learning half of an update: (state, data, active, valid, key) -> (state, losses). `update_epochs` epochs,
+    each a shuffle of the `batch` episodes into `num_minibatches` minibatches (whole episodes) and one clipped-PPO
+    gradient step per minibatch (`losses.residual_ppo_loss`, brax's gradient step); the losses [epochs, minibatches].
+    data: Transition [B, D] (a row per residual decision), active, valid [B]. With a `mesh`, each minibatch is split
+    over its devices when its size is a multiple of their number (data-parallel gradients, reduced by XLA)."""
+    if batch % config.num_minibatches:
+        raise ValueError(f"{batch} episodes per update not divisible by num_minibatches={config.num_minibatches}")
+    minibatch = batch // config.num_minibatches
+    network = make_networks(spec, config)
+    optimizer = make_optimizer(config)
+
+    def loss_fn(params, normalizer, data, active, valid, key):
+        return residual_ppo_loss(params, normalizer, data, active, valid, key, network, config)
+
+    grad_step = gradients.gradient_update_fn(loss_fn, optimizer, pmap_axis_name=None, has_aux=True)
+
+    def _update_epoch(carry, key):
+        state, data, active, valid = carry
+        k_perm, k_loss = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, batch)
+        shuffle = lambda x: jnp.take(x, perm, axis=0).reshape(config.num_minibatches, minibatch, *x.shape[1:])  # noqa: E731
+        mb = (jax.tree.map(shuffle, data), shuffle(active), shuffle(valid))
+        if minibatch % devices.size(mesh) == 0:  # data-parallel gradients; otherwise XLA places the minibatch as it likes
+            mb = devices.constrain_batch(mb, mesh, axis=1)
+        mb = (*mb, jax.random.split(k_loss, config.num_minibatches))
+
+        def _update_minibatch(carry, xs):
+            params, opt_state = carry
+            d, a, v, k = xs
+            (_, metrics), params, opt_state = grad_step(params, state.normalizer, d, a, v, k, optimizer_state=opt_state)
+            opt_state = adapt_lr(config, opt_state, metrics["approx_kl"], jnp.any(a & v))  # KL of the params the step started from
+            return (params, opt_state), {**metrics, "lr": learning_rate(config, opt_state)}
+
+        (params, opt_state), metrics = jax.lax.scan(_update_minibatch, (state.params, state.opt_state), mb)
+        return (state.replace(params=params, opt_state=opt_state), data, active, valid), metrics
+
+    def learn(state: TrainState, data: Transition, active: jax.Array, valid: jax.Array, key: jax.Array):
+        (state, _, _, _), losses = jax.lax.scan(_update_epoch, (state, data, active, valid), jax.random.split(key, config.update_epochs))
+        return state, losses
+
+    return learn
+
+
 def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv, ...], base: ChunkPolicy, mesh: Mesh | None = None,
                 group_envs: tuple[int, ...] | None = None):
     """The jitted update: (state, pools, key) -> (state, metrics). `pools[g]` is group g's Scene pool [P, ...] and
@@ -171,21 +215,14 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
         raise ValueError(f"{len(sizes)} group sizes for {len(envs)} topology groups")
     for size in sizes:
         devices.check_batch(size, mesh, "episodes per topology group")
-    network = make_networks(spec, config)
-    optimizer = make_optimizer(config)
     num_steps = envs[0].episode_steps  # the task's fixed episode length (every group is the same task)
     hold = config.hold_steps
     num_decisions = -(-num_steps // hold)  # the residual's decisions per episode (PPO's time steps)
     batch = sum(sizes)
     if batch % config.num_minibatches:
         raise ValueError(f"{batch} episodes per update ({' + '.join(map(str, sizes))}) not divisible by num_minibatches={config.num_minibatches}")
-    minibatch = batch // config.num_minibatches
     hook = functools.partial(residual_hook, spec, config, False)
-
-    def loss_fn(params, normalizer, data, active, valid, key):
-        return residual_ppo_loss(params, normalizer, data, active, valid, key, network, config)
-
-    grad_step = gradients.gradient_update_fn(loss_fn, optimizer, pmap_axis_name=None, has_aux=True)
+    learn = make_learn(config, spec, batch, mesh)
 
     def _rollout(state: TrainState, pools, key):
         """Every group's episodes; returns Transition [B, ceil(T / hold_steps)] (a row per residual decision), active [B],
@@ -223,26 +260,6 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
                  "nan_env_flags": ~valid, "scene_index": scene_idx}
         return data, active, valid, stats
 
-    def _update_epoch(carry, key):
-        state, data, active, valid = carry
-        k_perm, k_loss = jax.random.split(key)
-        perm = jax.random.permutation(k_perm, batch)
-        shuffle = lambda x: jnp.take(x, perm, axis=0).reshape(config.num_minibatches, minibatch, *x.shape[1:])  # noqa: E731
-        mb = (jax.tree.map(shuffle, data), shuffle(active), shuffle(valid))
-        if minibatch % devices.size(mesh) == 0:  # data-parallel gradients; otherwise XLA places the minibatch as it likes
-            mb = devices.constrain_batch(mb, mesh, axis=1)
-        mb = (*mb, jax.random.split(k_loss, config.num_minibatches))
-
-        def _update_minibatch(carry, xs):
-            params, opt_state = carry
-            d, a, v, k = xs
-            (_, metrics), params, opt_state = grad_step(params, state.normalizer, d, a, v, k, optimizer_state=opt_state)
-            opt_state = adapt_lr(config, opt_state, metrics["approx_kl"], jnp.any(a & v))  # KL of the params the step started from
-            return (params, opt_state), {**metrics, "lr": learning_rate(config, opt_state)}
-
-        (params, opt_state), metrics = jax.lax.scan(_update_minibatch, (state.params, state.opt_state), mb)
-        return (state.replace(params=params, opt_state=opt_state), data, active, valid), metrics
-
     def update(state: TrainState, pools, key):
         k_rollout, k_epochs = jax.random.split(key)
         data, active, valid, stats = _rollout(state, pools, k_rollout)
@@ -250,7 +267,7 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
             state.normalizer, data.observation.reshape(-1, data.observation.shape[-1]),
             weights=jnp.repeat(valid.astype(jnp.float32), num_decisions))
         state = state.replace(normalizer=normalizer)
-        (state, _, _, _), losses = jax.lax.scan(_update_epoch, (state, data, active, valid), jax.random.split(k_epochs, config.update_epochs))
+        state, losses = learn(state, data, active, valid, k_epochs)
         state = state.replace(env_steps=state.env_steps + batch * num_steps, updates=state.updates + 1)
         return _strong(state), {**stats, **jax.tree.map(jnp.mean, losses)}
 
@@ -267,5 +284,5 @@ def steps_per_update(config: ResidualConfig, envs: tuple[TaskEnv, ...], group_en
     return sum(sizes) * envs[0].episode_steps
 
 
-__all__ = ["HookParams", "TrainState", "adapt_lr", "combined_hook", "epsilon", "init_state", "learning_rate", "make_optimizer", "make_update",
+__all__ = ["HookParams", "TrainState", "adapt_lr", "combined_hook", "epsilon", "init_state", "learning_rate", "make_learn", "make_optimizer", "make_update",
            "per_decision", "residual_hook", "steps_per_update", "update_key"]
