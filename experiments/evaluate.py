@@ -31,6 +31,7 @@ from dexfly.flywheel.loop import EVAL_PAD_TO
 from dexfly.flywheel.testsets import load_t_oep
 from dexfly.policies.diffusion import load_run
 from dexfly.policies.residual import checkpoint as residual_checkpoint
+from dexfly.progress import ProgressCallback
 from dexfly.scenes import scene_grid
 from dexfly.utils import atomic_write_text
 from envs.base import EnvConfig
@@ -101,9 +102,10 @@ def main(args: Args) -> tuple[float, float]:
     except (CatalogError, ValueError) as e:
         raise SystemExit(str(e)) from None
     mesh = args.parallel.mesh()
-    with watchdog.stage(f"evaluate {args.task}", timeout_s=args.stall_timeout):
+    with watchdog.stage(f"evaluate {args.task}", timeout_s=args.stall_timeout), ProgressCallback("evaluation") as on_progress:
         res = evaluation.evaluate_scenes(args.task, policy, specs, seeds=args.seeds, record_qpos_first=args.videos > 0,
-                                         env_config=args.env, hook=hook, hook_params=hook_params, mesh=mesh, pad_to=pad_to)
+                                         env_config=args.env, hook=hook, hook_params=hook_params, mesh=mesh, pad_to=pad_to,
+                                         on_progress=on_progress)
     video = None
     if args.videos > 0:
         video = evaluation.write_video(args.out / f"eval_{args.task}.mp4", args.task, res, episodes=args.videos, env_config=args.env)

@@ -62,7 +62,10 @@ def test_padding_and_joint_sets_keep_each_scenes_rollout(grasp_env):
     assert padded.qpos.shape == plain.qpos.shape and padded.per_scene.shape == plain.per_scene.shape
     np.testing.assert_allclose(padded.qpos, plain.qpos, atol=1e-4)
     assert np.abs(plain.qpos[:, 0] - plain.qpos[:, 1]).max() > 1e-4  # the two envs' draws differ, so a mix-up would show
-    sets = evaluation.evaluate_sets("grasp", policy, {"a": specs[:1], "b": specs[1:]}, record_qpos_first=True, **kw)
+    calls = []
+    sets = evaluation.evaluate_sets("grasp", policy, {"a": specs[:1], "b": specs[1:]}, record_qpos_first=True,
+                                    on_progress=lambda done, total: calls.append((done, total)), **kw)
+    assert calls == [(0, 2), (1, 2), (2, 2)]  # one topology group x 2 seeds
     np.testing.assert_array_equal(sets["a"].groups[0][2].qpos, plain.qpos[:, :1])  # the same batch of 2: the same program
     np.testing.assert_array_equal(sets["b"].groups[0][2].per_scene, plain.per_scene[:, 1:])
     assert sets["a"].per_seed == tuple(float(x) for x in plain.per_scene[:, :1].mean(axis=1))

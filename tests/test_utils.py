@@ -251,6 +251,22 @@ def test_progress_bar_writes_lines_when_not_a_terminal():
     assert buf.getvalue() == ""
 
 
+def test_progress_callback_starts_at_its_first_call_and_closes_at_the_total():
+    """`ProgressCallback`: a bar for loops that learn their total inside (evaluation, collection)."""
+    import io
+
+    from rich.console import Console
+
+    from dexfly.progress import ProgressCallback
+
+    buf = io.StringIO()
+    with ProgressCallback("evaluation", console=Console(file=buf, force_terminal=False, width=200)) as on_progress:
+        for done in range(4):
+            on_progress(done, 3)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2 and "evaluation 0/3 (0%)" in lines[0] and "evaluation 3/3 (100%)" in lines[1], lines
+
+
 def _hook_a(scale, step, carry, params):
     return carry, step.base_action * scale, None
 

@@ -31,7 +31,7 @@ from dexfly.policies.residual import checkpoint as ckpt
 from dexfly.policies.residual.config import ResidualConfig
 from dexfly.policies.residual.networks import ResidualSpec
 from dexfly.policies.residual.train import HookParams, TrainState, combined_hook, init_state, make_update, steps_per_update, update_key
-from dexfly.progress import progress_bar
+from dexfly.progress import ProgressCallback, progress_bar
 from dexfly.scenes import catalog_poses, scene_grid
 from dexfly.utils import atomic_write_text
 from envs.base import EnvConfig, SceneSet, SceneSpec
@@ -79,9 +79,9 @@ def _pool(env, ids: tuple[str, ...], env_ids: tuple[str, ...], pose_ids: tuple[s
     return env.make_scenes(specs), specs
 
 
-def _evaluate(task, base, specs, seeds, hook=None, hook_params=None, env_config=None, record_video=False, mesh=None):
+def _evaluate(task, base, specs, seeds, hook=None, hook_params=None, env_config=None, record_video=False, mesh=None, on_progress=None):
     res = evaluation.evaluate_scenes(task, base, specs, seeds=seeds, hook=hook, hook_params=hook_params, env_config=env_config,
-                                     record_qpos_first=record_video, mesh=mesh)
+                                     record_qpos_first=record_video, mesh=mesh, on_progress=on_progress)
     return res, res.summary()
 
 
@@ -158,35 +158,41 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
     combined_params = lambda s, on=True: HookParams(s.params.policy, s.normalizer, np.bool_(on))  # noqa: E731
 
     t0 = time.perf_counter()
-    with watchdog.stage(f"residual PPO {task}"), progress_bar("residual PPO", num_updates, int(state.updates), enabled=progress) as bar:
-        while int(state.updates) < num_updates:
-            u = int(state.updates)
-            state, metrics = update(state, pools, update_key(config, u))
-            metrics = jax.device_get(devices.gather(metrics))
-            if metrics["nan_envs"]:
-                bad = np.flatnonzero(metrics["nan_env_flags"])
-                scenes = [pool_specs[episode_group[b]][int(metrics["scene_index"][b])] for b in bad[:5]]
-                log(f"update {u}: simulation NaN in {len(bad)} env(s), left out of the update: "
-                    + "; ".join(f"{dict(s.objects)} env={s.env_id} pose={s.poses}" for s in scenes))
-            row = {"update": u + 1, "env_steps": int(state.env_steps), "seconds": round(time.perf_counter() - t0, 1),
-                   **{k: (None if np.isnan(v) else float(v)) for k, v in metrics.items() if k not in ("nan_env_flags", "scene_index")}}
-            if eval_set.every and (u + 1) % eval_set.every == 0:
-                _, r = _evaluate(task, base_policy, eval_specs, eval_set.seeds[:1], hook, combined_params(state), env_config, mesh=mesh)
-                row["eval_combined_success"] = r["mean"]
-            history.append(row)
-            with open(log_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if (u + 1) % checkpoint_every == 0 or u + 1 == num_updates:
-                ckpt.save(ckpt_dir, state, run_meta)
-            watchdog.beat(f"update {u + 1}/{num_updates}")
-            rate = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-            bar.update(u + 1, info=f"return {row['return']:.1f}  success {row['success']:.2f} "
-                       f"(residual {rate(row['success_residual'])}, base {rate(row['success_base'])})  eps {row['epsilon']:.2f}  "
-                       f"kl {row['approx_kl']:.3f}  lr {row['lr']:.1e}")
+    with watchdog.stage(f"residual PPO {task}"):
+        with progress_bar("residual PPO", num_updates, int(state.updates), enabled=progress) as bar:
+            while int(state.updates) < num_updates:
+                u = int(state.updates)
+                state, metrics = update(state, pools, update_key(config, u))
+                metrics = jax.device_get(devices.gather(metrics))
+                if metrics["nan_envs"]:
+                    bad = np.flatnonzero(metrics["nan_env_flags"])
+                    scenes = [pool_specs[episode_group[b]][int(metrics["scene_index"][b])] for b in bad[:5]]
+                    log(f"update {u}: simulation NaN in {len(bad)} env(s), left out of the update: "
+                        + "; ".join(f"{dict(s.objects)} env={s.env_id} pose={s.poses}" for s in scenes))
+                row = {"update": u + 1, "env_steps": int(state.env_steps), "seconds": round(time.perf_counter() - t0, 1),
+                       **{k: (None if np.isnan(v) else float(v)) for k, v in metrics.items() if k not in ("nan_env_flags", "scene_index")}}
+                if eval_set.every and (u + 1) % eval_set.every == 0:
+                    _, r = _evaluate(task, base_policy, eval_specs, eval_set.seeds[:1], hook, combined_params(state), env_config, mesh=mesh)
+                    row["eval_combined_success"] = r["mean"]
+                history.append(row)
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                if (u + 1) % checkpoint_every == 0 or u + 1 == num_updates:
+                    ckpt.save(ckpt_dir, state, run_meta)
+                watchdog.beat(f"update {u + 1}/{num_updates}")
+                rate = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+                bar.update(u + 1, info=f"return {row['return']:.1f}  success {row['success']:.2f} "
+                           f"(residual {rate(row['success_residual'])}, base {rate(row['success_base'])})  eps {row['epsilon']:.2f}  "
+                           f"kl {row['approx_kl']:.3f}  lr {row['lr']:.1e}")
         seconds = time.perf_counter() - t0
-        _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state, False), env_config, mesh=mesh)
+        # after the training bar has closed: one live display at a time on a terminal
+        with ProgressCallback("evaluation, base alone", enabled=progress) as on_progress:
+            _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state, False), env_config, mesh=mesh,
+                                    on_progress=on_progress)
         watchdog.beat("base evaluation")
-        combined, comb_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state), env_config, record_video=video, mesh=mesh)
+        with ProgressCallback("evaluation, combined", enabled=progress) as on_progress:
+            combined, comb_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state), env_config, record_video=video,
+                                           mesh=mesh, on_progress=on_progress)
     result = {"task": task, "objects": list(objects), "train_pose_ids": run_meta["pose_ids"],
               "eval_env_id": eval_set.env_id, "eval_pose_ids": list(eval_set.pose_ids),
               "seeds": list(eval_set.seeds), "base_success": base_res, "combined_success": comb_res, "updates": int(state.updates),
