@@ -71,8 +71,9 @@ def collect(task: str, policy: ChunkPolicy | None, specs: list[SceneSpec], *, ho
     Scenes are grouped by object topology (one compiled env each) and run `batch_size` at a time (a short last
     batch is padded with copies of its first scene, whose results are dropped). Batch k of the whole call uses
     the key fold_in(PRNGKey(seed), k), so the same scenes, seed and batch size give the same episodes.
-    `on_batch(done, total)` is called with done = 0 before the first batch and after every batch. A NaN in the simulation fails the episode. With a device
-    `mesh` (`dexfly.devices`), each batch is split over its devices (`batch_size` a multiple of their number).
+    `on_batch(done, total)` is called with done = 0 before the first batch and after every batch. A NaN in the
+    simulation fails the episode. With a device `mesh` (`dexfly.devices`), each batch is split over its devices
+    (`batch_size` a multiple of their number).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
