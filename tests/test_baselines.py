@@ -69,6 +69,22 @@ def test_a_method_without_its_evaluation_leaves_the_tables(suite, tmp_path):
     assert list(build_tables(copy, "grasp", "tiny", ITERATIONS)["table2"]) == ["no-residual", "no-aep", "flywheel"]
 
 
+def test_the_flywheel_row_run_by_the_suite_itself(suite, tmp_path):
+    """Without --flywheel-run the suite runs the flywheel in `<out>/flywheel`, copying what it shares with the
+    ablations already there (warm-up, iteration 1's base, and no-aep's residual and rollouts), and scores the row as
+    the finished run it would otherwise reuse: the same stages, seed and settings give the same table row."""
+    out, tables, _, _ = suite
+    copy = tmp_path / "own"
+    shutil.copytree(out, copy)
+    (copy / "flywheel_run.json").unlink()
+    own = _suite(copy, None, methods=("flywheel",)).run()
+    assert own["table2"]["flywheel"] == tables["table2"]["flywheel"]
+    assert json.loads((copy / "flywheel_run.json").read_text())["run"] == str(copy / "flywheel")
+    for stage in ("warmup", "iter1/residual", "iter1/collect"):
+        assert "adopted_from" in _record(copy / "flywheel", stage), stage
+    assert "adopted_from" not in _record(copy / "flywheel", "iter1/augment")  # A_EP: no ablation has it
+
+
 def test_a_rerun_skips_every_finished_method(suite):
     out, tables, fw_out, _ = suite
     said = []
