@@ -85,8 +85,8 @@ def _ppo_learn(mesh):
     episodes of 6 decisions, random features, rewards and residual samples (their log-likelihoods from the initial
     policy), 2 epochs of 2 minibatches, the minibatches split over the devices. Identical inputs isolate the sharded
     gradient: in the full updates above, the devices' physics differs in the last bits, the observation normaliser
-    magnifies that in near-constant features (update 0's observations 2e-4 apart, the value weights then 2e-3), so
-    from update 2 on the returns part by about 1% (measured) whatever the gradient."""
+    magnifies that in near-constant features (traced with plain SGD: update 0's observations 2.2e-4 apart, the value
+    weights 1.6e-3 by update 1), so from update 2 on the returns part by about 1% (measured) whatever the gradient."""
     import jax
 
     import envs
@@ -116,7 +116,8 @@ def _ppo_learn(mesh):
     learn = jax.jit(rt.make_learn(cfg, spec, b, mesh))
     new, losses = learn(devices.replicate(state, mesh), data, active, valid, jax.random.PRNGKey(3))
     flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(tree))])  # noqa: E731
-    return {"params": flat(new.params), "moved": np.asarray([np.max(np.abs(flat(new.params) - flat(state.params)))]),
+    params = flat(new.params)
+    return {"params": params, "moved": np.asarray([np.max(np.abs(params - flat(state.params)))]),
             "policy_loss": np.asarray(losses["policy_loss"]).ravel(), "v_loss": np.asarray(losses["v_loss"]).ravel()}
 
 
@@ -124,7 +125,6 @@ def _chunked_batch(mesh) -> dict:
     """`TaskEnv.batched`'s CPU chunking (lax.map over chunks of vmapped envs) on a batch split over the devices: its
     results, and the cross-device collectives in the compiled program. Chunks of contiguous envs compiled to an
     all-gather (every device ran every chunk, or one device's envs at a time); strided chunks need none."""
-    import re
     from types import SimpleNamespace
 
     import jax
