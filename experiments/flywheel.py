@@ -8,6 +8,11 @@ Presets and per-iteration object / environment / pose sets are data: assets/sche
 stage writes its outputs atomically and then a record; rerunning the same command skips finished stages and
 resumes an unfinished one (diffusion and residual training from their last checkpoint). A finished stage whose
 settings changed is an error unless --redo-from <stage> is given (that stage and all later ones are redone).
+--stop-after <stage> ends the run after that stage. To try a residual setting (edited in the schedule) on another run's
+iteration-1 base, whose earlier stages are copied:
+
+    python experiments/flywheel.py --task grasp --preset cpu --out runs/try_residual --donors runs/flywheel_grasp --stop-after iter1/residual
+
 Ends by printing Table 1 and the line `t_oep_success=<i1>,<i2>,...`.
 """
 
@@ -38,6 +43,8 @@ class Args:
     seed: int = 0
     redo_from: str | None = None
     """Redo this stage (e.g. iter2/residual) and every later one; their outputs are removed first."""
+    stop_after: str | None = None
+    """Stop after this stage (e.g. iter1/residual) and report what is done; the same command without it goes on."""
     residual: bool = True
     """Ablation --no-residual: rollouts by the base policy alone, no residual stage (a run of its own: another --out)."""
     augment_rollouts: bool = True
@@ -59,7 +66,7 @@ def main(args: Args) -> dict:
     def run() -> dict:
         fw = Flywheel(args.task, args.preset, args.out, iterations=args.iterations, seed=args.seed, log=console.print,
                       progress=args.progress, video=args.video, mesh=args.parallel.mesh(), residual=args.residual,
-                      augment_rollouts=args.augment_rollouts, donors=args.donors)
+                      augment_rollouts=args.augment_rollouts, donors=args.donors, stop_after=args.stop_after)
         if args.redo_from:
             removed = fw.redo_from(args.redo_from)
             console.print(f"redoing from {args.redo_from}: forgot {removed or 'nothing (not run yet)'}")

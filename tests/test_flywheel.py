@@ -299,6 +299,24 @@ def test_interrupted_run_resumes_to_the_same_report(tiny_run, tmp_path):
     assert _strip(Flywheel("grasp", "tiny", resumed, iterations=ITERATIONS, progress=False, video=False).run()) == _strip(report)
 
 
+def test_a_run_stops_after_the_stage_asked_and_reports_what_is_done(tiny_run, tmp_path):
+    """`stop_after` ends the run after that stage, with the report of what is on disk; the later stages stay
+    unrun. A stage the run does not have is refused with the run's stage names."""
+    from dexfly.flywheel.loop import Flywheel
+
+    out, report = tiny_run
+    copy = tmp_path / "stopped"
+    shutil.copytree(out, copy)
+    Flywheel("grasp", "tiny", copy, iterations=ITERATIONS, progress=False, video=False).redo_from("iter1/residual")
+    stopped = Flywheel("grasp", "tiny", copy, iterations=ITERATIONS, progress=False, video=False, stop_after="iter1/evaluate").run()
+    assert not (copy / "stages" / "iter1__residual.json").exists() and not (copy / "iter1" / "residual").exists()
+    assert stopped["table1"][0] == report["table1"][0]
+    assert stopped["table1"][1]["t_oep"] is None and stopped["table1"][1]["t_o_combined"] is None
+    assert report["table1"][1]["t_oep"] is not None
+    with pytest.raises(StageError, match=r"unknown stage 'iter2/residual' to stop after; this run's stages: \['warmup'"):
+        Flywheel("grasp", "tiny", copy, iterations=ITERATIONS, progress=False, video=False, stop_after="iter2/residual")
+
+
 def test_a_run_killed_inside_a_stage_resumes_from_its_checkpoint(tiny_run, tmp_path):
     """A run killed during `iter2/diffusion` (a warm-started training) after one of its checkpoints: the stage's folder
     holds the checkpoints written so far, no record exists for it or any later stage. Rerun, the stage resumes from

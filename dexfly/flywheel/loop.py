@@ -22,6 +22,8 @@ residual stage), `augment_rollouts=False` makes D_{i+1} the successful rollouts 
 without A_EP. Both are recorded in the run's identity (`flywheel.json`'s `variant`) and in the configs of the
 stages they change; the defaults add nothing, so plain runs keep their records. `donors` are other finished runs
 whose identical stages (same config hash: warm-up, iteration 1's base, ...) are copied instead of recomputed.
+`stop_after` ends a run after one stage (e.g. `iter1/residual`, to compare a residual setting on one base) and
+writes the report of what is done; the same run without it goes on from there.
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ class Flywheel:
 
     def __init__(self, task: str, preset: str | Preset, out, *, iterations: int = 3, seed: int = 0, log: Callable[[str], Any] = print,
                  progress: bool = True, video: bool = True, mesh: Mesh | None = None, residual: bool = True, augment_rollouts: bool = True,
-                 donors: tuple = ()):
+                 donors: tuple = (), stop_after: str | None = None):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
         self.use_residual = residual
@@ -156,6 +158,9 @@ class Flywheel:
         self.preset = preset if isinstance(preset, Preset) else load_preset(task, preset)
         self.n = iterations
         self.seed = seed
+        if stop_after is not None and stop_after not in self.names():
+            raise StageError(f"unknown stage {stop_after!r} to stop after; this run's stages: {self.names()}")
+        self.stop_after = stop_after
         self.log = log
         self.progress = progress
         self.video = video
@@ -381,15 +386,15 @@ class Flywheel:
     def run(self) -> dict:
         from dexfly.flywheel.report import write_report
 
-        self.warmup()
-        for i in range(1, self.n + 1):
-            self.diffusion(i)
-            self.evaluate(i)
-            if i < self.n:
-                if self.use_residual:
-                    self.residual(i)
-                self.collect(i)
-                self.augment(i)
+        for name in self.names():
+            if name == "warmup":
+                self.warmup()
+            else:  # iter<i>/<stage>: the method of that name, for iteration i
+                iteration, stage = name.split("/")
+                getattr(self, stage)(int(iteration.removeprefix("iter")))
+            if name == self.stop_after:
+                self.log(f"stopped after {name} (stop_after); the same run without it goes on from there")
+                break
         return write_report(self)
 
 
