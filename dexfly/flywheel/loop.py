@@ -158,8 +158,8 @@ class Flywheel:
         self.preset = preset if isinstance(preset, Preset) else load_preset(task, preset)
         self.n = iterations
         self.seed = seed
-        if stop_after is not None and stop_after not in self.names():
-            raise StageError(f"unknown stage {stop_after!r} to stop after; this run's stages: {self.names()}")
+        if stop_after is not None and stop_after not in (names := self.names()):
+            raise StageError(f"unknown stage {stop_after!r} to stop after; this run's stages: {names}")
         self.stop_after = stop_after
         self.log = log
         self.progress = progress
