@@ -86,6 +86,17 @@ def test_warm_started_bases_train_for_the_presets_warm_start_steps(tmp_path, mon
         load_preset("grasp", "tiny")
 
 
+def test_a_seed_in_the_preset_is_its_stages_seed_else_the_runs():
+    """Another RL seed on the same base: the preset's residual names it, the base keeps the run's."""
+    import dataclasses
+
+    cpu = load_preset("grasp", "cpu")
+    assert cpu.residual_config(run_seed=3).seed == 3 and cpu.diffusion_config(run_seed=3).seed == 3
+    rl1 = dataclasses.replace(cpu, residual={**cpu.residual, "seed": 1})
+    assert rl1.residual_config(run_seed=3).seed == 1 and rl1.diffusion_config(run_seed=3).seed == 3
+    assert dataclasses.replace(cpu, diffusion={**cpu.diffusion, "seed": 7}).diffusion_config(warm=True, run_seed=3).seed == 7
+
+
 def test_rollouts_vary_the_objects_in_the_environments_and_poses_of_the_data(tmp_path):
     """Iteration i's residual and rollouts: the objects O_(i+1) in D_i's environments and catalog poses; the scene
     draw is seeded, and covers only those poses (continuous poses when none are named)."""

@@ -86,7 +86,7 @@ def train_base(task: str, preset: Preset, data: Path, out: Path, *, seed: int, i
     from dexfly.policies.diffusion.run import task_config, train_run
 
     episodes = dataset.load_episodes([data], task=task)
-    cfg = task_config(task, episodes, preset.diffusion_config(warm=init_from is not None).replace(seed=seed))
+    cfg = task_config(task, episodes, preset.diffusion_config(warm=init_from is not None, run_seed=seed))
     res = train_run(task, episodes, out, cfg, datasets=(str(data),), eval_seeds=(), checkpoint_every=max(cfg.total_steps // 4, 1),
                     init_from=init_from, progress=progress, log=log, mesh=mesh)
     loss = float(res.losses[-50:].mean()) if res.losses.size else None
@@ -277,7 +277,7 @@ class Flywheel:
 
             eval_set = EvalSet(env_id=load_catalog().environments[0].id, pose_ids=tuple(ev["t_o_pose_ids"]), seeds=tuple(ev["seeds"]))
             res = fit(self.task, self.run_dir.path(f"iter{i}/diffusion"), tuple(objects), tuple(env_ids),
-                      self.preset.residual_config().replace(seed=self.seed), self.run_dir.path(f"iter{i}/residual"), pose_ids=pose_ids, eval_set=eval_set,
+                      self.preset.residual_config(run_seed=self.seed), self.run_dir.path(f"iter{i}/residual"), pose_ids=pose_ids, eval_set=eval_set,
                       progress=self.progress, video=self.video, log=self.log, mesh=self.mesh)
             return [f"iter{i}/residual"], {"t_o_base": res.base_success["mean"], "t_o_combined": res.combined_success["mean"],
                                            "env_steps": int(res.state.env_steps)}

@@ -8,7 +8,8 @@ code: `assets/schedules/<task>.json`.
 File format (`format: dexfly.schedule/1`):
     {"task": ..., "presets": {name: {
         "iterations": [{"objects": [...], "env_ids": [...], "num_poses": N, "trajectories": M}, ...],
-        "diffusion": {DiffusionConfig fields},   "residual": {ResidualConfig fields},
+        "diffusion": {DiffusionConfig fields},   "residual": {ResidualConfig fields},   (a `seed` here: that
+                                                    stage's seed instead of the run's)
         "augment": {AugmentConfig fields, "batch_size": B},
         "rollouts_per_object": R, "collect_batch_size": B,
         "evaluation": {"seeds": [...], "t_o_pose_ids": [...], "t_oep_scenes": N or [indices]},
@@ -83,22 +84,26 @@ class Preset:
             raise ValueError(f"iterations count from 1, got {i}")
         return self.iterations[min(i, len(self.iterations)) - 1]
 
-    def diffusion_config(self, warm: bool = False):
+    def diffusion_config(self, warm: bool = False, run_seed: int = 0):
         """The base policy's DiffusionConfig; `warm`: for a base warm-started from the previous iteration's, whose
-        `total_steps` are `warm_start_steps` when the preset sets them."""
+        `total_steps` are `warm_start_steps` when the preset sets them. Its seed is the preset's `diffusion.seed` when
+        given, else `run_seed` (the run's --seed)."""
         from dexfly.policies.diffusion.config import DiffusionConfig
 
-        kw = dict(self.diffusion)
+        kw = {"seed": run_seed, **self.diffusion}
         if warm and self.warm_start_steps is not None:
             kw["total_steps"] = self.warm_start_steps
         base = DiffusionConfig.paper() if kw.pop("size", "default") == "paper" else DiffusionConfig()
         cfg = base.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
         return cfg.replace(warmup_steps=min(cfg.warmup_steps, max(cfg.total_steps // 10, 1)))
 
-    def residual_config(self):
+    def residual_config(self, run_seed: int = 0):
+        """The residual stage's ResidualConfig; its seed is the preset's `residual.seed` when given (to repeat the RL
+        on the same base with another seed: the earlier stages keep their config and are copied from a donor run),
+        else `run_seed` (the run's --seed)."""
         from dexfly.policies.residual.config import ResidualConfig
 
-        return ResidualConfig.from_dict({**ResidualConfig().to_dict(), **self.residual})
+        return ResidualConfig.from_dict({**ResidualConfig().to_dict(), "seed": run_seed, **self.residual})
 
     def augment_config(self):
         from dexfly.augment.config import AugmentConfig
