@@ -4,6 +4,11 @@
 
 Every env starts from the seed's own scene (object, environment, pose ids recorded in the file) and
 executes the recorded actions open loop. Ends with a line `success_rate=<float>`.
+
+    python experiments/replay_seed.py --task grasp --object ball_5cm
+
+replays the seed with another catalog object in the task's first role (Pour: the source container), at the seed's
+pose: does the seed's motion itself transfer to that object?
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from rich.table import Table
 
 import envs
 from dexfly import dataset, render
+from dexfly.catalog import CatalogError
 from dexfly.paths import DEMOS_DIR
 from dexfly.rollout import run_actions
+from dexfly.scenes import object_scene
 from envs.base import EnvConfig
 
 
@@ -37,6 +44,8 @@ class Args:
     """Output video (default outputs/replay_<task>.mp4); '.gif' works too."""
     video_envs: int = 4
     """How many envs to tile in the video."""
+    object: str | None = None
+    """A catalog object of the task to replay the seed with, in its first role (Pour: the source container)."""
     seed: int = 0
     env: EnvConfig = field(default_factory=EnvConfig)
 
@@ -50,6 +59,12 @@ def main(args: Args) -> float:
     demo = data.episodes[0]
     env = envs.make(args.task, args.env, objects=dict(envs.episode_objects(demo)))
     spec = env.scene_from_episode(demo)
+    if args.object is not None:
+        spec = object_scene(args.task, args.object, spec.env_id, dict(spec.poses), spec.pose_id)
+        try:
+            env = envs.make(args.task, args.env, objects=spec.object_ids)
+        except (CatalogError, ValueError) as e:
+            raise SystemExit(str(e)) from None
     scenes = env.make_scenes([spec] * args.num_envs)
     actions = np.broadcast_to(demo.actions, (args.num_envs, *demo.actions.shape))
     t0 = time.perf_counter()
@@ -60,13 +75,13 @@ def main(args: Args) -> float:
     rate = float(success.mean())
 
     n_video = min(args.video_envs, args.num_envs)
-    video = args.video or Path("outputs") / f"replay_{args.task}.mp4"
+    video = args.video or Path("outputs") / f"replay_{args.task}{'_' + args.object if args.object else ''}.mp4"
     qpos = np.asarray(traj.qpos)[:n_video].transpose(1, 0, 2)[::2]  # [T/2, B, nq] at 25 fps
     overrides = {k: np.asarray(v)[:n_video] for k, v in scenes.params.items()}
     frames = render.render_batch(env.mj_model, qpos, overrides_per_env=overrides, camera="front")
     render.write_video(video, frames, fps=1.0 / (2 * env.config.ctrl_dt))
 
-    table = Table(title=f"seed replay: {args.task}")
+    table = Table(title=f"seed replay: {args.task}, {', '.join(spec.object_ids.values())}")
     for col in ("envs", "steps", "successes", "wall time (s, incl. compile)", "video"):
         table.add_column(col)
     table.add_row(str(args.num_envs), str(demo.num_samples), f"{int(success.sum())}/{args.num_envs}", f"{seconds:.1f}", str(video))

@@ -38,6 +38,24 @@ def _release_compiled_programs():
 
 
 @pytest.fixture(scope="session")
+def experiment_script():
+    """Load `experiments/<name>.py` as a module (to call its `main(Args(...))` in process)."""
+    import importlib.util
+    import sys
+
+    from dexfly.paths import REPO_ROOT
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"{name}_script", REPO_ROOT / "experiments" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # the script's dataclasses resolve their annotations through sys.modules
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """The flywheel's tiny preset, warm-up plus two iterations, run once per session: test_flywheel checks it,
     test_baselines reuses it as the finished flywheel run (and the donor of the ablations' identical stages)."""

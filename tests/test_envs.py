@@ -173,6 +173,15 @@ def test_unknown_object_and_environment(grasp_env):
         envs.make("grasp", objects={"object": "bowl_white"})
 
 
+def test_replay_seed_with_another_object_refuses_one_the_task_cannot_hold(experiment_script):
+    """experiments/replay_seed.py --object: the seed's motion with another catalog object; a bad id is one line."""
+    script = experiment_script("replay_seed")
+    with pytest.raises(SystemExit, match="cannot fill role 'object' of task 'grasp'"):
+        script.main(script.Args(task="grasp", object="cup_red"))
+    with pytest.raises(SystemExit, match="unknown object id 'no_such_object'"):
+        script.main(script.Args(task="grasp", object="no_such_object"))
+
+
 def test_wrong_action_shape(grasp_env, grasp_batch):
     _, _, states = grasp_batch
     with pytest.raises(ValueError, match="action must have shape"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dexfly  # noqa: F401  (XLA flags before jax)
 
-import importlib.util
 import json
 import os
 import re
@@ -221,18 +220,10 @@ def test_deploy_onnx_runs_without_jax_or_dexfly(runs, exported, tmp_path):
     assert "dexfly" in _jax_or_dexfly(_imported_modules(probe.stderr))
 
 
-def _export_script():
-    spec = importlib.util.spec_from_file_location("export_policy_script", REPO / "experiments" / "export_policy.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve the module's annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_export_script_on_a_base_folder_and_bad_folders(runs, tmp_path):
+def test_export_script_on_a_base_folder_and_bad_folders(runs, tmp_path, experiment_script):
     """The CLI exports a base folder (base_policy only); a folder that is not a policy, a missing folder and a
     corrupt checkpoint are refused with messages naming them, and nothing is written."""
-    script = _export_script()
+    script = experiment_script("export_policy")
     out = tmp_path / "exported"
     manifest = script.main(script.Args(checkpoint=runs[0], out=out, export=ExportConfig(platforms=("cpu",), verify_batch=0)))
     m = json.loads(Path(manifest).read_text())
