@@ -276,13 +276,28 @@ class Flywheel:
             from dexfly.policies.residual.fit import EvalSet, fit
 
             eval_set = EvalSet(env_id=load_catalog().environments[0].id, pose_ids=tuple(ev["t_o_pose_ids"]), seeds=tuple(ev["seeds"]))
+            base_result, base_from = self._donors_base_t_o(i, config)
             res = fit(self.task, self.run_dir.path(f"iter{i}/diffusion"), tuple(objects), tuple(env_ids),
                       self.preset.residual_config(run_seed=self.seed), self.run_dir.path(f"iter{i}/residual"), pose_ids=pose_ids, eval_set=eval_set,
-                      progress=self.progress, video=self.video, log=self.log, mesh=self.mesh)
+                      progress=self.progress, video=self.video, log=self.log, mesh=self.mesh, base_result=base_result)
             return [f"iter{i}/residual"], {"t_o_base": res.base_success["mean"], "t_o_combined": res.combined_success["mean"],
-                                           "env_steps": int(res.state.env_steps)}
+                                           "env_steps": int(res.state.env_steps), **({"t_o_base_from": base_from} if base_from else {})}
 
         return self._stage(f"iter{i}/residual", config, body)
+
+    def _donors_base_t_o(self, i: int, config: dict) -> tuple[dict | None, str | None]:
+        """(T_O^{i+1} of the base, the donor it is from) when a donor's finished, intact `iter<i>/residual` evaluated the
+        same base checkpoint on the same objects, scenes and seeds over as many devices: a residual stage that differs
+        from the donor's in its residual settings alone (a comparison made with --donors) reuses the base's episodes
+        instead of rerunning them (~7 minutes on the 2-core CPU with the Grasp `cpu` preset). (None, None) otherwise."""
+        same = json.loads(json.dumps({k: config[k] for k in ("objects", "evaluation", "base")}, default=str))  # as records hold it
+        for donor in self.donors:
+            rec = donor.intact_record(f"iter{i}/residual")
+            if rec is None or rec.get("devices") != devices.size(self.mesh) or any(rec["config"].get(k) != v for k, v in same.items()):
+                continue
+            saved = json.loads(donor.path(f"iter{i}/residual/eval.json").read_text())
+            return saved["base_success"], str(donor.root)
+        return None, None
 
     def collect(self, i: int) -> dict:
         objects, env_ids, pose_ids = self._rollout_scenario_set(i)

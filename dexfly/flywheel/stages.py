@@ -181,13 +181,10 @@ class RunFolder:
         """Copy `stage` from `donor` when it finished there with this config and its outputs are intact (each
         output copied to a temporary name, then renamed); returns the new record, or None when the donor's
         stage differs or is unfinished. The record keeps the donor's time and summary, plus `adopted_from`."""
-        rec = donor.record(stage)
+        rec = donor.intact_record(stage)
         if rec is None or rec.get("config_hash") != config_hash(config):
             return None
-        outputs = rec.get("outputs", {})
-        if not all((donor.root / rel).exists() and content_hash(donor.root / rel) == digest for rel, digest in outputs.items()):
-            return None
-        for rel in outputs:
+        for rel in rec.get("outputs", {}):
             src, dst = donor.root / rel, self.root / rel
             tmp = dst.with_name(f".{dst.name}.adopting")
             if tmp.is_dir():
@@ -203,6 +200,16 @@ class RunFolder:
         new = {**rec, "adopted_from": str(donor.root)}
         atomic_write_text(self.root / "stages" / _record_name(stage), json.dumps(new, indent=2, default=str))
         return new
+
+    def intact_record(self, stage: str) -> dict | None:
+        """The stage's record when it finished here and its outputs are as it wrote them; None otherwise."""
+        rec = self.record(stage)
+        if rec is None:
+            return None
+        outputs = rec.get("outputs", {})
+        if not all((self.root / rel).exists() and content_hash(self.root / rel) == digest for rel, digest in outputs.items()):
+            return None
+        return rec
 
     def output_hash(self, stage: str, rel: str) -> str:
         rec = self.record(stage)

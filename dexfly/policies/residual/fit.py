@@ -94,11 +94,14 @@ def _read_log(path: Path, upto: int) -> list[dict]:
 
 def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: tuple[str, ...], config: ResidualConfig,
         out: str | os.PathLike, *, pose_ids: tuple[str, ...] | None = None, eval_set: EvalSet = EvalSet(), env_config: EnvConfig = EnvConfig(),
-        checkpoint_every: int = 5, progress: bool = True, video: bool = True, log=print, mesh: Mesh | None = None) -> FitResult:
+        checkpoint_every: int = 5, progress: bool = True, video: bool = True, log=print, mesh: Mesh | None = None,
+        base_result: dict | None = None) -> FitResult:
     """Train until `config.total_steps` env steps, checkpointing every `checkpoint_every` updates; evaluate
     base and combined (deterministic residual) on the evaluation scenes with every seed at the end. Training
     scenes draw the objects, the environments `env_ids` and the catalog poses `pose_ids` (None: poses sampled from
-    the task's continuous ranges)."""
+    the task's continuous ranges). `base_result`: the base's evaluation on these scenes and seeds when it is already
+    known (eval.json's `base_success` of another residual run on the same base checkpoint, evaluated on as many
+    devices); it is not rerun, since the base's episodes do not depend on the residual."""
     if task not in TASK_ROLES:
         raise ValueError(f"unknown task {task!r}; available: {list(TASK_ROLES)}")
     if not objects:
@@ -186,10 +189,15 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
                            f"kl {row['approx_kl']:.3f}  lr {row['lr']:.1e}")
         seconds = time.perf_counter() - t0
         # after the training bar has closed: one live display at a time on a terminal
-        with ProgressCallback("evaluation, base alone", enabled=progress) as on_progress:
-            _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state, False), env_config, mesh=mesh,
-                                    on_progress=on_progress)
-        watchdog.beat("base evaluation")
+        if base_result is not None:
+            if len(base_result.get("per_seed", ())) != len(eval_set.seeds) or set(base_result.get("per_object", {})) != set(objects):
+                raise ValueError(f"base_result is not an evaluation of objects {list(objects)} with {len(eval_set.seeds)} seeds: {base_result}")
+            base_res = base_result
+        else:
+            with ProgressCallback("evaluation, base alone", enabled=progress) as on_progress:
+                _, base_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state, False), env_config, mesh=mesh,
+                                        on_progress=on_progress)
+            watchdog.beat("base evaluation")
         with ProgressCallback("evaluation, combined", enabled=progress) as on_progress:
             combined, comb_res = _evaluate(task, base_policy, eval_specs, eval_set.seeds, hook, combined_params(state), env_config, record_video=video,
                                            mesh=mesh, on_progress=on_progress)
