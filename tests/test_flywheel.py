@@ -331,7 +331,8 @@ def test_a_run_stops_after_the_stage_asked_and_reports_what_is_done(tiny_run, tm
 def test_a_residual_setting_compared_with_donors_reuses_the_donors_base_evaluation(tiny_run, tmp_path):
     """Another residual setting on a donor's base (--donors, stop after iter1/residual): the stages before it are copied,
     the residual trains anew, and the base's T_O^2 is the donor's (same base checkpoint, scenes, seeds and devices),
-    not rerun. A donor whose residual output changed on disk is not trusted: the base is evaluated again."""
+    not rerun (the base's episodes do not depend on the residual: tests/test_residual.py). A donor whose residual
+    output changed on disk, or that evaluated on another number of devices, is not used."""
     import dataclasses
 
     from dexfly.flywheel.loop import Flywheel
@@ -339,23 +340,27 @@ def test_a_residual_setting_compared_with_donors_reuses_the_donors_base_evaluati
     out, _ = tiny_run
     tiny = load_preset("grasp", "tiny")
     other = dataclasses.replace(tiny, residual={**tiny.residual, "seed": 1})
-    run = Flywheel("grasp", other, tmp_path / "rl1", iterations=ITERATIONS, progress=False, video=False, donors=(out,),
-                   stop_after="iter1/residual")
+    arm = lambda name, donor: Flywheel("grasp", other, tmp_path / name, iterations=ITERATIONS, progress=False, video=False,  # noqa: E731
+                                       donors=(donor,), stop_after="iter1/residual")
+    run = arm("rl1", out)
     run.run()
     rec = run.run_dir.record("iter1/residual")
     assert "adopted_from" not in rec and rec["summary"]["t_o_base_from"] == str(out)
+    assert run.run_dir.record("iter1/diffusion")["adopted_from"] == str(out)
     donor_eval = json.loads((out / "iter1/residual/eval.json").read_text())
     assert json.loads((tmp_path / "rl1/iter1/residual/eval.json").read_text())["base_success"] == donor_eval["base_success"]
-    assert run.run_dir.record("iter1/diffusion")["adopted_from"] == str(out)
+    assert rec["config"]["residual"]["seed"] == 1 != json.loads((out / "stages/iter1__residual.json").read_text())["config"]["residual"].get("seed", 0)
 
     edited = tmp_path / "edited"
     shutil.copytree(out, edited)
     (edited / "iter1/residual/eval.json").write_text(json.dumps({**donor_eval, "base_success": {"mean": 1.0}}))
-    again = Flywheel("grasp", other, tmp_path / "rl1_again", iterations=ITERATIONS, progress=False, video=False, donors=(edited,),
-                     stop_after="iter1/residual")
-    again.run()
-    assert "t_o_base_from" not in again.run_dir.record("iter1/residual")["summary"]
-    assert json.loads((tmp_path / "rl1_again/iter1/residual/eval.json").read_text())["base_success"] == donor_eval["base_success"]
+    assert arm("x", edited)._donors_base_t_o(1, rec["config"]) == (None, None)
+    other_devices = tmp_path / "other_devices"
+    shutil.copytree(out, other_devices)
+    record = other_devices / "stages/iter1__residual.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "devices": 3}))
+    assert arm("y", other_devices)._donors_base_t_o(1, rec["config"]) == (None, None)
+    assert arm("z", out)._donors_base_t_o(1, rec["config"]) == (donor_eval["base_success"], str(out))
 
 
 def test_a_run_killed_inside_a_stage_resumes_from_its_checkpoint(tiny_run, tmp_path):
