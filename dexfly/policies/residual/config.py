@@ -26,7 +26,8 @@ class ResidualConfig:
     alpha_hand: float = 0.1
     """Largest hand-target correction as a fraction of each hand joint's range."""
     obs_base_action: bool = False
-    """Also feed the base action of the step to the residual (as ResiP does)."""
+    """Also feed the base action of the step to the residual (as ResiP does). Measured paired on a Grasp base: +8.8
+    points with it against +10.0 without (BENCHMARKS.md, session 38), so no preset sets it."""
     obs_geometry: bool = False
     """Also feed each object's bounding-box half-extents (m) to the residual."""
     hidden: tuple[int, ...] = (256, 256)
