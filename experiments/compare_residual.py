@@ -38,9 +38,8 @@ def main(args: Args) -> Comparison:
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"compare_residual: {e}") from None
     console = Console()
-    names = [f"{i}: {r.path}" for i, r in enumerate(cmp.runs)]
-    for name in names:
-        console.print(name)
+    for i, run in enumerate(cmp.runs):
+        console.print(f"{i}: {run.path}")
     if cmp.settings:
         table = Table(title="settings that differ")
         for col in ("setting", *map(str, range(len(cmp.runs)))):

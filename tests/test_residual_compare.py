@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from dexfly.policies.residual import ResidualConfig
-from dexfly.policies.residual.checkpoint import FORMAT, RUN_FILE
-from dexfly.policies.residual.compare import EVAL_FILE, compare, load_eval
+from dexfly.policies.residual.checkpoint import EVAL_FILE, FORMAT, RUN_FILE
+from dexfly.policies.residual.compare import compare, load_eval
 
 OBJECTS = ["box_cube_5cm", "ball_5cm"]
 

@@ -290,12 +290,14 @@ class Flywheel:
         same base checkpoint on the same objects, scenes and seeds over as many devices: a residual stage that differs
         from the donor's in its residual settings alone (a comparison made with --donors) reuses the base's episodes
         instead of rerunning them (~7 minutes on the 2-core CPU with the Grasp `cpu` preset). (None, None) otherwise."""
+        from dexfly.policies.residual.checkpoint import EVAL_FILE
+
         same = json.loads(json.dumps({k: config[k] for k in ("objects", "evaluation", "base")}, default=str))  # as records hold it
         for donor in self.donors:
             rec = donor.intact_record(f"iter{i}/residual")
             if rec is None or rec.get("devices") != devices.size(self.mesh) or any(rec["config"].get(k) != v for k, v in same.items()):
                 continue
-            saved = json.loads(donor.path(f"iter{i}/residual/eval.json").read_text())
+            saved = json.loads(donor.path(f"iter{i}/residual/{EVAL_FILE}").read_text())
             return saved["base_success"], str(donor.root)
         return None, None
 

@@ -5,6 +5,7 @@ Layout under a run folder `R`:
     R/checkpoints/<update>/meta/    JsonSave {"format", "task", "config", "spec", "base": {"path", "sha256"},
                                               "objects", "env_ids", "updates", "env_steps"}
     R/residual.json                 the run's description (same keys but the counters), written at the start
+    R/eval.json                     base and combined success on the evaluation scenes, written at the end (fit.py)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dexfly.utils import read_json
 
 FORMAT = "dexfly.residual/1"
 RUN_FILE = "residual.json"
+EVAL_FILE = "eval.json"
 
 
 def tree_sha256(path: str | os.PathLike) -> str:
@@ -138,4 +140,4 @@ def load_combined(run: str | os.PathLike, task: str | None = None):
     return base, combined_hook(spec, config, True), HookParams(state.params.policy, state.normalizer, np.bool_(True)), saved
 
 
-__all__ = ["FORMAT", "load_combined", "RUN_FILE", "base_identity", "check_compatible", "latest", "read_run", "restore", "save", "tree_sha256"]
+__all__ = ["EVAL_FILE", "FORMAT", "load_combined", "RUN_FILE", "base_identity", "check_compatible", "latest", "read_run", "restore", "save", "tree_sha256"]

@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from dexfly.policies.residual.checkpoint import read_run
+from dexfly.policies.residual.checkpoint import EVAL_FILE, read_run
 from dexfly.utils import read_json
 
-EVAL_FILE = "eval.json"
 # What makes two evaluations score the same scenes (eval.json keys).
 SCENE_KEYS = ("task", "objects", "eval_env_id", "eval_pose_ids", "seeds")
 
@@ -73,7 +72,6 @@ class Comparison:
     runs: tuple[ResidualEval, ...]
     paired: bool  # every run on the same base checkpoint
     settings: dict[str, list[Any]]  # residual settings that differ between the runs: {name: [value per run]}
-    objects: tuple[str, ...]
     per_object: dict[str, dict[str, list[float]]]  # {object: {"base": [per run], "combined": [per run]}}
     gain: list[np.ndarray]  # per run, [seeds] combined - base
     vs_first: list[np.ndarray]  # per run, [seeds] combined - the first run's combined
@@ -96,12 +94,11 @@ def compare(runs: list[ResidualEval] | tuple[ResidualEval, ...]) -> Comparison:
             raise ValueError("the runs were not evaluated on the same scenes:\n  " + "\n  ".join(bad))
     names = sorted(set().union(*(r.config for r in runs)))
     settings = {k: [r.config.get(k) for r in runs] for k in names if any(r.config.get(k) != first.config.get(k) for r in runs)}
-    objects = tuple(first.result["objects"])
-    per_object = {o: {w: [float(r.rates(w)["per_object"].get(o, np.nan)) for r in runs] for w in ("base", "combined")} for o in objects}
+    per_object = {o: {w: [float(r.rates(w)["per_object"].get(o, np.nan)) for r in runs] for w in ("base", "combined")} for o in first.result["objects"]}
     seeds = lambda r, w: np.asarray(r.rates(w)["per_seed"], np.float64)  # noqa: E731
-    return Comparison(runs, len({r.base_sha256 for r in runs}) == 1, settings, objects, per_object,
+    return Comparison(runs, len({r.base_sha256 for r in runs}) == 1, settings, per_object,
                       [seeds(r, "combined") - seeds(r, "base") for r in runs],
                       [seeds(r, "combined") - seeds(first, "combined") for r in runs])
 
 
-__all__ = ["Comparison", "EVAL_FILE", "ResidualEval", "compare", "load_eval", "resolve"]
+__all__ = ["Comparison", "ResidualEval", "compare", "load_eval", "resolve"]

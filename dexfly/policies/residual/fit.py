@@ -205,7 +205,7 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
               "eval_env_id": eval_set.env_id, "eval_pose_ids": list(eval_set.pose_ids),
               "seeds": list(eval_set.seeds), "base_success": base_res, "combined_success": comb_res, "updates": int(state.updates),
               "env_steps": int(state.env_steps), "train_seconds_this_call": round(seconds, 1)}
-    atomic_write_text(out / "eval.json", json.dumps(result, indent=2))
+    atomic_write_text(out / ckpt.EVAL_FILE, json.dumps(result, indent=2))
     _plot(out / "curve.png", history, base_res["mean"], comb_res["mean"], task)
     if video:
         evaluation.write_video(out / f"combined_{task}.mp4", task, combined, env_config=env_config)
