@@ -4,7 +4,7 @@
 
 Times four jitted functions on the same batch (one Grasp topology, `--num-envs` envs, one full episode each),
 each after a warm-up call that compiles it (`dexfly.bench.residual_throughput`):
-  physics   the unroll with a constant action (no policy),
+  physics   the unroll without a policy, replaying the base's own actions (the same contacts and solver work),
   base      the unroll with the diffusion base sampling a chunk every action_horizon steps,
   combined  the same with the residual hook (sampled corrections on every env),
   update    one whole PPO update (the combined rollout, statistics, epochs of minibatches).
