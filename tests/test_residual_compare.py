@@ -8,7 +8,7 @@ import pytest
 
 from dexfly.policies.residual import ResidualConfig
 from dexfly.policies.residual.checkpoint import EVAL_FILE, FORMAT, RUN_FILE
-from dexfly.policies.residual.compare import compare, load_eval
+from dexfly.policies.residual.compare import TRAINED, compare, load_eval
 
 OBJECTS = ["box_cube_5cm", "ball_5cm"]
 
@@ -18,13 +18,13 @@ def _rates(per_seed, per_object):
     return {"mean": float(per_seed.mean()), "std": float(per_seed.std()), "per_seed": list(per_seed), "per_object": per_object, "per_env": {}}
 
 
-def _write_run(folder, *, base_sha="a" * 64, config=None, base=(0.4, 0.6), combined=(0.5, 0.9), seeds=(0, 1)):
+def _write_run(folder, *, base_sha="a" * 64, config=None, base=(0.4, 0.6), combined=(0.5, 0.9), seeds=(0, 1), env_steps=1000):
     folder.mkdir(parents=True)
     config = (config or ResidualConfig()).to_dict()
     (folder / RUN_FILE).write_text(json.dumps({"format": FORMAT, "task": "grasp", "config": config, "base": {"path": "b", "sha256": base_sha}}))
     result = {"task": "grasp", "objects": OBJECTS, "eval_env_id": "studio", "eval_pose_ids": ["p00"], "seeds": list(seeds),
               "base_success": _rates(base, {"box_cube_5cm": 0.8, "ball_5cm": 0.2}),
-              "combined_success": _rates(combined, {"box_cube_5cm": 1.0, "ball_5cm": 0.4})}
+              "combined_success": _rates(combined, {"box_cube_5cm": 1.0, "ball_5cm": 0.4}), "env_steps": env_steps}
     (folder / EVAL_FILE).write_text(json.dumps(result))
     return folder
 
@@ -49,6 +49,10 @@ def test_compare_pairs_runs_on_one_base_and_reads_every_number_from_the_files(tm
     cmp = compare([load_eval(a), load_eval(c)])
     assert not cmp.paired
     np.testing.assert_allclose(cmp.gain[1], [0.1, 0.4])
+
+    # a run resumed with a larger total_steps keeps its residual.json's settings: the length it trained shows
+    d = _write_run(tmp_path / "d", env_steps=2000)
+    assert compare([load_eval(a), load_eval(d)]).settings == {TRAINED: [1000, 2000]}
 
 
 def test_compare_refuses_runs_scored_on_other_scenes_and_folders_that_are_not_runs(tmp_path, experiment_script):

@@ -23,6 +23,9 @@ from dexfly.utils import read_json
 
 # What makes two evaluations score the same scenes (eval.json keys).
 SCENE_KEYS = ("task", "objects", "eval_env_id", "eval_pose_ids", "seeds")
+# The training length actually run, from eval.json (a run resumed with a larger total_steps trained longer than the
+# total its residual.json was created with), compared beside the settings.
+TRAINED = "env_steps trained"
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class Comparison:
 
     runs: tuple[ResidualEval, ...]
     paired: bool  # every run on the same base checkpoint
-    settings: dict[str, list[Any]]  # residual settings that differ between the runs: {name: [value per run]}
+    settings: dict[str, list[Any]]  # residual settings (and TRAINED) that differ between the runs: {name: [value per run]}
     per_object: dict[str, dict[str, list[float]]]  # {object: {"base": [per run], "combined": [per run]}}
     gain: list[np.ndarray]  # per run, [seeds] combined - base
     vs_first: list[np.ndarray]  # per run, [seeds] combined - the first run's combined
@@ -92,8 +95,9 @@ def compare(runs: list[ResidualEval] | tuple[ResidualEval, ...]) -> Comparison:
         bad = [f"{k}: {first.result[k]!r} in {first.path}, {run.result[k]!r} in {run.path}" for k in SCENE_KEYS if run.result[k] != first.result[k]]
         if bad:
             raise ValueError("the runs were not evaluated on the same scenes:\n  " + "\n  ".join(bad))
-    names = sorted(set().union(*(r.config for r in runs)))
-    settings = {k: [r.config.get(k) for r in runs] for k in names if any(r.config.get(k) != first.config.get(k) for r in runs)}
+    configs = [{**r.config, TRAINED: r.result.get("env_steps")} for r in runs]
+    names = sorted(set().union(*configs))
+    settings = {k: [c.get(k) for c in configs] for k in names if any(c.get(k) != configs[0].get(k) for c in configs)}
     per_object = {o: {w: [float(r.rates(w)["per_object"].get(o, np.nan)) for r in runs] for w in ("base", "combined")} for o in first.result["objects"]}
     seeds = lambda r, w: np.asarray(r.rates(w)["per_seed"], np.float64)  # noqa: E731
     return Comparison(runs, len({r.base_sha256 for r in runs}) == 1, settings, per_object,
@@ -101,4 +105,4 @@ def compare(runs: list[ResidualEval] | tuple[ResidualEval, ...]) -> Comparison:
                       [seeds(r, "combined") - seeds(first, "combined") for r in runs])
 
 
-__all__ = ["Comparison", "ResidualEval", "compare", "load_eval", "resolve"]
+__all__ = ["TRAINED", "Comparison", "ResidualEval", "compare", "load_eval", "resolve"]

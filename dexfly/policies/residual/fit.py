@@ -126,6 +126,8 @@ def fit(task: str, base: str | os.PathLike, objects: tuple[str, ...], env_ids: t
         if saved["objects"] != list(objects) or saved["env_ids"] != list(env_ids) or saved.get("pose_ids") != run_meta["pose_ids"]:
             raise ValueError(f"{out} was trained on objects {saved['objects']} in {saved['env_ids']} at poses {saved.get('pose_ids') or 'sampled'}; "
                              f"requested {list(objects)} in {list(env_ids)} at poses {run_meta['pose_ids'] or 'sampled'} (use another --out)")
+        if saved["config"] != run_meta["config"]:  # total_steps grew (or shrank): the run file names the current request
+            atomic_write_text(run_file, json.dumps({**saved, "config": run_meta["config"]}, indent=2))
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_file, json.dumps(run_meta, indent=2))
