@@ -50,7 +50,7 @@ def test_compare_pairs_runs_on_one_base_and_reads_every_number_from_the_files(tm
     assert not cmp.paired
     np.testing.assert_allclose(cmp.gain[1], [0.1, 0.4])
 
-    # a run resumed with a larger total_steps keeps its residual.json's settings: the length it trained shows
+    # runs whose settings match and whose training lengths differ (eval.json's env_steps): the length shows
     d = _write_run(tmp_path / "d", env_steps=2000)
     assert compare([load_eval(a), load_eval(d)]).settings == {TRAINED: [1000, 2000]}
 
