@@ -291,11 +291,11 @@ def residual_throughput(env, base, num_envs: int, *, parts: tuple[str, ...] = RE
     timings = {}
     if "base" in parts or "physics" in parts:
         record_action = lambda step, action, after, extras: action  # noqa: E731
-        fn = jax.jit(lambda s, k: unroll(env, base, s, k, num_steps=T, record=record_action)[1])
+        base_fn = jax.jit(lambda s, k: unroll(env, base, s, k, num_steps=T, record=record_action)[1])
         if "base" in parts:
-            timings["base"] = time_call(fn, start, key, repeats=repeats)
+            timings["base"] = time_call(base_fn, start, key, repeats=repeats)
     if "physics" in parts:
-        actions = fn(start, key)  # [T, B, A] the base's own actions
+        actions = base_fn(start, key)  # [T, B, A] the base's own actions (deterministic: the same as the timed calls')
         hook = functools.partial(_replay_action, actions)
         fn = jax.jit(lambda s, k: unroll(env, None, s, k, num_steps=T, hook=hook, record=record)[1])
         timings["physics"] = time_call(fn, start, key, repeats=repeats)
