@@ -83,7 +83,7 @@ def env_throughput(env, batch: int, steps: int = 50, repeats: int = 1, mesh: Mes
     held, every env counted) and control steps/s (the full env step: IK + `n_substeps` physics steps)."""
     devices.check_batch(batch, mesh, "batch")
     scenes = env.make_scenes([env.default_scene()] * batch)
-    states = devices.shard_batch(env.reset_batch(scenes, jax.random.split(jax.random.PRNGKey(0), batch)), mesh)
+    states = env.reset_batch(*devices.shard_batch((scenes, jax.random.split(jax.random.PRNGKey(0), batch)), mesh))
     action = devices.shard_batch(jnp.broadcast_to(jnp.asarray(env.home_action()), (batch, env.action_dim)), mesh)
     n_phys = steps * env.n_substeps
 
@@ -285,7 +285,8 @@ def residual_throughput(env, base, num_envs: int, *, parts: tuple[str, ...] = RE
     if object_id is not None:
         objects[env.roles[0]] = (object_id,)
     pool = env.make_scenes(env.sample_scenes(jax.random.PRNGKey(0), n, envs.SceneSet(objects=objects, sample_poses=True)))
-    start = devices.shard_batch(jax.jit(env.batched(env.reset))(pool, jax.random.split(jax.random.PRNGKey(1), n)), mesh)
+    # Reset from split scenes rather than splitting states: MuJoCo Warp's data holds buffers without an env axis.
+    start = env.reset_batch(*devices.shard_batch((pool, jax.random.split(jax.random.PRNGKey(1), n)), mesh))
     record = lambda step, action, after, extras: after.success  # noqa: E731
     key = jax.random.PRNGKey(2)
     timings = {}

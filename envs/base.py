@@ -14,6 +14,7 @@ least-squares IK step on the current MJX data to get arm joint targets, then `n_
 
 from __future__ import annotations
 
+import contextvars
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -109,6 +110,11 @@ class State:
     info: dict[str, Any]
 
 
+# How many worlds the Warp call being traced steps at once (`TaskEnv.batched` sets it while it traces `fn`):
+# MuJoCo Warp keeps one contact buffer for all the worlds of a call, so `reset` sizes its data for that many.
+_WARP_WORLDS: contextvars.ContextVar[int] = contextvars.ContextVar("dexfly_warp_worlds", default=1)
+
+
 # `TaskEnv.hand_closed_on`: a hand holds an object once its fingers are closed this far (mean of the four fingers'
 # normalised joint positions; the seeds' closed grasps reach 0.5-0.6) and have stopped moving. With these values the
 # subtask detectors mark the seeds' hand-closing ends within 1-3 steps (tests/test_subtasks.py).
@@ -174,7 +180,21 @@ class TaskEnv:
         seconds = config.episode_seconds or self.default_episode_seconds
         self.episode_steps = int(round(seconds / config.ctrl_dt))
         self.mjx_model = mjx.put_model(self.mj_model, impl=config.impl)
-        self._data_template = mjx.make_data(self.mj_model, impl=config.impl)
+        self._data_template = mjx.make_data(self.mj_model, impl="jax")  # with impl='warp', `reset` makes its own
+        if config.impl == "warp":
+            # MJX-jax allocates every contact and constraint row this model can produce; Warp allocates what it is
+            # told (by default 48 contacts for the whole batch: contacts were dropped, "narrowphase overflow").
+            # Give Warp the same capacities, contacts per world times the worlds of a call, so nothing overflows.
+            self.warp_contacts_per_world = int(self._data_template._impl.contact.dist.shape[0])
+            self.warp_njmax = int(self._data_template._impl.efc_J.shape[0])
+            self._warp_templates: dict[int, mjx.Data] = {}
+            # The solver runs the model's few iterations by design (MJX-jax does the same without a word); Warp would
+            # print a warning for every step that stops there. Capacity overflows (contacts, constraints) still warn.
+            import mujoco_warp
+
+            quiet = mujoco_warp.OverflowType.ITERATIONS | mujoco_warp.OverflowType.LS_ITERATIONS
+            opt = self.mjx_model.opt
+            self.mjx_model = self.mjx_model.replace(opt=opt.replace(_impl=opt._impl.replace(warn_overflow=int(opt._impl.warn_overflow) & ~int(quiet))))
         self._index_model()
         self.reset_batch = jax.jit(self.batched(self.reset))
         self.step_batch = jax.jit(self.batched(self.step))
@@ -188,6 +208,17 @@ class TaskEnv:
         share of every chunk. With contiguous chunks the map would run one device's envs at a time (a 64-env Lift
         batch over two CPU devices did not finish 20 control steps in 5 minutes; BENCHMARKS.md, session 33)."""
         vfn = jax.vmap(fn)
+        if self.config.impl == "warp":
+            # One Warp kernel launch steps the whole batch (the hang is in MJX-jax's XLA solver loops, so no
+            # chunks); `reset` sizes the shared contact buffer for this many worlds.
+            def warp_batched(*args):
+                token = _WARP_WORLDS.set(jax.tree.leaves(args)[0].shape[0])
+                try:
+                    return vfn(*args)
+                finally:
+                    _WARP_WORLDS.reset(token)
+
+            return warp_batched
         chunk = self.cpu_vmap_chunk
         if not chunk or jax.default_backend() != "cpu":
             return vfn
@@ -207,6 +238,16 @@ class TaskEnv:
             return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape(padded, *x.shape[2:])[:batch], out)
 
         return chunked
+
+    def warp_data_template(self, worlds: int) -> mjx.Data:
+        """Initial MuJoCo Warp data for a call that steps `worlds` envs at once (cached per size): contacts for
+        `worlds` x `warp_contacts_per_world` in one shared buffer, `warp_njmax` constraint rows per world."""
+        if worlds not in self._warp_templates:
+            with jax.ensure_compile_time_eval():  # called while tracing: the cached arrays must be concrete
+                self._warp_templates[worlds] = mjx.make_data(
+                    self.mj_model, impl="warp", naconmax=worlds * self.warp_contacts_per_world, njmax=self.warp_njmax
+                )
+        return self._warp_templates[worlds]
 
     # ------------------------------------------------------------------ static model indices
     def _index_model(self):
@@ -374,7 +415,8 @@ class TaskEnv:
             qpos = qpos.at[adr : adr + 7].set(scene.object_pose[k])
         for k, adr in enumerate(self.compiled.particle_qpos_adr):
             qpos = qpos.at[adr : adr + 7].set(jnp.concatenate([scene.particle_pos[k], jnp.array([1.0, 0, 0, 0])]))
-        d = self._data_template.replace(qpos=qpos, qvel=jnp.zeros_like(self._data_template.qvel), ctrl=jnp.asarray(self.home_ctrl))
+        template = self.warp_data_template(_WARP_WORLDS.get()) if self.config.impl == "warp" else self._data_template
+        d = template.replace(qpos=qpos, qvel=jnp.zeros_like(template.qvel), ctrl=jnp.asarray(self.home_ctrl))
         d = mjx.forward(m, d)
         info = {
             "step": jnp.zeros((), jnp.int32),

@@ -199,16 +199,6 @@ def test_nan_is_reported(grasp_env, grasp_batch):
         grasp_env.check_finite(bad)
 
 
-def test_warp_impl_steps_when_installed():
-    """impl='warp' (MuJoCo Warp; runs on the CPU too) builds, resets and steps a mixed batch."""
-    pytest.importorskip("mujoco_warp")
-    env = envs.make("grasp", envs.EnvConfig(impl="warp"))
-    specs = env.sample_scenes(jax.random.PRNGKey(0), 2, envs.SceneSet(sample_poses=True))
-    states = env.reset_batch(env.make_scenes(specs), jax.random.split(jax.random.PRNGKey(0), 2))
-    states = env.step_batch(states, jnp.broadcast_to(jnp.asarray(env.home_action()), (2, env.action_dim)))
-    assert np.isfinite(np.asarray(states.data.qpos)).all()
-
-
 def test_warp_impl_missing_gives_clear_error():
     try:
         import mujoco_warp  # noqa: F401

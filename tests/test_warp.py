@@ -1,0 +1,60 @@
+"""MuJoCo Warp (`EnvConfig(impl="warp")`), the fast path on NVIDIA GPUs, checked on the CPU (Warp runs there too):
+its data are sized so that no contact is dropped, and it steps a batch as MJX-jax does."""
+
+import dexfly  # noqa: F401  (sets XLA flags before jax is imported)
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from dexfly import bench
+
+pytest.importorskip("mujoco_warp")
+
+BATCH = 16  # the resting objects alone make more contacts than Warp's default buffer (48 for the whole batch)
+STEPS = 10
+
+
+@pytest.fixture(scope="module")
+def stepped():
+    """The same 16 scenes reset and stepped 10 control steps (arm at home, objects resting) under both impls,
+    in one jitted scan each -> {impl: (env, final State)}."""
+    out = {}
+    for impl in ("jax", "warp"):
+        env = envs.make("grasp", envs.EnvConfig(impl=impl))
+        scenes = env.make_scenes(env.sample_scenes(jax.random.PRNGKey(0), BATCH, envs.SceneSet(sample_poses=True)))
+        action = jnp.broadcast_to(jnp.asarray(env.home_action()), (BATCH, env.action_dim))
+
+        @jax.jit
+        def run(scenes, keys, env=env, action=action):
+            start = env.batched(env.reset)(scenes, keys)
+            return jax.lax.scan(lambda s, _: (env.batched(env.step)(s, action), None), start, None, length=STEPS)[0]
+
+        out[impl] = (env, run(scenes, jax.random.split(jax.random.PRNGKey(1), BATCH)))
+    return out
+
+
+def test_warp_contact_buffer_holds_every_contact(stepped):
+    env, state = stepped["warp"]
+    nacon = int(np.asarray(state.data._impl.nacon).reshape(-1)[0])
+    naconmax = int(state.data._impl.naconmax)
+    assert naconmax == BATCH * env.warp_contacts_per_world
+    assert 4 * BATCH <= nacon < naconmax  # every resting object touches the table; nothing overflowed
+
+
+def test_warp_steps_as_mjx_jax_does(stepped):
+    """Objects stay on the table and the whole state agrees with MJX-jax's (both float32) to a millimetre."""
+    (env, jx), (_, wp) = stepped["jax"], stepped["warp"]
+    adr = env.obj_qpos_adr[0]
+    z = np.asarray(wp.data.qpos[:, adr + 2])
+    rest = np.asarray(jx.data.qpos[:, adr + 2])
+    np.testing.assert_allclose(z, rest, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(wp.data.qpos), np.asarray(jx.data.qpos), atol=1e-3)
+    assert np.isfinite(np.asarray(wp.reward)).all()
+
+
+def test_warp_batches_are_never_chunked(stepped):
+    """The CPU's chunked vmap (`cpu_vmap_chunk`) works around MJX-jax's solver loops; one Warp call steps the batch."""
+    env, _ = stepped["warp"]
+    assert bench.batching_path(env, 4 * env.cpu_vmap_chunk) == "vmap"
