@@ -401,7 +401,8 @@ def _scene_label(spec: SceneSpec) -> str:
 
 
 def record_demos(task: str, specs: list[SceneSpec], num_wanted: int, *, variation: HumanVariation | None = HumanVariation(), seed: int = 0,
-                 batch_size: int = 16, max_attempts: int | None = None, source: str = "teleop") -> tuple[list, TeleopStats]:
+                 batch_size: int = 16, max_attempts: int | None = None, source: str = "teleop",
+                 env_config: envs.EnvConfig | None = None) -> tuple[list, TeleopStats]:
     """`num_wanted` successful stand-in demos spread evenly over `specs` (at most ceil(num_wanted / len(specs)) per
     scene); returns (Episodes, TeleopStats).
 
@@ -409,6 +410,7 @@ def record_demos(task: str, specs: list[SceneSpec], num_wanted: int, *, variatio
     (attempt j: KeyJitter(variation, (seed, j))); failed attempts are dropped and retried in the next round, until
     `max_attempts` (default 4 x num_wanted). Attempts run `batch_size` at a time per object topology (one
     compiled shape; a short batch is padded with copies of its first attempt, whose results are dropped).
+    `env_config`: the simulation settings (None: the defaults, MJX-jax).
     """
     if num_wanted < 1 or batch_size < 1 or not specs:
         raise ValueError(f"record_demos needs scenes, num_wanted >= 1 and batch_size >= 1 (got {len(specs)}, {num_wanted}, {batch_size})")
@@ -423,7 +425,7 @@ def record_demos(task: str, specs: list[SceneSpec], num_wanted: int, *, variatio
         for k, s in enumerate(todo):
             index_of.setdefault(specs[s], []).append((attempt + k, s))
         for objects, group in group_by_topology(task, [specs[s] for s in todo]).items():
-            env = envs.make_cached(task, tuple(objects))
+            env = envs.make_cached(task, tuple(objects), env_config)
             jobs = [index_of[spec].pop(0) for spec in group]
             for start_ in range(0, len(jobs), batch_size):
                 chunk = jobs[start_ : start_ + batch_size]

@@ -34,6 +34,10 @@ from dexfly.ik import ArmIndex, IKConfig, dls_ik
 from envs import scene as scene_lib
 
 
+IMPLS = ("jax", "warp")
+"""MJX implementations a `TaskEnv` runs on (`EnvConfig.impl`)."""
+
+
 class SimulationError(RuntimeError):
     """Raised on the host when a batched rollout produced NaN/inf states."""
 
@@ -144,8 +148,8 @@ class TaskEnv:
     cpu_vmap_chunk: ClassVar[int | None] = None
 
     def __init__(self, config: EnvConfig = EnvConfig(), objects: dict[str, str] | None = None):
-        if config.impl not in ("jax", "warp"):
-            raise ValueError(f"unknown MJX impl {config.impl!r}; use 'jax' or 'warp'")
+        if config.impl not in IMPLS:
+            raise ValueError(f"unknown MJX impl {config.impl!r}; use one of {IMPLS}")
         if config.impl == "warp":
             try:
                 import mujoco_warp  # noqa: F401

@@ -41,6 +41,9 @@ class Args:
     """A finished flywheel run folder (same task, preset, seed and iterations) to reuse for the `flywheel` row."""
     seed: int = 0
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    impl: str = "jax"
+    """MJX implementation of every stage that simulates: jax, or warp (MuJoCo Warp, NVIDIA GPUs' fast path; pip install -e
+    '.[warp]'; run it with --devices 1, docs/multi_device.md). Part of the run's identity: a run is resumed with its own."""
     video: bool = True
     progress: bool = True
     stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S
@@ -55,7 +58,7 @@ def main(args: Args) -> dict:
     def run() -> dict:
         suite = Baselines(args.task, args.preset, args.out, methods=args.methods, iterations=args.iterations, seed=args.seed,
                           flywheel_run=args.flywheel_run, config=args.baseline, log=console.print, progress=args.progress,
-                          video=args.video, mesh=args.parallel.mesh())
+                          video=args.video, mesh=args.parallel.mesh(), impl=args.impl)
         return suite.run()
 
     return run_guarded(args.task, f"baselines {args.task}", args.stall_timeout, run)

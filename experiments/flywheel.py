@@ -52,6 +52,9 @@ class Args:
     donors: tuple[Path, ...] = ()
     """Finished runs of the same task, preset and seed whose identical stages (same settings and inputs: warm-up,
     iteration 1's base, ...) are copied instead of recomputed; each copied stage keeps its record and donor."""
+    impl: str = "jax"
+    """MJX implementation of every stage that simulates: jax, or warp (MuJoCo Warp, NVIDIA GPUs' fast path; pip install -e
+    '.[warp]'; run it with --devices 1, docs/multi_device.md). Part of the run's identity: a run is resumed with its own."""
     video: bool = True
     progress: bool = True
     stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S
@@ -66,7 +69,8 @@ def main(args: Args) -> dict:
     def run() -> dict:
         fw = Flywheel(args.task, args.preset, args.out, iterations=args.iterations, seed=args.seed, log=console.print,
                       progress=args.progress, video=args.video, mesh=args.parallel.mesh(), residual=args.residual,
-                      augment_rollouts=args.augment_rollouts, donors=args.donors, stop_after=args.stop_after)
+                      augment_rollouts=args.augment_rollouts, donors=args.donors, stop_after=args.stop_after,
+                      impl=args.impl)
         if args.redo_from:
             removed = fw.redo_from(args.redo_from)
             console.print(f"redoing from {args.redo_from}: forgot {removed or 'nothing (not run yet)'}")

@@ -152,6 +152,24 @@ def test_a_run_on_another_simulation_model_is_refused(tmp_path):
         RunFolder.existing(tmp_path / "run", task="grasp", preset="tiny", seed=0)
 
 
+def test_a_run_on_another_mjx_impl_is_refused(tmp_path):
+    """The MJX implementation is part of a run's identity (Warp and MJX-jax agree to ~1 mm, not bit for bit): a run is
+    resumed, or lends its stages, only with its own; plain MJX-jax runs keep their files (no key written)."""
+    from dexfly.flywheel.loop import Flywheel
+
+    jax_run = RunFolder.open(tmp_path / "jax", task="grasp", preset="tiny", seed=0)
+    assert "impl" not in json.loads((jax_run.root / "flywheel.json").read_text())
+    warp_run = RunFolder.open(tmp_path / "warp", task="grasp", preset="tiny", seed=0, impl="warp")
+    assert json.loads((warp_run.root / "flywheel.json").read_text())["impl"] == "warp"
+    with pytest.raises(StageError, match="simulated with MJX impl 'warp', not 'jax'"):
+        RunFolder.open(tmp_path / "warp", task="grasp", preset="tiny", seed=0)
+    with pytest.raises(StageError, match="simulated with MJX impl 'jax', not 'warp'"):
+        RunFolder.existing(tmp_path / "jax", task="grasp", preset="tiny", seed=0, any_variant=True, impl="warp")  # as a donor
+    with pytest.raises(ValueError, match="unknown MJX impl 'cuda'"):
+        Flywheel("grasp", "tiny", tmp_path / "bad", impl="cuda")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_the_physics_fingerprint_ignores_comments_and_paths(tmp_path):
     """Comments and the robot file's location do not change the fingerprint; a physics option does."""
     from envs import scene as scene_lib

@@ -58,3 +58,20 @@ def test_warp_batches_are_never_chunked(stepped):
     """The CPU's chunked vmap (`cpu_vmap_chunk`) works around MJX-jax's solver loops; one Warp call steps the batch."""
     env, _ = stepped["warp"]
     assert bench.batching_path(env, 4 * env.cpu_vmap_chunk) == "vmap"
+
+
+def test_the_flywheel_simulates_with_the_runs_impl(tmp_path, monkeypatch):
+    """`Flywheel(impl="warp")` (flywheel.py --impl warp): the warm-up's A_EP runs on Warp envs, and the run folder
+    records the impl."""
+    import json
+
+    from dexfly import dataset
+    from dexfly.flywheel.loop import Flywheel
+
+    built = []
+    make = envs.make
+    monkeypatch.setattr(envs, "make", lambda task, config=envs.EnvConfig(), objects=None: built.append(config.impl) or make(task, config, objects))
+    Flywheel("grasp", "tiny", tmp_path / "run", impl="warp", stop_after="warmup", video=False, progress=False, log=lambda *_: None).run()
+    assert built and set(built) == {"warp"}
+    assert json.loads((tmp_path / "run" / "flywheel.json").read_text())["impl"] == "warp"
+    assert len(dataset.read_dataset(tmp_path / "run" / "d1.hdf5", task="grasp").episodes) == 4  # the tiny preset's D_1

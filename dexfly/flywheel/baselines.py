@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 from jax.sharding import Mesh
 
+import envs
 from dexfly import dataset, devices
 from dexfly.catalog import TASK_ROLES, load_catalog
 from dexfly.flywheel.loop import Flywheel, dataset_diversity, evaluate_t_oep, train_base
@@ -101,10 +102,10 @@ def last_iteration(run: RunFolder) -> int:
     return max(done, default=0)
 
 
-def check_flywheel_run(path, *, task: str, preset: str, seed: int, iterations: int) -> RunFolder:
-    """A finished plain flywheel run of this task, preset and seed whose last iteration is `iterations`, with an
-    intact last evaluation; StageError naming the folder and the problem otherwise."""
-    run = RunFolder.existing(path, task=task, preset=preset, seed=seed)
+def check_flywheel_run(path, *, task: str, preset: str, seed: int, iterations: int, impl: str = "jax") -> RunFolder:
+    """A finished plain flywheel run of this task, preset, seed and MJX implementation whose last iteration is
+    `iterations`, with an intact last evaluation; StageError naming the folder and the problem otherwise."""
+    run = RunFolder.existing(path, task=task, preset=preset, seed=seed, impl=impl)
     last = last_iteration(run)
     if last == 0:
         raise StageError(f"flywheel run {run.root} has not finished an iteration (no iter<i>/evaluate record); finish it first")
@@ -290,18 +291,22 @@ class Baselines:
 
     def __init__(self, task: str, preset: str | Preset, out, *, methods=("all",), iterations: int = 3, seed: int = 0,
                  flywheel_run=None, config: BaselineConfig = BaselineConfig(), log: Callable[[str], Any] = print, progress: bool = True,
-                 video: bool = True, mesh: Mesh | None = None):
+                 video: bool = True, mesh: Mesh | None = None, impl: str = "jax"):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if impl not in envs.IMPLS:  # before the suite folder records it
+            raise ValueError(f"unknown MJX impl {impl!r}; use one of {envs.IMPLS}")
         self.methods = parse_methods(methods)
         self.task = task
         self.preset = preset if isinstance(preset, Preset) else load_preset(task, preset)
         self.n, self.seed, self.config = iterations, seed, config
         self.log, self.progress, self.video, self.mesh = log, progress, video, mesh
+        self.impl, self.env_config = impl, envs.EnvConfig(impl=impl)  # every method simulates with it (run identities)
         # checked before the suite folder is made, so a wrong --flywheel-run leaves nothing behind
-        self.flywheel_run = (check_flywheel_run(flywheel_run, task=task, preset=self.preset.name, seed=seed, iterations=iterations)
+        self.flywheel_run = (check_flywheel_run(flywheel_run, task=task, preset=self.preset.name, seed=seed, iterations=iterations, impl=impl)
                              if flywheel_run is not None else None)
-        self.out = RunFolder.open(out, task=task, preset=self.preset.name, seed=seed, variant={"suite": "baselines", "iterations": iterations})
+        self.out = RunFolder.open(out, task=task, preset=self.preset.name, seed=seed, variant={"suite": "baselines", "iterations": iterations},
+                                  impl=impl)
         self.main_role = tuple(TASK_ROLES[task])[0]
         self.seed_file = DEMOS_DIR / f"{task}_seed.hdf5"
 
@@ -320,7 +325,7 @@ class Baselines:
     # ------------------------------------------------------------------ flywheel and ablations
     def _flywheel(self, folder: Path, donors=(), **ablation) -> Flywheel:
         return Flywheel(self.task, self.preset, folder, iterations=self.n, seed=self.seed, log=self.log, progress=self.progress,
-                        video=self.video, mesh=self.mesh, donors=tuple(donors), **ablation)
+                        video=self.video, mesh=self.mesh, donors=tuple(donors), impl=self.impl, **ablation)
 
     def _donors(self, exclude: str) -> list[Path]:
         """Finished runs whose identical stages a flywheel variant may copy: the flywheel, then the ablations."""
@@ -359,7 +364,8 @@ class Baselines:
 
     def run_data_source(self, method: str) -> Path:
         """Data (stand-in demos or A_EP replay) -> the base policy -> T_OEP, each a resumable stage."""
-        run = RunFolder.open(self.out.root / method, task=self.task, preset=self.preset.name, seed=self.seed, variant={"baseline": method})
+        run = RunFolder.open(self.out.root / method, task=self.task, preset=self.preset.name, seed=self.seed, variant={"baseline": method},
+                             impl=self.impl)
         if method.startswith("human-"):
             data_stage = self._human_demos(run, method)
         else:
@@ -377,7 +383,7 @@ class Baselines:
 
             base, _, _ = load_run(run.path("diffusion"), task=self.task)
             result = evaluate_t_oep(self.task, self.preset, base, video=run.path("t_oep.mp4") if self.video else None, mesh=self.mesh,
-                                    progress=self.progress, title=f"{method} evaluation")
+                                    progress=self.progress, title=f"{method} evaluation", env_config=self.env_config)
             atomic_write_text(run.path("eval.json"), json.dumps(result, indent=2))
             self.log(f"{method}: T_OEP success {result['t_oep']['mean']:.3f} ± {result['t_oep']['std']:.3f}")
             return ["eval.json"] + (["t_oep.mp4"] if self.video else []), {"t_oep": result["t_oep"]["mean"]}
@@ -388,7 +394,6 @@ class Baselines:
     def _human_scenes(self, method: str, n: int) -> list:
         """human-default: the seed's scene. human-enhanced: the last iteration's environments x poses with the seed's
         object, environments varying fastest (poses in a seeded order), so the first `n` cover the environments evenly."""
-        import envs
         from dexfly.scenes import scene_grid
 
         seed_ep = self._seed_episodes()[0]
@@ -410,7 +415,8 @@ class Baselines:
 
         def body():
             episodes, stats = record_demos(self.task, specs, n, variation=self.config.variation, seed=self.seed,
-                                           batch_size=self.config.teleop_batch_size, max_attempts=self.config.attempts_per_demo * n)
+                                           batch_size=self.config.teleop_batch_size, max_attempts=self.config.attempts_per_demo * n,
+                                           env_config=self.env_config)
             self.log(f"{method}: {stats.successes}/{stats.attempts} stand-in attempts succeeded")
             if not episodes:
                 raise StageError(f"{method}: the teleoperation stand-in succeeded in none of {stats.attempts} attempts")
@@ -448,7 +454,8 @@ class Baselines:
 
             def sources_body():
                 episodes, stats = record_demos(self.task, specs, n_src, variation=self.config.variation, seed=self.seed,
-                                               batch_size=self.config.teleop_batch_size, max_attempts=self.config.attempts_per_demo * n_src)
+                                               batch_size=self.config.teleop_batch_size, max_attempts=self.config.attempts_per_demo * n_src,
+                                               env_config=self.env_config)
                 if not episodes:
                     raise StageError(f"{method}: the teleoperation stand-in succeeded in none of {stats.attempts} attempts")
                 self._write(run.path("sources.hdf5"), episodes, method)
@@ -470,7 +477,7 @@ class Baselines:
             share = math.ceil(wanted / len(last.objects))
             for k, obj in enumerate(last.objects):
                 caug = dataclasses.replace(self.preset.augment_config(), objects=((self.main_role, (obj,)),), env_ids=last.env_ids,
-                                           pose_ids=last.pose_ids(self.task))
+                                           pose_ids=last.pose_ids(self.task), env=self.env_config)
                 got, stats = augment(sources, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,
                                      max_attempts=self.config.attempts_per_demo * share, seed=self.seed * 1000 + k, progress=self.progress,
                                      mesh=self.mesh)

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from jax.sharding import Mesh
 
+import envs
 from dexfly import dataset, devices, evaluation
 from dexfly.catalog import TASK_ROLES
 from dexfly.flywheel.schedule import Preset, load_preset
@@ -99,31 +100,35 @@ in the same batches) and later iterations (T_OEP alone) share their compiled rol
 
 
 def evaluate_t_oep(task: str, preset: Preset, base, *, video: Path | None = None, mesh: Mesh | None = None,
-                   t_o: list | None = None, progress: bool = False, title: str = "T_OEP evaluation") -> dict:
+                   t_o: list | None = None, progress: bool = False, title: str = "T_OEP evaluation",
+                   env_config: envs.EnvConfig | None = None) -> dict:
     """A base policy on T_OEP, as every iteration and every baseline is scored: the preset's T_OEP scenes
     (`Preset.t_oep_specs`), each seed of `seeds`; a video of the first episodes when `video` is a path. With `t_o`
     (scenes), T_O is scored in the same batches (`evaluation.evaluate_sets`: a topology both share compiles once).
-    With `progress`, a progress bar named `title` counts the rollouts (topology groups x seeds).
+    With `progress`, a progress bar named `title` counts the rollouts (topology groups x seeds). `env_config`: the
+    simulation settings (None: the defaults, MJX-jax).
     Returns eval.json's {"t_oep": {"mean", "std", "per_seed", "per_object"}, "t_oep_scenes"[, "t_o_base"]}."""
     ev = preset.evaluation
     specs = preset.t_oep_specs()
     with ProgressCallback(title, enabled=progress) as on_progress:
         sets = evaluation.evaluate_sets(task, base, {"t_oep": specs, **({"t_o": t_o} if t_o else {})}, seeds=tuple(ev["seeds"]),
-                                        record_qpos_first=video is not None, mesh=mesh, pad_to=EVAL_PAD_TO, on_progress=on_progress)
+                                        record_qpos_first=video is not None, mesh=mesh, pad_to=EVAL_PAD_TO, on_progress=on_progress,
+                                        env_config=env_config)
     if video is not None:
-        evaluation.write_video(video, task, sets["t_oep"], episodes=int(ev["video_episodes"]))
+        evaluation.write_video(video, task, sets["t_oep"], episodes=int(ev["video_episodes"]), env_config=env_config)
     return {"t_oep": sets["t_oep"].summary(), "t_oep_scenes": len(specs), **({"t_o_base": sets["t_o"].summary()} if t_o else {})}
 
 
-def combined_t_oep_video(task: str, preset: Preset, base, hook, hook_params, path: Path, *, mesh: Mesh | None = None) -> Path:
+def combined_t_oep_video(task: str, preset: Preset, base, hook, hook_params, path: Path, *, mesh: Mesh | None = None,
+                         env_config: envs.EnvConfig | None = None) -> Path:
     """A video of the combined policy (the base with its residual `hook`) on the T_OEP scenes that the base's
     `t_oep.mp4` shows (the first topology group's first `video_episodes` scenes, the first seed), so the two can be
     watched side by side. One seed of a few scenes: a picture, not a score (the base is scored on T_OEP)."""
     ev = preset.evaluation
     first = list(next(iter(group_by_topology(task, preset.t_oep_specs()).values())))[: int(ev["video_episodes"])]
     res = evaluation.evaluate_scenes(task, base, first, seeds=tuple(ev["seeds"])[:1], record_qpos_first=True, hook=hook,
-                                     hook_params=hook_params, mesh=mesh, pad_to=EVAL_PAD_TO)
-    return evaluation.write_video(path, task, res, episodes=len(first))
+                                     hook_params=hook_params, mesh=mesh, pad_to=EVAL_PAD_TO, env_config=env_config)
+    return evaluation.write_video(path, task, res, episodes=len(first), env_config=env_config)
 
 
 def held_sources(sources: list, min_held: int, *, where) -> tuple[list, dict]:
@@ -149,9 +154,11 @@ class Flywheel:
 
     def __init__(self, task: str, preset: str | Preset, out, *, iterations: int = 3, seed: int = 0, log: Callable[[str], Any] = print,
                  progress: bool = True, video: bool = True, mesh: Mesh | None = None, residual: bool = True, augment_rollouts: bool = True,
-                 donors: tuple = (), stop_after: str | None = None):
+                 donors: tuple = (), stop_after: str | None = None, impl: str = "jax"):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if impl not in envs.IMPLS:  # before the run folder records it
+            raise ValueError(f"unknown MJX impl {impl!r}; use one of {envs.IMPLS}")
         self.use_residual = residual
         self.augment_rollouts = augment_rollouts
         self.task = task
@@ -165,9 +172,14 @@ class Flywheel:
         self.progress = progress
         self.video = video
         self.mesh = mesh  # devices every stage splits its batches over (dexfly.devices); not part of the stage configs
-        self.run_dir = RunFolder.open(out, task=task, preset=self.preset.name, seed=seed, variant=self.variant())
+        # MJX implementation of every simulating stage: part of the run's identity (RunFolder), so not of the stage configs
+        self.env_config = envs.EnvConfig(impl=impl)
+        if impl == "warp" and devices.size(mesh) > 1:
+            log(f"[yellow]warning: impl=warp over {devices.size(mesh)} devices: XLA does not split a Warp call, every device steps "
+                "the whole batch (correct, not faster; docs/multi_device.md): run with --devices 1")
+        self.run_dir = RunFolder.open(out, task=task, preset=self.preset.name, seed=seed, variant=self.variant(), impl=impl)
         # finished runs of the same task, preset and seed (any variant) whose identical stages are copied, not rerun
-        self.donors = [RunFolder.existing(d, task=task, preset=self.preset.name, seed=seed, any_variant=True) for d in donors]
+        self.donors = [RunFolder.existing(d, task=task, preset=self.preset.name, seed=seed, any_variant=True, impl=impl) for d in donors]
         self.main_role = tuple(TASK_ROLES[task])[0]
         self.seed_file = DEMOS_DIR / f"{task}_seed.hdf5"
         self.timings: dict[str, float] = {}
@@ -193,6 +205,10 @@ class Flywheel:
         self.timings[name] = rec["seconds"]
         return rec
 
+    def _augment_config(self, **fields):
+        """The preset's A_EP settings with these fields replaced, simulated with the run's MJX implementation."""
+        return dataclasses.replace(self.preset.augment_config(), env=self.env_config, **fields)
+
     def _write(self, path: Path, episodes, extra: dict) -> None:
         env_args = dict(dataset.read_dataset(self.seed_file, task=self.task).env_args)
         dataset.write_dataset(path, episodes, task=self.task, env_args=env_args, seed=self.seed, extra_attrs=extra)
@@ -207,7 +223,7 @@ class Flywheel:
             from dexfly.augment import augment
 
             sources = list(dataset.read_dataset(self.seed_file, task=self.task).episodes)
-            caug = dataclasses.replace(self.preset.augment_config(), objects=((self.main_role, c1.objects),), env_ids=c1.env_ids,
+            caug = self._augment_config(objects=((self.main_role, c1.objects),), env_ids=c1.env_ids,
                                        pose_ids=c1.pose_ids(self.task))
             episodes, stats = augment(sources, self.task, caug, num_wanted=c1.trajectories, batch_size=self.preset.augment_batch_size,
                                       seed=self.seed, progress=self.progress, mesh=self.mesh)
@@ -248,7 +264,7 @@ class Flywheel:
             base, _, _ = load_run(self.run_dir.path(f"iter{i}/diffusion"), task=self.task)
             t_o = t_o_scenes(self.task, self.preset.iteration(1).objects, tuple(ev["t_o_pose_ids"])) if i == 1 else None
             result = evaluate_t_oep(self.task, self.preset, base, video=self.run_dir.path(f"iter{i}/t_oep.mp4") if self.video else None,
-                                    mesh=self.mesh, t_o=t_o, progress=self.progress, title=f"iter{i} evaluation")
+                                    mesh=self.mesh, t_o=t_o, progress=self.progress, title=f"iter{i} evaluation", env_config=self.env_config)
             outputs = [f"iter{i}/eval.json"] + ([f"iter{i}/t_oep.mp4"] if self.video else [])
             atomic_write_text(self.run_dir.path(f"iter{i}/eval.json"), json.dumps(result, indent=2))
             return outputs, {"t_oep": result["t_oep"]["mean"]}
@@ -279,7 +295,7 @@ class Flywheel:
             base_result, base_from = self._donors_base_t_o(i, config)
             res = fit(self.task, self.run_dir.path(f"iter{i}/diffusion"), tuple(objects), tuple(env_ids),
                       self.preset.residual_config(run_seed=self.seed), self.run_dir.path(f"iter{i}/residual"), pose_ids=pose_ids, eval_set=eval_set,
-                      progress=self.progress, video=self.video, log=self.log, mesh=self.mesh, base_result=base_result)
+                      progress=self.progress, video=self.video, log=self.log, mesh=self.mesh, base_result=base_result, env_config=self.env_config)
             return [f"iter{i}/residual"], {"t_o_base": res.base_success["mean"], "t_o_combined": res.combined_success["mean"],
                                            "env_steps": int(res.state.env_steps), **({"t_o_base_from": base_from} if base_from else {})}
 
@@ -324,7 +340,7 @@ class Flywheel:
             specs = sample_object_scenes(self.task, tuple(objects), tuple(env_ids), per_object, seed=self.seed * 1000 + i, pose_ids=pose_ids)
             with ProgressCallback(f"iter{i} rollouts", enabled=self.progress) as on_batch:
                 episodes, stats = collect(self.task, base, specs, hook=hook, hook_params=params, seed=self.seed * 1000 + i,
-                                          batch_size=self.preset.collect_batch_size, on_batch=on_batch, mesh=self.mesh)
+                                          batch_size=self.preset.collect_batch_size, on_batch=on_batch, mesh=self.mesh, env_config=self.env_config)
             self.log(f"iter{i}: {stats.successes}/{stats.attempts} rollouts succeeded ({stats.success_rate:.2f}), {stats.kept} kept")
             outputs = [f"iter{i}/collect.json"]
             if episodes:
@@ -332,7 +348,8 @@ class Flywheel:
                 outputs.insert(0, f"iter{i}/rollouts.hdf5")
             atomic_write_text(self.run_dir.path(f"iter{i}/collect.json"), json.dumps(stats.to_dict(), indent=2))
             if self.video and self.use_residual:  # without a residual the combined policy is the base: t_oep.mp4 shows it
-                combined_t_oep_video(self.task, self.preset, base, hook, params, self.run_dir.path(f"iter{i}/t_oep_combined.mp4"), mesh=self.mesh)
+                combined_t_oep_video(self.task, self.preset, base, hook, params, self.run_dir.path(f"iter{i}/t_oep_combined.mp4"), mesh=self.mesh,
+                                     env_config=self.env_config)
                 outputs.append(f"iter{i}/t_oep_combined.mp4")
             return outputs, {**stats.to_dict(), "policy": "combined" if self.use_residual else "base"}
 
@@ -374,7 +391,7 @@ class Flywheel:
                     # each object's share of demos is smaller than E x P; started at entry 0 every object would take
                     # the same first environments and poses (measured: D_3 of runs/fw_fast held 10 of C_aug^3's
                     # 12 environments and 10 of its 15 poses), so object k starts where object k-1's share ended
-                    caug = dataclasses.replace(self.preset.augment_config(), objects=((self.main_role, (obj,)),), env_ids=nxt.env_ids,
+                    caug = self._augment_config(objects=((self.main_role, (obj,)),), env_ids=nxt.env_ids,
                                                pose_ids=nxt.pose_ids(self.task), grid_start=k * share,
                                                **({"min_held_steps": min_held} if min_held else {}))
                     got, stats = augment(eps, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,

@@ -69,15 +69,16 @@ class RunFolder:
     meta: dict
 
     @classmethod
-    def open(cls, root: str | os.PathLike, *, task: str, preset: str, seed: int, variant: dict | None = None) -> RunFolder:
-        """Open (or start, in an empty or absent folder) the run of this task, preset, seed and variant (None or {}:
-        the plain flywheel; the key is only written for others, so plain runs keep their files)."""
+    def open(cls, root: str | os.PathLike, *, task: str, preset: str, seed: int, variant: dict | None = None, impl: str = "jax") -> RunFolder:
+        """Open (or start, in an empty or absent folder) the run of this task, preset, seed, variant (None or {}:
+        the plain flywheel) and MJX implementation (the keys are only written for others than the plain flywheel on
+        MJX-jax, so those runs keep their files)."""
         root = Path(root).resolve()
         meta = {"format": FORMAT, "task": task, "preset": preset, "seed": seed, "physics": physics_fingerprint(task),
-                **({"variant": variant} if variant else {})}
+                **({"variant": variant} if variant else {}), **({"impl": impl} if impl != "jax" else {})}
         run_file = root / RUN_FILE
         if run_file.exists():
-            cls.existing(root, task=task, preset=preset, seed=seed, variant=variant)
+            cls.existing(root, task=task, preset=preset, seed=seed, variant=variant, impl=impl)
         else:
             if root.exists() and any(root.iterdir()):
                 raise StageError(f"{root} is not empty and holds no {RUN_FILE}: not a flywheel run folder (use another --out)")
@@ -88,9 +89,9 @@ class RunFolder:
 
     @classmethod
     def existing(cls, root: str | os.PathLike, *, task: str, preset: str, seed: int, variant: dict | None = None,
-                 any_variant: bool = False) -> RunFolder:
-        """An existing run of this task, preset, seed (and variant, unless `any_variant`), read only: StageError
-        naming the folder and the difference otherwise."""
+                 any_variant: bool = False, impl: str = "jax") -> RunFolder:
+        """An existing run of this task, preset, seed, MJX implementation (and variant, unless `any_variant`), read
+        only: StageError naming the folder and the difference otherwise."""
         root = Path(root).resolve()
         run_file = root / RUN_FILE
         if not run_file.exists():
@@ -107,6 +108,8 @@ class RunFolder:
             raise StageError(f"{root} was simulated on {was}, not this dexfly's {task} model {physics} (the robot or scene MJCF "
                              f"changed, e.g. the Panda's friction cone; docs/flywheel.md): its stages cannot be resumed or "
                              f"reused here (use another --out)")
+        if saved.get("impl", "jax") != impl:  # MJX-jax and MuJoCo Warp agree to ~1 mm, not bit for bit: no mixing stages
+            raise StageError(f"{root} was simulated with MJX impl {saved.get('impl', 'jax')!r}, not {impl!r} (use another --out)")
         if not any_variant and (saved.get("variant") or {}) != (variant or {}):
             name = lambda v: json.dumps(v, sort_keys=True) if v else "the plain flywheel"  # noqa: E731
             raise StageError(f"{root} is a run of {name(saved.get('variant'))}, not {name(variant)} (use another --out)")
