@@ -217,7 +217,7 @@ def test_chunked_vmap_matches_vmap_for_any_batch(batch):
 
     from envs.base import TaskEnv
 
-    fake_env = SimpleNamespace(cpu_vmap_chunk=4)
+    fake_env = SimpleNamespace(cpu_vmap_chunk=4, config=envs.EnvConfig())
     fn = lambda x, y: {"sum": x.sum() + y, "x2": 2 * x}  # noqa: E731
     xs, ys = jnp.arange(batch * 3.0).reshape(batch, 3), jnp.arange(batch, dtype=jnp.float32)
     out = jax.jit(TaskEnv.batched(fake_env, fn))(xs, ys)

@@ -131,11 +131,11 @@ def _chunked_batch(mesh) -> dict:
     import jax.numpy as jnp
 
     from dexfly import devices
-    from envs.base import TaskEnv
+    from envs.base import EnvConfig, TaskEnv
 
     fn = lambda x: {"y": jnp.sin(x).sum() * x}  # noqa: E731  (a per-env function; the chunking is what is tested)
     xs = devices.shard_batch(jnp.arange(16 * 3.0).reshape(16, 3), mesh)
-    step = jax.jit(TaskEnv.batched(SimpleNamespace(cpu_vmap_chunk=4), fn))
+    step = jax.jit(TaskEnv.batched(SimpleNamespace(cpu_vmap_chunk=4, config=EnvConfig()), fn))
     hlo = step.lower(xs).compile().as_text()
     return {"y": np.asarray(step(xs)["y"]),
             "collectives": sorted(set(re.findall(r"all-gather|all-to-all|collective-permute|all-reduce|reduce-scatter", hlo)))}

@@ -111,13 +111,15 @@ def plot(report: dict, path: Path) -> None:
             x, y, e = zip(*pts)
             ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
     ax.set(title=f"success over iterations ({report['task']})", xlabel="iteration", ylabel="success rate", ylim=(-0.02, 1.02), xticks=its)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # a run stopped before its first evaluation has no success to plot yet
+        ax.legend(fontsize=7)
     for key in ("configs", "trajectories", "objects"):
         pts = [(r["iteration"], r[key]) for r in rows if r.get(key)]
         if pts:
             ax2.plot(*zip(*pts), marker="o", label=key)
     ax2.set(title="dataset diversity", xlabel="iteration", yscale="log", xticks=its)
-    ax2.legend(fontsize=7)
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp)
