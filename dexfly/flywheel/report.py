@@ -41,6 +41,8 @@ def _generation_rate(summary: dict) -> float | None:
 
 def build_report(root: Path, task: str, preset: str, iterations: int) -> dict:
     """Table 1 rows and generation rates from the run folder's records and evaluation files."""
+    from dexfly.policies.residual.checkpoint import EVAL_FILE  # the residual run's evaluation (imported here: orbax)
+
     rows, generation = [], []
     records = lambda name: _load(root / "stages" / (name.replace("/", "__") + ".json"))  # noqa: E731
     for i in range(1, iterations + 1):
@@ -50,7 +52,7 @@ def build_report(root: Path, task: str, preset: str, iterations: int) -> dict:
         if i == 1:
             t_o_base, t_o_combined = evaluated.get("t_o_base"), None
         else:
-            res = _load(root / f"iter{i - 1}" / "residual" / "eval.json") or {}
+            res = _load(root / f"iter{i - 1}" / "residual" / EVAL_FILE) or {}
             t_o_base, t_o_combined = res.get("base_success"), res.get("combined_success")
         rows.append({"iteration": i, **diversity, "t_o_base": t_o_base, "t_o_combined": t_o_combined, "t_oep": evaluated.get("t_oep")})
         if made:
