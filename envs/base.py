@@ -37,6 +37,16 @@ from envs import scene as scene_lib
 IMPLS = ("jax", "warp")
 """MJX implementations a `TaskEnv` runs on (`EnvConfig.impl`)."""
 
+WARP_SEVERAL_DEVICES = ("XLA does not split a Warp call, every device steps the whole batch (correct, not faster; "
+                        "docs/multi_device.md): run impl=warp with --devices 1")
+"""What running impl='warp' over several devices does (measured: BENCHMARKS.md, session 40); scripts warn with it."""
+
+
+def check_impl(impl: str) -> None:
+    """ValueError naming an MJX implementation that is not one of `IMPLS`."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown MJX impl {impl!r}; use one of {IMPLS}")
+
 
 class SimulationError(RuntimeError):
     """Raised on the host when a batched rollout produced NaN/inf states."""
@@ -148,8 +158,7 @@ class TaskEnv:
     cpu_vmap_chunk: ClassVar[int | None] = None
 
     def __init__(self, config: EnvConfig = EnvConfig(), objects: dict[str, str] | None = None):
-        if config.impl not in IMPLS:
-            raise ValueError(f"unknown MJX impl {config.impl!r}; use one of {IMPLS}")
+        check_impl(config.impl)
         if config.impl == "warp":
             try:
                 import mujoco_warp  # noqa: F401
@@ -184,13 +193,14 @@ class TaskEnv:
         seconds = config.episode_seconds or self.default_episode_seconds
         self.episode_steps = int(round(seconds / config.ctrl_dt))
         self.mjx_model = mjx.put_model(self.mj_model, impl=config.impl)
-        self._data_template = mjx.make_data(self.mj_model, impl="jax")  # with impl='warp', `reset` makes its own
+        jax_data = mjx.make_data(self.mj_model, impl="jax")
+        self._data_template = jax_data if config.impl == "jax" else None  # Warp's: `warp_data_template`, per batch size
         if config.impl == "warp":
             # MJX-jax allocates every contact and constraint row this model can produce; Warp allocates what it is
             # told (by default 48 contacts for the whole batch: contacts were dropped, "narrowphase overflow").
             # Give Warp the same capacities, contacts per world times the worlds of a call, so nothing overflows.
-            self.warp_contacts_per_world = int(self._data_template._impl.contact.dist.shape[0])
-            self.warp_njmax = int(self._data_template._impl.efc_J.shape[0])
+            self.warp_contacts_per_world = int(jax_data._impl.contact.dist.shape[0])
+            self.warp_njmax = int(jax_data._impl.efc_J.shape[0])
             self._warp_templates: dict[int, mjx.Data] = {}
             # The solver runs the model's few iterations by design (MJX-jax does the same without a word); Warp would
             # print a warning for every step that stops there. Capacity overflows (contacts, constraints) still warn.

@@ -286,9 +286,7 @@ def main(args: Args) -> dict:
         else:
             impls.append(impl)
     if "warp" in impls and meta["mesh_devices"] > 1:
-        # Measured on two CPU devices (BENCHMARKS.md, session 40): results agree with one device, at half the speed.
-        rec.note("impl=warp over several devices: XLA does not split a Warp call, every device steps the whole batch "
-                 "(correct, not faster); measure warp with --devices 1")
+        rec.note(f"impl=warp over {meta['mesh_devices']} devices: {envs.WARP_SEVERAL_DEVICES}")
 
     # Which batching path each env takes here: the CPU-only cpu_vmap_chunk workaround must not apply on a GPU.
     env0 = envs.make_cached(args.task)

@@ -294,14 +294,13 @@ class Baselines:
                  video: bool = True, mesh: Mesh | None = None, impl: str = "jax"):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
-        if impl not in envs.IMPLS:  # before the suite folder records it
-            raise ValueError(f"unknown MJX impl {impl!r}; use one of {envs.IMPLS}")
+        envs.check_impl(impl)  # before the suite folder records it
         self.methods = parse_methods(methods)
         self.task = task
         self.preset = preset if isinstance(preset, Preset) else load_preset(task, preset)
         self.n, self.seed, self.config = iterations, seed, config
         self.log, self.progress, self.video, self.mesh = log, progress, video, mesh
-        self.impl, self.env_config = impl, envs.EnvConfig(impl=impl)  # every method simulates with it (run identities)
+        self.env_config = envs.EnvConfig(impl=impl)  # every method simulates with it; its impl is in every run's identity
         # checked before the suite folder is made, so a wrong --flywheel-run leaves nothing behind
         self.flywheel_run = (check_flywheel_run(flywheel_run, task=task, preset=self.preset.name, seed=seed, iterations=iterations, impl=impl)
                              if flywheel_run is not None else None)
@@ -325,7 +324,7 @@ class Baselines:
     # ------------------------------------------------------------------ flywheel and ablations
     def _flywheel(self, folder: Path, donors=(), **ablation) -> Flywheel:
         return Flywheel(self.task, self.preset, folder, iterations=self.n, seed=self.seed, log=self.log, progress=self.progress,
-                        video=self.video, mesh=self.mesh, donors=tuple(donors), impl=self.impl, **ablation)
+                        video=self.video, mesh=self.mesh, donors=tuple(donors), impl=self.env_config.impl, **ablation)
 
     def _donors(self, exclude: str) -> list[Path]:
         """Finished runs whose identical stages a flywheel variant may copy: the flywheel, then the ablations."""
@@ -365,7 +364,7 @@ class Baselines:
     def run_data_source(self, method: str) -> Path:
         """Data (stand-in demos or A_EP replay) -> the base policy -> T_OEP, each a resumable stage."""
         run = RunFolder.open(self.out.root / method, task=self.task, preset=self.preset.name, seed=self.seed, variant={"baseline": method},
-                             impl=self.impl)
+                             impl=self.env_config.impl)
         if method.startswith("human-"):
             data_stage = self._human_demos(run, method)
         else:

@@ -157,8 +157,7 @@ class Flywheel:
                  donors: tuple = (), stop_after: str | None = None, impl: str = "jax"):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
-        if impl not in envs.IMPLS:  # before the run folder records it
-            raise ValueError(f"unknown MJX impl {impl!r}; use one of {envs.IMPLS}")
+        envs.check_impl(impl)  # before the run folder records it
         self.use_residual = residual
         self.augment_rollouts = augment_rollouts
         self.task = task
@@ -175,8 +174,7 @@ class Flywheel:
         # MJX implementation of every simulating stage: part of the run's identity (RunFolder), so not of the stage configs
         self.env_config = envs.EnvConfig(impl=impl)
         if impl == "warp" and devices.size(mesh) > 1:
-            log(f"[yellow]warning: impl=warp over {devices.size(mesh)} devices: XLA does not split a Warp call, every device steps "
-                "the whole batch (correct, not faster; docs/multi_device.md): run with --devices 1")
+            log(f"[yellow]warning: impl=warp over {devices.size(mesh)} devices: {envs.WARP_SEVERAL_DEVICES}")
         self.run_dir = RunFolder.open(out, task=task, preset=self.preset.name, seed=seed, variant=self.variant(), impl=impl)
         # finished runs of the same task, preset and seed (any variant) whose identical stages are copied, not rerun
         self.donors = [RunFolder.existing(d, task=task, preset=self.preset.name, seed=seed, any_variant=True, impl=impl) for d in donors]
