@@ -83,27 +83,28 @@ def env_throughput(env, batch: int, steps: int = 50, repeats: int = 1, mesh: Mes
     held, every env counted) and control steps/s (the full env step: IK + `n_substeps` physics steps)."""
     devices.check_batch(batch, mesh, "batch")
     scenes = env.make_scenes([env.default_scene()] * batch)
-    states = env.reset_batch(*devices.shard_batch((scenes, jax.random.split(jax.random.PRNGKey(0), batch)), mesh))
-    action = devices.shard_batch(jnp.broadcast_to(jnp.asarray(env.home_action()), (batch, env.action_dim)), mesh)
-    n_phys = steps * env.n_substeps
+    with devices.use_mesh(mesh):  # traced in the mesh: MuJoCo Warp envs map their calls over the devices
+        states = jax.jit(env.batched(env.reset))(*devices.shard_batch((scenes, jax.random.split(jax.random.PRNGKey(0), batch)), mesh))
+        action = devices.shard_batch(jnp.broadcast_to(jnp.asarray(env.home_action()), (batch, env.action_dim)), mesh)
+        n_phys = steps * env.n_substeps
 
-    @jax.jit
-    def physics(states):
-        def one(scene, d):
-            m = env.model_for(scene)
-            return jax.lax.fori_loop(0, n_phys, lambda _, dd: mjx.step(m, dd), d)
+        @jax.jit
+        def physics(states):
+            def one(scene, d):
+                m = env.model_for(scene)
+                return jax.lax.fori_loop(0, n_phys, lambda _, dd: mjx.step(m, dd), d)
 
-        return env.batched(one)(states.info["scene"], states.data).qpos
+            return env.batched(one)(states.info["scene"], states.data).qpos
 
-    @jax.jit
-    def control(states, action):
-        def body(s, _):
-            return env.batched(env.step)(s, action), None
+        @jax.jit
+        def control(states, action):
+            def body(s, _):
+                return env.batched(env.step)(s, action), None
 
-        return jax.lax.scan(body, states, None, length=steps)[0].data.qpos
+            return jax.lax.scan(body, states, None, length=steps)[0].data.qpos
 
-    phys = time_call(physics, states, repeats=repeats)
-    ctrl = time_call(control, states, action, repeats=repeats)
+        phys = time_call(physics, states, repeats=repeats)
+        ctrl = time_call(control, states, action, repeats=repeats)
     return {"batch": batch, "path": batching_path(env, batch // devices.size(mesh)), "physics": phys.as_dict(), "control": ctrl.as_dict(),
             "physics_sps": batch * n_phys / phys.run_s, "control_sps": batch * steps / ctrl.run_s,
             "compile_s": phys.compile_s + ctrl.compile_s}
@@ -285,26 +286,27 @@ def residual_throughput(env, base, num_envs: int, *, parts: tuple[str, ...] = RE
     if object_id is not None:
         objects[env.roles[0]] = (object_id,)
     pool = env.make_scenes(env.sample_scenes(jax.random.PRNGKey(0), n, envs.SceneSet(objects=objects, sample_poses=True)))
-    # Reset from split scenes rather than splitting states: MuJoCo Warp's data holds buffers without an env axis.
-    start = env.reset_batch(*devices.shard_batch((pool, jax.random.split(jax.random.PRNGKey(1), n)), mesh))
-    record = lambda step, action, after, extras: after.success  # noqa: E731
-    key = jax.random.PRNGKey(2)
-    timings = {}
-    if "base" in parts or "physics" in parts:
-        record_action = lambda step, action, after, extras: action  # noqa: E731
-        base_fn = jax.jit(lambda s, k: unroll(env, base, s, k, num_steps=T, record=record_action)[1])
-        if "base" in parts:
-            timings["base"] = time_call(base_fn, start, key, repeats=repeats)
-    if "physics" in parts:
-        actions = base_fn(start, key)  # [T, B, A] the base's own actions (deterministic: the same as the timed calls')
-        hook = functools.partial(_replay_action, actions)
-        fn = jax.jit(lambda s, k: unroll(env, None, s, k, num_steps=T, hook=hook, record=record)[1])
-        timings["physics"] = time_call(fn, start, key, repeats=repeats)
-    if "combined" in parts:
-        hook = functools.partial(rt.residual_hook, spec, config, False)
-        params = rt.HookParams(state.params.policy, state.normalizer, True)
-        fn = jax.jit(lambda s, k: unroll(env, base, s, k, num_steps=T, hook=hook, hook_params=params, record=record)[1])
-        timings["combined"] = time_call(fn, start, key, repeats=repeats)
+    with devices.use_mesh(mesh):  # traced in the mesh: MuJoCo Warp envs map their calls over the devices
+        # Reset from split scenes rather than splitting states: MuJoCo Warp's data holds buffers without an env axis.
+        start = jax.jit(env.batched(env.reset))(*devices.shard_batch((pool, jax.random.split(jax.random.PRNGKey(1), n)), mesh))
+        record = lambda step, action, after, extras: after.success  # noqa: E731
+        key = jax.random.PRNGKey(2)
+        timings = {}
+        if "base" in parts or "physics" in parts:
+            record_action = lambda step, action, after, extras: action  # noqa: E731
+            base_fn = jax.jit(lambda s, k: unroll(env, base, s, k, num_steps=T, record=record_action)[1])
+            if "base" in parts:
+                timings["base"] = time_call(base_fn, start, key, repeats=repeats)
+        if "physics" in parts:
+            actions = base_fn(start, key)  # [T, B, A] the base's own actions (deterministic: the same as the timed calls')
+            hook = functools.partial(_replay_action, actions)
+            fn = jax.jit(lambda s, k: unroll(env, None, s, k, num_steps=T, hook=hook, record=record)[1])
+            timings["physics"] = time_call(fn, start, key, repeats=repeats)
+        if "combined" in parts:
+            hook = functools.partial(rt.residual_hook, spec, config, False)
+            params = rt.HookParams(state.params.policy, state.normalizer, True)
+            fn = jax.jit(lambda s, k: unroll(env, base, s, k, num_steps=T, hook=hook, hook_params=params, record=record)[1])
+            timings["combined"] = time_call(fn, start, key, repeats=repeats)
     out = {"batch": n, "episode_steps": T, "env_steps": n * T, "path": batching_path(env, n // devices.size(mesh)),
            "ddim_steps": base.config.num_inference_steps, "parts": {k: v.as_dict() for k, v in timings.items()}}
     if "update" in parts:

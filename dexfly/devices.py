@@ -20,6 +20,8 @@ This module sits at the bottom of dexfly's layering: it imports nothing from dex
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from dataclasses import dataclass
 
@@ -154,6 +156,28 @@ def constrain_batch(tree, mesh: Mesh | None, axis: int = 0):
     return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
 
 
+_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("dexfly_mesh", default=None)
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh | None):
+    """Context (entered while a function is traced, inside jit or out) in which `current_mesh()` is `mesh`.
+
+    For computations that XLA cannot split over devices and that must map themselves over them: MuJoCo Warp calls
+    (`TaskEnv.batched`). jit's partitioning of everything else does not depend on it. The stages that take a mesh
+    trace their env computations in it (`unroll.jit_unroll`, augmentation's executor, residual PPO's update)."""
+    token = _MESH.set(mesh)
+    try:
+        yield mesh
+    finally:
+        _MESH.reset(token)
+
+
+def current_mesh() -> Mesh | None:
+    """The mesh of the innermost `use_mesh` (None outside one)."""
+    return _MESH.get()
+
+
 def gather(tree):
     """Leaves split over several processes (multi-host runs only) gathered into numpy arrays, so that every
     process sees the whole batch; every other leaf is returned as it is (so this is a no-op on one host)."""
@@ -167,5 +191,6 @@ def gather(tree):
     return jax.tree.map(get, tree)
 
 
-__all__ = ["BATCH_AXIS", "DeviceConfig", "batch_sharding", "check_batch", "constrain_batch", "gather", "initialize_distributed", "make_mesh", "padding",
-           "replicate", "shard_batch", "size"]
+__all__ = ["BATCH_AXIS", "DeviceConfig", "batch_sharding", "check_batch", "constrain_batch", "current_mesh", "gather", "initialize_distributed", "make_mesh",
+           "padding",
+           "replicate", "shard_batch", "size", "use_mesh"]

@@ -192,9 +192,10 @@ def _jit_unroll(env: TaskEnv, num_steps: int, hook_key: _ByValue | None, record_
     def run(policy, scenes, key, hook_params, hook_carry):
         k_reset, k_unroll = jax.random.split(key)
         batch = scenes.object_pose.shape[0]
-        start = env.batched(env.reset)(scenes, jax.random.split(k_reset, batch))
-        return unroll(env, policy, start, k_unroll, num_steps=num_steps, hook=hook, hook_params=hook_params,
-                      hook_carry=hook_carry, record=record)
+        with devices.use_mesh(mesh):  # MuJoCo Warp envs map their calls over the devices (`TaskEnv.batched`)
+            start = env.batched(env.reset)(scenes, jax.random.split(k_reset, batch))
+            return unroll(env, policy, start, k_unroll, num_steps=num_steps, hook=hook, hook_params=hook_params,
+                          hook_carry=hook_carry, record=record)
 
     fn = jax.jit(run)
     if mesh is None:

@@ -11,7 +11,7 @@ import functools
 import dexfly  # noqa: F401  (sets XLA flags and the compilation cache before jax is imported)
 from dexfly.catalog import TASKS, load_catalog
 from dexfly.layout import obs_vector
-from envs.base import (IMPLS, WARP_SEVERAL_DEVICES, EnvConfig, Scene, SceneSet, SceneSpec, SimulationError, State, TaskEnv, check_impl,
+from envs.base import (IMPLS, EnvConfig, Scene, SceneSet, SceneSpec, SimulationError, State, TaskEnv, check_impl,
                        episode_objects)
 
 
@@ -63,5 +63,5 @@ def _make_cached(task: str, objects: tuple[tuple[str, str], ...] | None, config:
     return make(task, config, dict(objects) if objects else None)
 
 
-__all__ = ["IMPLS", "WARP_SEVERAL_DEVICES", "EnvConfig", "Scene", "SceneSet", "SceneSpec", "SimulationError", "State", "TaskEnv", "make",
+__all__ = ["IMPLS", "EnvConfig", "Scene", "SceneSet", "SceneSpec", "SimulationError", "State", "TaskEnv", "make",
            "make_cached", "TASKS", "check_impl", "episode_objects", "obs_vector", "physics_fingerprint"]

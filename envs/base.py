@@ -27,6 +27,7 @@ from flax import struct
 from mujoco import mjx
 
 from dexfly import catalog as catalog_lib
+from dexfly import devices
 from dexfly import geometry
 from dexfly import layout
 from dexfly.layout import ACTION_DIM_PER_ARM, HAND_ACTUATORS
@@ -36,11 +37,6 @@ from envs import scene as scene_lib
 
 IMPLS = ("jax", "warp")
 """MJX implementations a `TaskEnv` runs on (`EnvConfig.impl`)."""
-
-WARP_SEVERAL_DEVICES = ("XLA does not split a Warp call, every device steps the whole batch (correct, not faster; "
-                        "docs/multi_device.md): run impl=warp with --devices 1")
-"""What running impl='warp' over several devices does (measured: BENCHMARKS.md, session 40); scripts warn with it."""
-
 
 def check_impl(impl: str) -> None:
     """ValueError naming an MJX implementation that is not one of `IMPLS`."""
@@ -128,6 +124,9 @@ class State:
 # MuJoCo Warp keeps one contact buffer for all the worlds of a call, so `reset` sizes its data for that many.
 _WARP_WORLDS: contextvars.ContextVar[int] = contextvars.ContextVar("dexfly_warp_worlds", default=1)
 
+ENV_AXIS = "env"
+"""Name of the env axis `TaskEnv.batched` maps over: a Warp env finds its world (its own contacts) by it."""
+
 
 # `TaskEnv.hand_closed_on`: a hand holds an object once its fingers are closed this far (mean of the four fingers'
 # normalised joint positions; the seeds' closed grasps reach 0.5-0.6) and have stopped moving. With these values the
@@ -214,21 +213,37 @@ class TaskEnv:
         self.step_batch = jax.jit(self.batched(self.step))
 
     def batched(self, fn):
-        """`jax.vmap(fn)` over the leading axis of every argument; on the CPU backend, for tasks that set
-        `cpu_vmap_chunk`, a `lax.map` over chunks of that many envs (same results, avoids an XLA:CPU hang).
+        """`jax.vmap(fn)` over the leading axis of every argument (axis name `ENV_AXIS`); on the CPU backend, for
+        tasks that set `cpu_vmap_chunk`, a `lax.map` over chunks of that many envs (same results, avoids an XLA:CPU
+        hang). MuJoCo Warp envs are never chunked; under `devices.use_mesh` they are mapped over the mesh's devices.
 
         Chunk j holds envs j, j + n, j + 2n, ... (n chunks), not a contiguous block: a batch split over several
         devices is split into contiguous blocks, so every chunk then spans all devices and each device steps its
         share of every chunk. With contiguous chunks the map would run one device's envs at a time (a 64-env Lift
         batch over two CPU devices did not finish 20 control steps in 5 minutes; BENCHMARKS.md, session 33)."""
-        vfn = jax.vmap(fn)
+        vfn = jax.vmap(fn, axis_name=ENV_AXIS)
         if self.config.impl == "warp":
             # One Warp kernel launch steps the whole batch (the hang is in MJX-jax's XLA solver loops, so no
             # chunks); `reset` sizes the shared contact buffer for this many worlds.
             def warp_batched(*args):
-                token = _WARP_WORLDS.set(jax.tree.leaves(args)[0].shape[0])
+                call, worlds = vfn, jax.tree.leaves(args)[0].shape[0]
+                mesh = devices.current_mesh()
+                shards = devices.size(mesh)
+                if shards > 1:
+                    # XLA does not split a Warp call (an FFI call): it would run the whole batch on every device.
+                    # Under a mesh (`devices.use_mesh`) each device calls Warp on its own block of envs. Every leaf
+                    # is split along its first axis: env arrays [B], Warp's contact buffers [B x contacts per
+                    # world] (a buffer per device) and its counters ([1] per device, [devices] outside), so states
+                    # made under a mesh are stepped under the same mesh. check_vma=False: Warp's buffers enter a
+                    # scan unvarying and leave it varying.
+                    devices.check_batch(worlds, mesh, "Warp batch")
+                    spec = jax.sharding.PartitionSpec(devices.BATCH_AXIS)
+                    call = jax.shard_map(vfn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+                    worlds //= shards
+                self.warp_data_template(worlds)  # made here, where no device axis is manual (shard_map's is)
+                token = _WARP_WORLDS.set(worlds)
                 try:
-                    return vfn(*args)
+                    return call(*args)
                 finally:
                     _WARP_WORLDS.reset(token)
 
@@ -572,12 +587,28 @@ class TaskEnv:
 
     def touching(self, d: mjx.Data, geoms_a: np.ndarray, geoms_b: np.ndarray, margin: float = 1e-3) -> jax.Array:
         """[] bool: some active contact (distance < margin) between a geom of set a and one of set b."""
-        contact = d._impl.contact  # `Data.contact` and `Contact.geom1/geom2` are deprecated in MJX
-        g1, g2 = contact.geom[:, 0], contact.geom[:, 1]
+        geom, dist, mine = self._contacts(d)
+        g1, g2 = geom[:, 0], geom[:, 1]
         a1, b1 = jnp.isin(g1, geoms_a), jnp.isin(g1, geoms_b)
         a2, b2 = jnp.isin(g2, geoms_a), jnp.isin(g2, geoms_b)
         pair = (a1 & b2) | (a2 & b1)
-        return jnp.any(pair & (contact.dist < margin))
+        return jnp.any(pair & (dist < margin) & mine)
+
+    def _contacts(self, d: mjx.Data) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """This env's contact slots: geom pair [n, 2], distance [n] (m), and whether the slot is this env's [n].
+
+        MJX-jax holds every contact the model can make, per env (`Data.contact` is deprecated, `_impl` is not).
+        MuJoCo Warp fills one buffer for all the worlds of a call: slots past `nacon` are left over from earlier
+        steps, and the others belong to the world `worldid` names, this env's index in `batched`'s map."""
+        impl = d._impl
+        if self.config.impl != "warp":
+            return impl.contact.geom, impl.contact.dist, jnp.ones(impl.contact.dist.shape, bool)
+        try:
+            world = jax.lax.axis_index(ENV_AXIS)
+        except NameError:  # one env stepped without `batched`: the call's only world
+            world = 0
+        filled = jnp.arange(impl.contact__dist.shape[0]) < impl.nacon[0]
+        return impl.contact__geom, impl.contact__dist, filled & (impl.contact__worldid == world)
 
     # ------------------------------------------------------------------ helpers for tasks and scripts
     def home_action(self) -> np.ndarray:

@@ -43,7 +43,7 @@ class Args:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     impl: str = "jax"
     """MJX implementation of every stage that simulates: jax, or warp (MuJoCo Warp, NVIDIA GPUs' fast path; pip install -e
-    '.[warp]'; run it with --devices 1, docs/multi_device.md). Part of the run's identity: a run is resumed with its own."""
+    '.[warp]'; docs/multi_device.md). Part of the run's identity: a run is resumed with its own."""
     video: bool = True
     progress: bool = True
     stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S

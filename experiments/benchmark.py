@@ -285,8 +285,6 @@ def main(args: Args) -> dict:
             rec.note(f"impl=warp skipped: mujoco_warp does not import ({err})")
         else:
             impls.append(impl)
-    if "warp" in impls and meta["mesh_devices"] > 1:
-        rec.note(f"impl=warp over {meta['mesh_devices']} devices: {envs.WARP_SEVERAL_DEVICES}")
 
     # Which batching path each env takes here: the CPU-only cpu_vmap_chunk workaround must not apply on a GPU.
     env0 = envs.make_cached(args.task)

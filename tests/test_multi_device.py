@@ -5,9 +5,9 @@ XLA fixes the CPU device count when jax starts, so the comparison runs in a subp
 split the CPU of the suite's own processes into (`dexfly._jax_env.cpu_device_count`). The subprocess runs each stage
 twice, unsharded (devices=1, no mesh) and split over the two devices: a small augmentation batch (2 Grasp attempts,
 full episodes), 20 steps of the tiny diffusion network, two updates of a tiny residual-PPO config, and PPO's
-learning half (`make_learn`: epochs of minibatch gradient steps) on one fixed batch of transitions; and it checks
-that a chunked env batch (`TaskEnv.batched` on the CPU) split over the devices compiles with no cross-device
-collective; it prints the results as one JSON line.
+learning half (`make_learn`: epochs of minibatch gradient steps) on one fixed batch of transitions, and MuJoCo Warp
+envs stepped under the mesh (`devices.use_mesh`); and it checks that a chunked env batch (`TaskEnv.batched` on the
+CPU) split over the devices compiles with no cross-device collective; it prints the results as one JSON line.
 """
 
 from __future__ import annotations
@@ -141,6 +141,40 @@ def _chunked_batch(mesh) -> dict:
             "collectives": sorted(set(re.findall(r"all-gather|all-to-all|collective-permute|all-reduce|reduce-scatter", hlo)))}
 
 
+WARP_RAISED = (0, 3, 6)  # `_warp`'s envs whose object starts 30 cm up: still falling after 10 control steps
+
+
+def _warp(mesh) -> dict | None:
+    """MuJoCo Warp envs (`TaskEnv.batched` in `devices.use_mesh`): 8 Grasp scenes, three objects dropped from 30 cm,
+    reset and 10 control steps at home in one jitted scan -> final qpos, whether each object touches the table, and
+    the worlds each Warp call was sized for (8 unsharded, 4 a device split). None without mujoco-warp."""
+    try:
+        import mujoco_warp  # noqa: F401
+    except ImportError:
+        return None
+    import jax
+    import jax.numpy as jnp
+
+    import envs
+    from dexfly import devices
+
+    env = envs.make("grasp", envs.EnvConfig(impl="warp"))  # a fresh env: its data templates are this call's alone
+    b = 8
+    scenes = env.make_scenes(env.sample_scenes(jax.random.PRNGKey(0), b, envs.SceneSet(sample_poses=True)))
+    scenes = scenes.replace(object_pose=scenes.object_pose.at[np.asarray(WARP_RAISED), 0, 2].add(0.3))
+    action = jnp.broadcast_to(jnp.asarray(env.home_action()), (b, env.action_dim))
+    obj, table = env.geom_ids("object_g"), env.geom_ids("table")
+
+    def run(scenes, keys, action):
+        with devices.use_mesh(mesh):
+            start = env.batched(env.reset)(scenes, keys)
+            final = jax.lax.scan(lambda s, _: (env.batched(env.step)(s, action), None), start, None, length=10)[0]
+            return final.data.qpos, env.batched(lambda d: env.touching(d, obj, table))(final.data)
+
+    qpos, touching = jax.jit(run)(*devices.shard_batch((scenes, jax.random.split(jax.random.PRNGKey(1), b), action), mesh))
+    return {"qpos": np.asarray(qpos), "touching": np.asarray(touching), "worlds_per_call": sorted(env._warp_templates)}
+
+
 def _compare(one: dict, two: dict) -> dict:
     """Per key: exact equality and the largest absolute difference."""
     out = {}
@@ -171,6 +205,11 @@ def main() -> None:
     report = {"batch_error": batch_error, "seconds": {}, "chunked_collectives": two.pop("collectives")}
     one.pop("collectives")
     report["chunked"] = _compare(one, two)
+    one, two = _warp(None), _warp(mesh)
+    if one is not None:
+        report["warp_worlds_per_call"] = [one.pop("worlds_per_call"), two.pop("worlds_per_call")]
+        report["warp_touching"] = [one["touching"].tolist(), two["touching"].tolist()]
+        report["warp"] = _compare(one, two)
     for name, stage in (("augment", _augmentation), ("diffusion", _diffusion), ("ppo", _ppo), ("ppo_learn", _ppo_learn)):
         t0 = time.perf_counter()
         report[name] = _compare(stage(None), stage(mesh))
@@ -221,6 +260,17 @@ def test_two_devices_match_one(report):
     np.testing.assert_allclose(learn["policy_loss"]["two"], learn["policy_loss"]["one"], rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(learn["v_loss"]["two"], learn["v_loss"]["one"], rtol=1e-4)
     assert learn["params"]["max_abs_diff"] < 1e-5, learn["params"]
+
+
+def test_warp_splits_over_two_devices(report):
+    """MuJoCo Warp under a mesh: each device steps its own 4 envs (XLA alone ran all 8 on both), with one device's
+    results; each env sees only its own contacts (Warp keeps one contact buffer for the worlds of a call)."""
+    if "warp" not in report:
+        pytest.skip("mujoco-warp is not installed")
+    assert report["warp_worlds_per_call"] == [[8], [4]], report["warp_worlds_per_call"]
+    resting = [i not in WARP_RAISED for i in range(8)]
+    assert report["warp_touching"] == [resting, resting], report["warp_touching"]
+    assert report["warp"]["qpos"]["max_abs_diff"] < 1e-5, report["warp"]["qpos"]  # measured: equal
 
 
 if __name__ == "__main__":

@@ -75,3 +75,15 @@ def test_the_flywheel_simulates_with_the_runs_impl(tmp_path, monkeypatch):
     assert built and set(built) == {"warp"}
     assert json.loads((tmp_path / "run" / "flywheel.json").read_text())["impl"] == "warp"
     assert len(dataset.read_dataset(tmp_path / "run" / "d1.hdf5", task="grasp").episodes) == 4  # the tiny preset's D_1
+
+
+@pytest.mark.parametrize("task", ["handover", "pour"])
+def test_contact_reading_tasks_step_on_warp(task):
+    """Handover's success and Pour's and Handover's subtask detectors read contacts (`TaskEnv.touching`), which Warp
+    keeps in one buffer for all the worlds of a call: each env reads its own world's (this crashed on Warp before)."""
+    env = envs.make(task, envs.EnvConfig(impl="warp"))
+    scenes = env.make_scenes(env.sample_scenes(jax.random.PRNGKey(0), 2))
+    state = env.reset_batch(scenes, jax.random.split(jax.random.PRNGKey(1), 2))
+    state = env.step_batch(state, jnp.broadcast_to(jnp.asarray(env.home_action()), (2, env.action_dim)))
+    assert np.isfinite(np.asarray(state.reward)).all()
+    assert not np.asarray(state.info["subtask_done"]).any()  # at home nothing is held

@@ -31,10 +31,11 @@ def _record(env: TaskEnv, step: Step, executed, after: State, extras):
     return {**record_dataset_step(env, step, executed, after, None), "action": action, "signals": signals}
 
 
-def _run(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plans: Plan):
-    state = env.batched(env.reset)(scenes, keys)
-    final, rec = unroll(env, None, state, keys[0], num_steps=env.episode_steps, hook=functools.partial(_gen_hook, env, static),
-                        hook_params=plans, hook_carry=jax.vmap(init_carry)(plans), record=functools.partial(_record, env))
+def _run(env: TaskEnv, static: GenStatic, mesh: Mesh | None, scenes: Scene, keys, plans: Plan):
+    with devices.use_mesh(mesh):  # MuJoCo Warp envs map their calls over the devices (`TaskEnv.batched`)
+        state = env.batched(env.reset)(scenes, keys)
+        final, rec = unroll(env, None, state, keys[0], num_steps=env.episode_steps, hook=functools.partial(_gen_hook, env, static),
+                            hook_params=plans, hook_carry=jax.vmap(init_carry)(plans), record=functools.partial(_record, env))
     actions, signals = rec.pop("action"), rec.pop("signals")
     swap = functools.partial(jax.numpy.swapaxes, axis1=0, axis2=1)
     return final.state, trajectory_from_records(rec), swap(actions), swap(signals)
@@ -51,7 +52,7 @@ def compiled_executor(env: TaskEnv, static: GenStatic, scenes: Scene, keys, plan
     if cache_key in _COMPILED:
         return _COMPILED[cache_key], 0.0
     t0 = time.perf_counter()
-    fn = jax.jit(functools.partial(_run, env, static)).lower(scenes, keys, plans).compile()
+    fn = jax.jit(functools.partial(_run, env, static, mesh)).lower(scenes, keys, plans).compile()
     _COMPILED[cache_key] = fn
     return fn, time.perf_counter() - t0
 

@@ -173,8 +173,6 @@ class Flywheel:
         self.mesh = mesh  # devices every stage splits its batches over (dexfly.devices); not part of the stage configs
         # MJX implementation of every simulating stage: part of the run's identity (RunFolder), so not of the stage configs
         self.env_config = envs.EnvConfig(impl=impl)
-        if impl == "warp" and devices.size(mesh) > 1:
-            log(f"[yellow]warning: impl=warp over {devices.size(mesh)} devices: {envs.WARP_SEVERAL_DEVICES}")
         self.run_dir = RunFolder.open(out, task=task, preset=self.preset.name, seed=seed, variant=self.variant(), impl=impl)
         # finished runs of the same task, preset and seed (any variant) whose identical stages are copied, not rerun
         self.donors = [RunFolder.existing(d, task=task, preset=self.preset.name, seed=seed, any_variant=True, impl=impl) for d in donors]

@@ -236,9 +236,10 @@ def make_update(config: ResidualConfig, spec: ResidualSpec, envs: tuple[TaskEnv,
             active = jax.random.uniform(k_draw, (n,)) < eps  # drawn once per episode (docs/residual_policy.md)
             # The episodes are drawn from a replicated pool: only this constraint splits them over the devices.
             scenes, reset_keys = devices.constrain_batch((_take(pools[g], idx), jax.random.split(k_reset, n)), mesh)
-            start = env.batched(env.reset)(scenes, reset_keys)
-            _, rec = unroll(env, base, start, k_unroll, num_steps=num_steps, hook=hook,
-                            hook_params=HookParams(state.params.policy, state.normalizer, active), record=_record)
+            with devices.use_mesh(mesh):  # MuJoCo Warp envs map their calls over the devices (`TaskEnv.batched`)
+                start = env.batched(env.reset)(scenes, reset_keys)
+                _, rec = unroll(env, base, start, k_unroll, num_steps=num_steps, hook=hook,
+                                hook_params=HookParams(state.params.policy, state.normalizer, active), record=_record)
             out.append((jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), rec), active, idx))  # [n, T, ...]
         rec = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[o[0] for o in out])
         active = jnp.concatenate([o[1] for o in out])
