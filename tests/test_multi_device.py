@@ -144,35 +144,42 @@ def _chunked_batch(mesh) -> dict:
 WARP_RAISED = (0, 3, 6)  # `_warp`'s envs whose object starts 30 cm up: still falling after 10 control steps
 
 
+def _hold_home(params, carry, step, key):
+    """Unroll hook: every env holds the home action (`params` [B, A])."""
+    return carry, params, None
+
+
+def _qpos_and_table_contact(env, step, action, after, extras):
+    """Unroll record: qpos [B, nq] and whether each env's object touches the table [B] (`TaskEnv.touching`)."""
+    touching = env.batched(lambda d: env.touching(d, env.geom_ids("object_g"), env.geom_ids("table")))(after.data)
+    return {"qpos": after.data.qpos, "touching": touching}
+
+
 def _warp(mesh) -> dict | None:
-    """MuJoCo Warp envs (`TaskEnv.batched` in `devices.use_mesh`): 8 Grasp scenes, three objects dropped from 30 cm,
-    reset and 10 control steps at home in one jitted scan -> final qpos, whether each object touches the table, and
-    the worlds each Warp call was sized for (8 unsharded, 4 a device split). None without mujoco-warp."""
+    """MuJoCo Warp envs through `unroll.jit_unroll` (evaluation's and collection's path, which traces in
+    `devices.use_mesh`): 8 Grasp scenes, three objects dropped from 30 cm, reset and 10 control steps at home ->
+    final qpos, whether each object touches the table, and the worlds each Warp call was sized for (8 unsharded, 4
+    on each of two devices). None without mujoco-warp."""
     try:
         import mujoco_warp  # noqa: F401
     except ImportError:
         return None
+    import functools
+
     import jax
     import jax.numpy as jnp
 
     import envs
-    from dexfly import devices
+    from dexfly.unroll import jit_unroll
 
     env = envs.make("grasp", envs.EnvConfig(impl="warp"))  # a fresh env: its data templates are this call's alone
     b = 8
     scenes = env.make_scenes(env.sample_scenes(jax.random.PRNGKey(0), b, envs.SceneSet(sample_poses=True)))
     scenes = scenes.replace(object_pose=scenes.object_pose.at[np.asarray(WARP_RAISED), 0, 2].add(0.3))
-    action = jnp.broadcast_to(jnp.asarray(env.home_action()), (b, env.action_dim))
-    obj, table = env.geom_ids("object_g"), env.geom_ids("table")
-
-    def run(scenes, keys, action):
-        with devices.use_mesh(mesh):
-            start = env.batched(env.reset)(scenes, keys)
-            final = jax.lax.scan(lambda s, _: (env.batched(env.step)(s, action), None), start, None, length=10)[0]
-            return final.data.qpos, env.batched(lambda d: env.touching(d, obj, table))(final.data)
-
-    qpos, touching = jax.jit(run)(*devices.shard_batch((scenes, jax.random.split(jax.random.PRNGKey(1), b), action), mesh))
-    return {"qpos": np.asarray(qpos), "touching": np.asarray(touching), "worlds_per_call": sorted(env._warp_templates)}
+    home = jnp.broadcast_to(jnp.asarray(env.home_action()), (b, env.action_dim))
+    run = jit_unroll(env, 10, _hold_home, functools.partial(_qpos_and_table_contact, env), mesh)
+    _, rec = run(None, scenes, jax.random.PRNGKey(1), home, None)
+    return {"qpos": np.asarray(rec["qpos"][-1]), "touching": np.asarray(rec["touching"][-1]), "worlds_per_call": sorted(env._warp_templates)}
 
 
 def _compare(one: dict, two: dict) -> dict:
