@@ -192,5 +192,4 @@ def gather(tree):
 
 
 __all__ = ["BATCH_AXIS", "DeviceConfig", "batch_sharding", "check_batch", "constrain_batch", "current_mesh", "gather", "initialize_distributed", "make_mesh",
-           "padding",
-           "replicate", "shard_batch", "size", "use_mesh"]
+           "padding", "replicate", "shard_batch", "size", "use_mesh"]

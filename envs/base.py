@@ -223,8 +223,8 @@ class TaskEnv:
         batch over two CPU devices did not finish 20 control steps in 5 minutes; BENCHMARKS.md, session 33)."""
         vfn = jax.vmap(fn, axis_name=ENV_AXIS)
         if self.config.impl == "warp":
-            # One Warp kernel launch steps the whole batch (the hang is in MJX-jax's XLA solver loops, so no
-            # chunks); `reset` sizes the shared contact buffer for this many worlds.
+            # One Warp call steps the whole batch, or each device's block of it under a mesh (the hang is in
+            # MJX-jax's XLA solver loops, so no chunks); `reset` sizes the call's contact buffer for its worlds.
             def warp_batched(*args):
                 call, worlds = vfn, jax.tree.leaves(args)[0].shape[0]
                 mesh = devices.current_mesh()
