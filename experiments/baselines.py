@@ -21,10 +21,8 @@ import dexfly  # noqa: F401  (XLA flags before jax)
 import tyro
 from rich.console import Console
 
-from dexfly import watchdog
-from dexfly.devices import DeviceConfig
 from dexfly.flywheel.baselines import BaselineConfig, Baselines
-from dexfly.flywheel.stages import run_guarded
+from dexfly.flywheel.stages import RunOptions, run_guarded
 
 
 @dataclass(frozen=True)
@@ -41,27 +39,19 @@ class Args:
     """A finished flywheel run folder (same task, preset, seed and iterations) to reuse for the `flywheel` row."""
     seed: int = 0
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
-    impl: str = "jax"
-    """MJX implementation of every stage that simulates: jax, or warp (MuJoCo Warp, NVIDIA GPUs' fast path; pip install -e
-    '.[warp]'; docs/multi_device.md). Part of the run's identity: a run is resumed with its own."""
-    video: bool = True
-    progress: bool = True
-    stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S
-    """Seconds without progress after which a stage stops with an error (0: no watchdog); rerun to resume."""
-    parallel: Annotated[DeviceConfig, tyro.conf.arg(name="")] = field(default_factory=DeviceConfig)
-    """Devices that batches are split over (no flag prefix: --devices, ...)."""
+    run: Annotated[RunOptions, tyro.conf.arg(name="")] = field(default_factory=RunOptions)
+    """How the stages run (no flag prefix: --impl, --no-video, --no-progress, --stall-timeout, --devices, ...)."""
 
 
 def main(args: Args) -> dict:
     console = Console()
 
-    def run() -> dict:
+    def body() -> dict:
         suite = Baselines(args.task, args.preset, args.out, methods=args.methods, iterations=args.iterations, seed=args.seed,
-                          flywheel_run=args.flywheel_run, config=args.baseline, log=console.print, progress=args.progress,
-                          video=args.video, mesh=args.parallel.mesh(), impl=args.impl)
+                          flywheel_run=args.flywheel_run, config=args.baseline, log=console.print, **args.run.run_kwargs())
         return suite.run()
 
-    return run_guarded(args.task, f"baselines {args.task}", args.stall_timeout, run)
+    return run_guarded(args.task, f"baselines {args.task}", args.run.stall_timeout, body)
 
 
 if __name__ == "__main__":

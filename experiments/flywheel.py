@@ -26,10 +26,8 @@ import dexfly  # noqa: F401  (XLA flags before jax)
 import tyro
 from rich.console import Console
 
-from dexfly import watchdog
-from dexfly.devices import DeviceConfig
 from dexfly.flywheel.loop import Flywheel
-from dexfly.flywheel.stages import run_guarded
+from dexfly.flywheel.stages import RunOptions, run_guarded
 
 
 @dataclass(frozen=True)
@@ -52,31 +50,23 @@ class Args:
     donors: tuple[Path, ...] = ()
     """Finished runs of the same task, preset and seed whose identical stages (same settings and inputs: warm-up,
     iteration 1's base, ...) are copied instead of recomputed; each copied stage keeps its record and donor."""
-    impl: str = "jax"
-    """MJX implementation of every stage that simulates: jax, or warp (MuJoCo Warp, NVIDIA GPUs' fast path; pip install -e
-    '.[warp]'; docs/multi_device.md). Part of the run's identity: a run is resumed with its own."""
-    video: bool = True
-    progress: bool = True
-    stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S
-    """Seconds without progress after which a stage stops with an error (0: no watchdog); rerun to resume."""
-    parallel: Annotated[DeviceConfig, tyro.conf.arg(name="")] = field(default_factory=DeviceConfig)
-    """Devices that batches are split over, and the multi-host setup (no flag prefix: --devices, --coordinator-address, ...)."""
+    run: Annotated[RunOptions, tyro.conf.arg(name="")] = field(default_factory=RunOptions)
+    """How the stages run (no flag prefix: --impl, --no-video, --no-progress, --stall-timeout, --devices, ...)."""
 
 
 def main(args: Args) -> dict:
     console = Console()
 
-    def run() -> dict:
+    def body() -> dict:
         fw = Flywheel(args.task, args.preset, args.out, iterations=args.iterations, seed=args.seed, log=console.print,
-                      progress=args.progress, video=args.video, mesh=args.parallel.mesh(), residual=args.residual,
-                      augment_rollouts=args.augment_rollouts, donors=args.donors, stop_after=args.stop_after,
-                      impl=args.impl)
+                      residual=args.residual, augment_rollouts=args.augment_rollouts, donors=args.donors,
+                      stop_after=args.stop_after, **args.run.run_kwargs())
         if args.redo_from:
             removed = fw.redo_from(args.redo_from)
             console.print(f"redoing from {args.redo_from}: forgot {removed or 'nothing (not run yet)'}")
         return fw.run()
 
-    return run_guarded(args.task, f"flywheel {args.task}", args.stall_timeout, run)
+    return run_guarded(args.task, f"flywheel {args.task}", args.run.stall_timeout, body)
 
 
 if __name__ == "__main__":

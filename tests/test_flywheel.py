@@ -10,7 +10,8 @@ import pytest
 import envs
 from dexfly.catalog import TASKS, load_catalog
 from dexfly.flywheel.schedule import load_preset, presets_of
-from dexfly.flywheel.stages import RunFolder, StageError, run_guarded
+from dexfly.devices import DeviceConfig
+from dexfly.flywheel.stages import RunFolder, RunOptions, StageError, run_guarded
 from dexfly.flywheel.testsets import T_OEP_SIZE, load_t_oep
 
 
@@ -40,6 +41,19 @@ def test_scripts_turn_user_errors_into_one_line_exits():
         run_guarded("grasp", "t", 0, corrupt)
     with pytest.raises(ZeroDivisionError):
         run_guarded("grasp", "t", 0, lambda: 1 / 0)
+
+
+@pytest.mark.parametrize("name", ["flywheel", "baselines"])
+def test_scripts_take_the_same_run_options(name, experiment_script):
+    """flywheel.py and baselines.py declare how stages run once (`RunOptions`), under the same unprefixed flags, and
+    pass them on to `Flywheel` / `Baselines` (one device: no mesh)."""
+    import tyro
+
+    args = tyro.cli(experiment_script(name).Args, args=["--impl", "warp", "--no-video", "--no-progress", "--stall-timeout", "5",
+                                                        "--devices", "1"])
+    assert args.run == RunOptions(impl="warp", video=False, progress=False, stall_timeout=5.0, parallel=DeviceConfig(devices=1))
+    assert args.run.run_kwargs() == {"impl": "warp", "video": False, "progress": False, "mesh": None}
+    assert tyro.cli(experiment_script(name).Args, args=[]).run == RunOptions()
 
 
 def test_bad_presets_are_refused(tmp_path, monkeypatch):

@@ -24,11 +24,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import tyro
 
 from dexfly import watchdog
+from dexfly.devices import DeviceConfig
 from dexfly.utils import atomic_write_text, read_json, release_compiled
 from envs import physics_fingerprint
 
@@ -246,6 +249,27 @@ def _diff(old: Any, new: Any) -> str:
     return "changed: " + ", ".join(keys) if keys else "config differs"
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run script executes its stages, apart from what it computes: the flags experiments/flywheel.py and
+    baselines.py share (nested without a prefix: --impl, --no-video, --no-progress, --stall-timeout, --devices)."""
+
+    impl: str = "jax"
+    """MJX implementation of every stage that simulates: jax, or warp (MuJoCo Warp, NVIDIA GPUs' fast path; pip install -e
+    '.[warp]'; docs/multi_device.md). Part of the run's identity: a run is resumed with its own."""
+    video: bool = True
+    progress: bool = True
+    stall_timeout: float = watchdog.DEFAULT_TIMEOUT_S
+    """Seconds without progress after which a stage stops with an error (0: no watchdog); rerun to resume."""
+    parallel: Annotated[DeviceConfig, tyro.conf.arg(name="")] = field(default_factory=DeviceConfig)
+    """Devices that batches are split over, and the multi-host setup (--devices, --coordinator-address, ...)."""
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments `Flywheel` and `Baselines` take from these options (joins a multi-host run and builds
+        the mesh)."""
+        return {"impl": self.impl, "video": self.video, "progress": self.progress, "mesh": self.parallel.mesh()}
+
+
 def run_guarded(task: str, label: str, stall_timeout: float, body: Callable[[], Any]) -> Any:
     """What a flywheel-run script does around its run: refuse an unknown task, watch the run for stalls (`label`
     names it in the watchdog's message; `stall_timeout` 0 turns it off), and end with a one-line message (SystemExit)
@@ -261,4 +285,4 @@ def run_guarded(task: str, label: str, stall_timeout: float, body: Callable[[], 
         raise SystemExit(str(e)) from None
 
 
-__all__ = ["FORMAT", "RunFolder", "StageError", "config_hash", "content_hash", "run_guarded"]
+__all__ = ["FORMAT", "RunFolder", "RunOptions", "StageError", "config_hash", "content_hash", "run_guarded"]
