@@ -391,6 +391,34 @@ def test_grid_prefix_spreads_over_environments_and_poses(grasp_seed):
     assert len({p for _, p in pairs[:20]}) == 10
 
 
+def test_sampled_poses_give_every_attempt_a_pose_of_its_own(grasp_seed):
+    """A schedule iteration with `sampled_poses` (flywheel and replay A_EP): the attempts of a call, from grid entry 0
+    or a later `grid_start` (the flywheel's per-object calls), each take a distinct pose inside the task's ranges, and
+    two calls' seeds draw different poses."""
+    from dexfly.augment.scenes import attempt_config, scene_configs
+    from dexfly.catalog import load_catalog
+    from dexfly.flywheel.schedule import IterationSpec
+
+    env_ids = tuple(e.id for e in load_catalog().environments[:12])
+    it = IterationSpec(objects=("box_cube_5cm",), env_ids=env_ids, num_poses=15, trajectories=40, sampled_poses=True)
+    assert it.augment_poses("grasp", 48) == {"pose_ids": (), "num_sampled_poses": 48}
+    ranges = load_catalog().poses_for("grasp").ranges["object"]
+
+    def poses(seed, start):
+        caug = AugmentConfig(env_ids=env_ids, **it.augment_poses("grasp", start + 48))
+        specs = scene_configs(caug, envs.make("grasp"), grasp_seed, seed=seed)
+        picked = [specs[attempt_config(dataclasses.replace(caug, grid_start=start), len(specs), t, seed=seed)] for t in range(48)]
+        return [dict(s.poses)["object"] for s in picked]
+
+    first = poses(0, 0)
+    assert len(set(first)) == 48, "every attempt at a pose of its own"
+    assert all(lo <= v <= hi for x, y, yaw in first for v, (lo, hi) in zip((x, y, yaw), (ranges.x, ranges.y, ranges.yaw)))
+    assert len(set(poses(0, 13))) == 48
+    assert not set(first) & set(poses(1, 0)), "another call's seed draws other poses"
+    listed = dataclasses.replace(it, sampled_poses=False)
+    assert listed.augment_poses("grasp", 48) == {"pose_ids": tuple(f"p{k:02d}" for k in range(15))}
+
+
 def test_grid_start_spreads_separate_calls(grasp_seed):
     """The flywheel augments each object's rollouts in its own call, a few demos each: started at entry 0, every
     call takes the same first environments and poses; with `grid_start` at the end of the previous call's share,

@@ -81,6 +81,31 @@ def test_bad_presets_are_refused(tmp_path, monkeypatch):
         load_preset("grasp", "tiny")
 
 
+def test_sampled_poses_are_an_iteration_option_absent_from_records_when_off(tmp_path, monkeypatch):
+    """`sampled_poses` in a schedule iteration turns on per-attempt poses for A_EP into D_i; off (the default) it is
+    not part of the iteration's dict, so stage configs of runs made before it hash as they did. A value that is not
+    a boolean, or an unknown iteration key, is refused naming the iteration."""
+    from dexfly.flywheel import schedule
+
+    assert "sampled_poses" not in load_preset("grasp", "cpu").iteration(2).to_dict()
+    data = json.loads(schedule.schedule_path("grasp").read_text())
+    monkeypatch.setattr(schedule, "SCHEDULES_DIR", tmp_path)
+    data["presets"]["tiny"]["iterations"][1]["sampled_poses"] = True
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    tiny = load_preset("grasp", "tiny")
+    assert not tiny.iteration(1).sampled_poses and tiny.iteration(2).sampled_poses
+    assert tiny.iteration(2).to_dict()["sampled_poses"] is True
+    data["presets"]["tiny"]["iterations"][1]["sampled_poses"] = "yes"
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="iteration 2: sampled_poses must be true or false, got 'yes'"):
+        load_preset("grasp", "tiny")
+    data["presets"]["tiny"]["iterations"][1].pop("sampled_poses")
+    data["presets"]["tiny"]["iterations"][1]["num_pose"] = 3
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"iteration 2: unknown keys \['num_pose'\]"):
+        load_preset("grasp", "tiny")
+
+
 def test_warm_started_bases_train_for_the_presets_warm_start_steps(tmp_path, monkeypatch):
     import dataclasses
 

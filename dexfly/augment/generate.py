@@ -122,6 +122,10 @@ def shared_env_cache(task: str, config) -> _EnvCache:
     return _ENV_CACHES.setdefault((task, config), _EnvCache(task, config))
 
 
+ATTEMPTS_PER_DEMO = 4
+"""`augment`'s attempt budget per wanted demo when no `max_attempts` is given."""
+
+
 def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wanted: int = 100, batch_size: int = 64,
             max_attempts: int | None = None, seed: int = 0, progress: bool = True, env_cache: _EnvCache | None = None,
             mesh: Mesh | None = None):
@@ -133,7 +137,7 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
     if num_wanted < 1 or batch_size < 1:
         raise ValueError(f"num_wanted and batch_size must be >= 1 (got {num_wanted}, {batch_size})")
     devices.check_batch(batch_size, mesh, "batch_size")
-    max_attempts = max_attempts if max_attempts is not None else 4 * num_wanted
+    max_attempts = max_attempts if max_attempts is not None else ATTEMPTS_PER_DEMO * num_wanted
     sources = list(sources)
     if not sources:
         raise ValueError("no source demos given")

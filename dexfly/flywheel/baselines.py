@@ -38,6 +38,7 @@ from jax.sharding import Mesh
 
 import envs
 from dexfly import dataset, devices
+from dexfly.augment.generate import ATTEMPTS_PER_DEMO
 from dexfly.catalog import TASK_ROLES, load_catalog
 from dexfly.flywheel.loop import Flywheel, dataset_diversity, evaluate_t_oep, train_base
 from dexfly.flywheel.report import generation_successes
@@ -69,8 +70,8 @@ class BaselineConfig:
     """Stand-in source demos of replay-10."""
     variation: HumanVariation = field(default_factory=HumanVariation)
     """The stand-in operator's keyframe and timing variation."""
-    attempts_per_demo: int = 4
-    """Attempt budget per wanted demo, for the stand-in and for A_EP replay (as the flywheel's A_EP: 4)."""
+    attempts_per_demo: int = ATTEMPTS_PER_DEMO
+    """Attempt budget per wanted demo, for the stand-in and for A_EP replay (as the flywheel's A_EP)."""
     teleop_batch_size: int = 8
     """Stand-in attempts run at once (one compiled shape)."""
 
@@ -475,11 +476,11 @@ class Baselines:
             sources, generated, attempts, successes = load_sources(), [], 0, 0
             share = math.ceil(wanted / len(last.objects))
             for k, obj in enumerate(last.objects):
+                max_attempts = self.config.attempts_per_demo * share
                 caug = dataclasses.replace(self.preset.augment_config(), objects=((self.main_role, (obj,)),), env_ids=last.env_ids,
-                                           pose_ids=last.pose_ids(self.task), env=self.env_config)
+                                           **last.augment_poses(self.task, max_attempts), env=self.env_config)
                 got, stats = augment(sources, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,
-                                     max_attempts=self.config.attempts_per_demo * share, seed=self.seed * 1000 + k, progress=self.progress,
-                                     mesh=self.mesh)
+                                     max_attempts=max_attempts, seed=self.seed * 1000 + k, progress=self.progress, mesh=self.mesh)
                 generated += got
                 attempts += stats.attempts
                 successes += stats.successes

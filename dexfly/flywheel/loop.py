@@ -38,6 +38,7 @@ from jax.sharding import Mesh
 
 import envs
 from dexfly import dataset, devices, evaluation
+from dexfly.augment.generate import ATTEMPTS_PER_DEMO
 from dexfly.catalog import TASK_ROLES
 from dexfly.flywheel.schedule import Preset, load_preset
 from dexfly.flywheel.stages import RunFolder, StageError, content_hash
@@ -219,10 +220,11 @@ class Flywheel:
             from dexfly.augment import augment
 
             sources = list(dataset.read_dataset(self.seed_file, task=self.task).episodes)
+            max_attempts = ATTEMPTS_PER_DEMO * c1.trajectories
             caug = self._augment_config(objects=((self.main_role, c1.objects),), env_ids=c1.env_ids,
-                                       pose_ids=c1.pose_ids(self.task))
+                                       **c1.augment_poses(self.task, max_attempts))
             episodes, stats = augment(sources, self.task, caug, num_wanted=c1.trajectories, batch_size=self.preset.augment_batch_size,
-                                      seed=self.seed, progress=self.progress, mesh=self.mesh)
+                                      max_attempts=max_attempts, seed=self.seed, progress=self.progress, mesh=self.mesh)
             if not episodes:
                 raise StageError(f"warm-up: A_EP generated no successful demo from the seed in {stats.attempts} attempts")
             self._write(self._d(1), episodes, {"flywheel_stage": "warmup"})
@@ -387,11 +389,13 @@ class Flywheel:
                     # each object's share of demos is smaller than E x P; started at entry 0 every object would take
                     # the same first environments and poses (measured: D_3 of runs/fw_fast held 10 of C_aug^3's
                     # 12 environments and 10 of its 15 poses), so object k starts where object k-1's share ended
+                    max_attempts = ATTEMPTS_PER_DEMO * share
                     caug = self._augment_config(objects=((self.main_role, (obj,)),), env_ids=nxt.env_ids,
-                                               pose_ids=nxt.pose_ids(self.task), grid_start=k * share,
+                                               **nxt.augment_poses(self.task, k * share + max_attempts), grid_start=k * share,
                                                **({"min_held_steps": min_held} if min_held else {}))
                     got, stats = augment(eps, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,
-                                         seed=self.seed * 1000 + 10 * i + k, progress=self.progress, mesh=self.mesh)
+                                         max_attempts=max_attempts, seed=self.seed * 1000 + 10 * i + k, progress=self.progress,
+                                         mesh=self.mesh)
                     generated += got
                     summary["per_object"][obj] = {"sources": len(eps), "generated": stats.generated, "successes": stats.successes,
                                                   "attempts": stats.attempts}

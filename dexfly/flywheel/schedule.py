@@ -7,7 +7,7 @@ code: `assets/schedules/<task>.json`.
 
 File format (`format: dexfly.schedule/1`):
     {"task": ..., "presets": {name: {
-        "iterations": [{"objects": [...], "env_ids": [...], "num_poses": N, "trajectories": M}, ...],
+        "iterations": [{"objects": [...], "env_ids": [...], "num_poses": N, "trajectories": M, "sampled_poses": bool}, ...],
         "diffusion": {DiffusionConfig fields},   "residual": {ResidualConfig fields},   (a `seed` here: that
                                                     stage's seed instead of the run's)
         "augment": {AugmentConfig fields, "batch_size": B},
@@ -45,15 +45,31 @@ class IterationSpec:
     env_ids: tuple[str, ...]
     num_poses: int
     trajectories: int
+    sampled_poses: bool = False
+    """Where A_EP puts the objects of D_i: False, the first `num_poses` catalog poses, cycled; True, every attempt at a
+    pose of its own drawn uniformly from the task's ranges (as T_OEP's poses are), so that the base sees the pose
+    space rather than a few points of it. Rollouts (residual training, collection) stay on the catalog poses."""
 
     def pose_ids(self, task: str) -> tuple[str, ...]:
+        """The first `num_poses` catalog poses: where rollouts and, unless `sampled_poses`, A_EP put the objects."""
         ids = load_catalog().poses_for(task).ids
         if self.num_poses > len(ids):
             raise ValueError(f"num_poses={self.num_poses}: task {task!r} has {len(ids)} catalog poses")
         return tuple(ids[: self.num_poses])
 
+    def augment_poses(self, task: str, grid_end: int) -> dict[str, Any]:
+        """The pose fields of an `AugmentConfig` for an A_EP call into D_i whose attempts take grid entries up to
+        `grid_end` (its `grid_start` plus `max_attempts`): with `sampled_poses`, as many drawn poses, so that entries
+        grid_start..grid_end-1 (each pose index once below the first lcm block of the grid) all differ in pose."""
+        if self.sampled_poses:
+            return {"pose_ids": (), "num_sampled_poses": grid_end}
+        return {"pose_ids": self.pose_ids(task)}
+
     def to_dict(self) -> dict[str, Any]:
-        return {"objects": list(self.objects), "env_ids": list(self.env_ids), "num_poses": self.num_poses, "trajectories": self.trajectories}
+        d = {"objects": list(self.objects), "env_ids": list(self.env_ids), "num_poses": self.num_poses, "trajectories": self.trajectories}
+        if self.sampled_poses:  # absent when off, so that the stage records of runs made before it still match
+            d["sampled_poses"] = True
+        return d
 
 
 @dataclass(frozen=True)
@@ -130,6 +146,7 @@ class Preset:
 
 _PRESET_KEYS = {"iterations", "diffusion", "residual", "augment", "rollouts_per_object", "collect_batch_size", "evaluation",
                 "keep_previous_data", "warm_start", "warm_start_steps", "rollout_min_held_steps", "note"}
+_ITERATION_KEYS = {"objects", "env_ids", "num_poses", "trajectories", "sampled_poses", "note"}
 _EVAL_KEYS = {"seeds", "t_o_pose_ids", "t_oep_scenes", "video_episodes"}
 
 
@@ -174,7 +191,13 @@ def load_preset(task: str, preset: str) -> Preset:
     main_kind = next(iter(TASK_ROLES[task].values()))  # the object role of the task's main role
     its = []
     for i, it in enumerate(p["iterations"], 1):
-        spec = IterationSpec(tuple(it["objects"]), tuple(it["env_ids"]), int(it["num_poses"]), int(it["trajectories"]))
+        unknown_it = sorted(set(it) - _ITERATION_KEYS)
+        if unknown_it:
+            raise ValueError(f"{where}, iteration {i}: unknown keys {unknown_it}")
+        sampled = it.get("sampled_poses", False)
+        if not isinstance(sampled, bool):
+            raise ValueError(f"{where}, iteration {i}: sampled_poses must be true or false, got {sampled!r}")
+        spec = IterationSpec(tuple(it["objects"]), tuple(it["env_ids"]), int(it["num_poses"]), int(it["trajectories"]), sampled)
         for oid in spec.objects:
             obj = cat.object(oid)  # CatalogError naming the id
             if task not in obj.tasks or obj.role != main_kind:
