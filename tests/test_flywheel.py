@@ -87,9 +87,11 @@ def test_sampled_poses_are_an_iteration_option_absent_from_records_when_off(tmp_
     a boolean, or an unknown iteration key, is refused naming the iteration."""
     from dexfly.flywheel import schedule
 
-    assert "sampled_poses" not in load_preset("grasp", "cpu").iteration(2).to_dict()
+    assert "sampled_poses" not in load_preset("lift", "cpu").iteration(2).to_dict()
+    assert load_preset("grasp", "cpu").iteration(2).to_dict()["sampled_poses"] is True
     data = json.loads(schedule.schedule_path("grasp").read_text())
     monkeypatch.setattr(schedule, "SCHEDULES_DIR", tmp_path)
+    data["presets"]["tiny"]["iterations"][0]["sampled_poses"] = False
     data["presets"]["tiny"]["iterations"][1]["sampled_poses"] = True
     (tmp_path / "grasp.json").write_text(json.dumps(data))
     tiny = load_preset("grasp", "tiny")
@@ -337,6 +339,7 @@ def test_tiny_preset_end_to_end(tiny_run, capsys):
     rows = report["table1"]
     assert [r["iteration"] for r in rows] == [1, 2]
     assert rows[0]["objects"] == 1 and rows[0]["trajectories"] >= 1
+    assert rows[0]["poses"] == rows[0]["trajectories"], "the tiny preset's sampled_poses: every warm-up demo at its own pose"
     assert rows[1]["trajectories"] >= rows[0]["trajectories"]  # D_2 keeps D_1 (the tiny preset keeps previous data)
     for r in rows:
         assert 0.0 <= r["t_oep"]["mean"] <= 1.0 and len(r["t_oep"]["per_seed"]) == 1
