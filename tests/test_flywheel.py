@@ -332,6 +332,7 @@ def test_generation_rates_count_successes_not_demos_kept(tmp_path):
     assert "| 2 | A_EP from rollouts | — (not recorded) |" in table1_markdown(report)
     record("iter1/augment", {"per_object": {}, "generated": 0, "successes": 0, "attempts": 0, "success_rate": None})
     assert "| 2 | A_EP from rollouts | — |" in table1_markdown(build_report(tmp_path, "grasp", "cpu", 2)), "no attempts is not 'not recorded'"
+    assert "sampled_poses" not in table1_markdown(build_report(tmp_path, "grasp", "cpu", 2)), "records without sampled poses: no note"
 
 
 def test_tiny_preset_end_to_end(tiny_run, capsys):
@@ -340,6 +341,8 @@ def test_tiny_preset_end_to_end(tiny_run, capsys):
     assert [r["iteration"] for r in rows] == [1, 2]
     assert rows[0]["objects"] == 1 and rows[0]["trajectories"] >= 1
     assert rows[0]["poses"] == rows[0]["trajectories"], "the tiny preset's sampled_poses: every warm-up demo at its own pose"
+    assert rows[0]["sampled_poses"] and rows[1]["sampled_poses"]
+    assert "Iterations 1, 2: A_EP drew every attempt's pose" in (out / "report.md").read_text()
     assert rows[1]["trajectories"] >= rows[0]["trajectories"]  # D_2 keeps D_1 (the tiny preset keeps previous data)
     for r in rows:
         assert 0.0 <= r["t_oep"]["mean"] <= 1.0 and len(r["t_oep"]["per_seed"]) == 1

@@ -48,6 +48,9 @@ def build_report(root: Path, task: str, preset: str, iterations: int) -> dict:
     for i in range(1, iterations + 1):
         made = records("warmup" if i == 1 else f"iter{i - 1}/augment")
         diversity = {k: made["summary"].get(k) for k in ("objects", "environments", "poses", "configs", "trajectories")} if made else {}
+        c = (made or {}).get("config", {})
+        if (c.get("c1") or c.get("c_aug") or {}).get("sampled_poses"):
+            diversity["sampled_poses"] = True  # P counts poses drawn per attempt, not catalog poses: see table1_markdown
         evaluated = _load(root / f"iter{i}" / "eval.json") or {}
         if i == 1:
             t_o_base, t_o_combined = evaluated.get("t_o_base"), None
@@ -82,6 +85,11 @@ def table1_markdown(report: dict) -> str:
         t_o = _rate(r["t_o_base"]) + ("" if r["t_o_combined"] is None else f" -> {_rate(r['t_o_combined'])}")
         lines.append(f"| i = {r['iteration']} | {r.get('objects', '—')} | {r.get('environments', '—')} | {r.get('poses', '—')} | "
                      f"{r.get('configs', '—')} | {r.get('trajectories', '—')} | {t_o} | {_rate(r['t_oep'])} |")
+    sampled = [str(r["iteration"]) for r in report["table1"] if r.get("sampled_poses")]
+    if sampled:
+        lines += ["", f"Iterations {', '.join(sampled)}: A_EP drew every attempt's pose from the task's ranges (`sampled_poses`), so P "
+                  "counts about one pose per trajectory and configs = O x E x P are not comparable with rows or runs over catalog "
+                  "poses (the paper's)."]
     lines += ["", "Generation success rate per data source:", "", "| Iter. | source | success rate |", "|---|---|---|"]
     for g in report["generation"]:
         if g["success_rate"] is not None:
