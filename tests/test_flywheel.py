@@ -356,7 +356,8 @@ def test_tiny_preset_end_to_end(tiny_run, capsys):
 
     again = Flywheel("grasp", "tiny", out, iterations=ITERATIONS, progress=False, video=False).run()
     assert _strip(again) == _strip(report)
-    assert "t_oep_success=" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "t_oep_success=" in printed and "sampled_poses" in printed, "the printed table says what its P counts"
 
 
 def test_interrupted_run_resumes_to_the_same_report(tiny_run, tmp_path):

@@ -78,6 +78,15 @@ def build_report(root: Path, task: str, preset: str, iterations: int) -> dict:
             "stage_devices": stage_devices, "total_seconds": round(sum(stage_seconds.values()), 1)}
 
 
+def _sampled_note(report: dict) -> str | None:
+    """What Table 1's P and configs mean for the iterations whose A_EP sampled its poses (None: none did)."""
+    sampled = [str(r["iteration"]) for r in report["table1"] if r.get("sampled_poses")]
+    if not sampled:
+        return None
+    return (f"Iterations {', '.join(sampled)}: A_EP drew every attempt's pose from the task's ranges (`sampled_poses`), so P counts "
+            "about one pose per trajectory and configs = O x E x P are not comparable with rows or runs over catalog poses (the paper's).")
+
+
 def table1_markdown(report: dict) -> str:
     lines = [f"# Flywheel report: {report['task']}, preset `{report['preset']}`", "",
              "| Iter. | O | E | P | Configs | Traj. | SR in T_O (base -> combined) | SR in T_OEP |", "|---|---|---|---|---|---|---|---|"]
@@ -85,11 +94,8 @@ def table1_markdown(report: dict) -> str:
         t_o = _rate(r["t_o_base"]) + ("" if r["t_o_combined"] is None else f" -> {_rate(r['t_o_combined'])}")
         lines.append(f"| i = {r['iteration']} | {r.get('objects', '—')} | {r.get('environments', '—')} | {r.get('poses', '—')} | "
                      f"{r.get('configs', '—')} | {r.get('trajectories', '—')} | {t_o} | {_rate(r['t_oep'])} |")
-    sampled = [str(r["iteration"]) for r in report["table1"] if r.get("sampled_poses")]
-    if sampled:
-        lines += ["", f"Iterations {', '.join(sampled)}: A_EP drew every attempt's pose from the task's ranges (`sampled_poses`), so P "
-                  "counts about one pose per trajectory and configs = O x E x P are not comparable with rows or runs over catalog "
-                  "poses (the paper's)."]
+    if _sampled_note(report):
+        lines += ["", _sampled_note(report)]
     lines += ["", "Generation success rate per data source:", "", "| Iter. | source | success rate |", "|---|---|---|"]
     for g in report["generation"]:
         if g["success_rate"] is not None:
@@ -148,7 +154,7 @@ def write_report(flywheel) -> dict:
     atomic_write_text(root / "report.json", json.dumps(report, indent=2))
     atomic_write_text(root / "report.md", table1_markdown(report))
     plot(report, root / "success.png")
-    table = Table(title=f"Table 1: {flywheel.task}, preset {flywheel.preset.name}")
+    table = Table(title=f"Table 1: {flywheel.task}, preset {flywheel.preset.name}", caption=_sampled_note(report))
     for col in ("iter.", "O", "E", "P", "configs", "traj.", "SR in T_O (base -> combined)", "SR in T_OEP"):
         table.add_column(col)
     for r in report["table1"]:
