@@ -94,8 +94,9 @@ def table1_markdown(report: dict) -> str:
         t_o = _rate(r["t_o_base"]) + ("" if r["t_o_combined"] is None else f" -> {_rate(r['t_o_combined'])}")
         lines.append(f"| i = {r['iteration']} | {r.get('objects', '—')} | {r.get('environments', '—')} | {r.get('poses', '—')} | "
                      f"{r.get('configs', '—')} | {r.get('trajectories', '—')} | {t_o} | {_rate(r['t_oep'])} |")
-    if _sampled_note(report):
-        lines += ["", _sampled_note(report)]
+    note = _sampled_note(report)
+    if note:
+        lines += ["", note]
     lines += ["", "Generation success rate per data source:", "", "| Iter. | source | success rate |", "|---|---|---|"]
     for g in report["generation"]:
         if g["success_rate"] is not None:
