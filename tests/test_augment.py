@@ -401,13 +401,13 @@ def test_sampled_poses_give_every_attempt_a_pose_of_its_own(grasp_seed):
 
     env_ids = tuple(e.id for e in load_catalog().environments[:12])
     it = IterationSpec(objects=("box_cube_5cm",), env_ids=env_ids, num_poses=15, trajectories=40, sampled_poses=True)
-    assert it.augment_poses("grasp", 48) == {"pose_ids": (), "num_sampled_poses": 48}
+    assert it.augment_poses("grasp", 48) == {"pose_ids": (), "num_sampled_poses": 48, "grid_start": 0}
     ranges = load_catalog().poses_for("grasp").ranges["object"]
 
     def poses(seed, start):
-        caug = AugmentConfig(env_ids=env_ids, **it.augment_poses("grasp", start + 48))
+        caug = AugmentConfig(env_ids=env_ids, **it.augment_poses("grasp", 48, grid_start=start))
         specs = scene_configs(caug, envs.make("grasp"), grasp_seed, seed=seed)
-        picked = [specs[attempt_config(dataclasses.replace(caug, grid_start=start), len(specs), t, seed=seed)] for t in range(48)]
+        picked = [specs[attempt_config(caug, len(specs), t, seed=seed)] for t in range(48)]
         return [dict(s.poses)["object"] for s in picked]
 
     first = poses(0, 0)
@@ -416,7 +416,7 @@ def test_sampled_poses_give_every_attempt_a_pose_of_its_own(grasp_seed):
     assert len(set(poses(0, 13))) == 48
     assert not set(first) & set(poses(1, 0)), "another call's seed draws other poses"
     listed = dataclasses.replace(it, sampled_poses=False)
-    assert listed.augment_poses("grasp", 48) == {"pose_ids": tuple(f"p{k:02d}" for k in range(15))}
+    assert listed.augment_poses("grasp", 48, grid_start=13) == {"pose_ids": tuple(f"p{k:02d}" for k in range(15)), "grid_start": 13}
 
 
 def test_grid_start_spreads_separate_calls(grasp_seed):

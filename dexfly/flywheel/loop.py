@@ -391,7 +391,7 @@ class Flywheel:
                     # 12 environments and 10 of its 15 poses), so object k starts where object k-1's share ended
                     max_attempts = ATTEMPTS_PER_DEMO * share
                     caug = self._augment_config(objects=((self.main_role, (obj,)),), env_ids=nxt.env_ids,
-                                               **nxt.augment_poses(self.task, k * share + max_attempts), grid_start=k * share,
+                                               **nxt.augment_poses(self.task, max_attempts, grid_start=k * share),
                                                **({"min_held_steps": min_held} if min_held else {}))
                     got, stats = augment(eps, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,
                                          max_attempts=max_attempts, seed=self.seed * 1000 + 10 * i + k, progress=self.progress,

@@ -57,13 +57,13 @@ class IterationSpec:
             raise ValueError(f"num_poses={self.num_poses}: task {task!r} has {len(ids)} catalog poses")
         return tuple(ids[: self.num_poses])
 
-    def augment_poses(self, task: str, grid_end: int) -> dict[str, Any]:
-        """The pose fields of an `AugmentConfig` for an A_EP call into D_i whose attempts take grid entries up to
-        `grid_end` (its `grid_start` plus `max_attempts`): with `sampled_poses`, as many drawn poses, so that entries
-        grid_start..grid_end-1 (each pose index once below the first lcm block of the grid) all differ in pose."""
+    def augment_poses(self, task: str, max_attempts: int, grid_start: int = 0) -> dict[str, Any]:
+        """The pose and grid fields of an `AugmentConfig` for an A_EP call into D_i of `max_attempts` attempts from
+        grid entry `grid_start`: with `sampled_poses`, enough drawn poses (`grid_start + max_attempts`) that the
+        call's entries, each pose index once below the grid's first lcm block, all differ in pose."""
         if self.sampled_poses:
-            return {"pose_ids": (), "num_sampled_poses": grid_end}
-        return {"pose_ids": self.pose_ids(task)}
+            return {"pose_ids": (), "num_sampled_poses": grid_start + max_attempts, "grid_start": grid_start}
+        return {"pose_ids": self.pose_ids(task), "grid_start": grid_start}
 
     def to_dict(self) -> dict[str, Any]:
         d = {"objects": list(self.objects), "env_ids": list(self.env_ids), "num_poses": self.num_poses, "trajectories": self.trajectories}
