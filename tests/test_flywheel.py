@@ -79,6 +79,11 @@ def test_bad_presets_are_refused(tmp_path, monkeypatch):
     (tmp_path / "grasp.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="rollout_min_held_steps must be a non-negative integer, got -1"):
         load_preset("grasp", "tiny")
+    data["presets"]["tiny"]["rollout_min_held_steps"] = 0
+    data["presets"]["tiny"]["rollout_source_smoothing"] = 4
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="rollout_source_smoothing must be 0 or an odd window of steps, got 4"):
+        load_preset("grasp", "tiny")
 
 
 def test_sampled_poses_are_an_iteration_option_absent_from_records_when_off(tmp_path, monkeypatch):
@@ -390,6 +395,39 @@ def test_a_run_stops_after_the_stage_asked_and_reports_what_is_done(tiny_run, tm
     assert report["table1"][1]["t_oep"] is not None
     with pytest.raises(StageError, match=r"unknown stage 'iter2/residual' to stop after; this run's stages: \['warmup'"):
         Flywheel("grasp", "tiny", copy, iterations=ITERATIONS, progress=False, video=False, stop_after="iter2/residual")
+
+
+def test_rollout_source_smoothing_reaches_a_rollouts_a_ep_and_its_record(tiny_run, tmp_path, monkeypatch):
+    """A preset's `rollout_source_smoothing` is the augment stage's `AugmentConfig.source_smoothing` (the warm-up's
+    is untouched) and part of its record: a finished augment stage without it is refused until redone."""
+    import dataclasses
+
+    import dexfly.augment
+    from dexfly.flywheel.loop import Flywheel
+
+    from dexfly.paths import DEMOS_DIR
+
+    out, _ = tiny_run
+    copy = tmp_path / "smoothed"
+    shutil.copytree(out, copy)
+    if not (copy / "iter1" / "rollouts.hdf5").exists():  # the tiny base may succeed nowhere: the seed stands in for a rollout
+        shutil.copy(DEMOS_DIR / "grasp_seed.hdf5", copy / "iter1" / "rollouts.hdf5")
+    preset = dataclasses.replace(load_preset("grasp", "tiny"), rollout_source_smoothing=3)
+    windows, real = [], dexfly.augment.augment
+
+    def spy(sources, task, caug, **kw):
+        windows.append(caug.source_smoothing)
+        return real(sources, task, caug, **kw)
+
+    monkeypatch.setattr(dexfly.augment, "augment", spy)
+    fw = Flywheel("grasp", preset, copy, iterations=ITERATIONS, progress=False, video=False, stop_after="iter1/augment")
+    with pytest.raises(StageError, match=r"stage 'iter1/augment' finished with other settings .*rollout_source_smoothing"):
+        fw.run()
+    fw.redo_from("iter1/augment")
+    fw.run()
+    assert windows and set(windows) == {3}, windows
+    assert fw.run_dir.record("iter1/augment")["config"]["rollout_source_smoothing"] == 3
+    assert "rollout_source_smoothing" not in fw.run_dir.record("warmup")["config"]
 
 
 def test_a_residual_setting_compared_with_donors_reuses_the_donors_base_evaluation(tiny_run, tmp_path):

@@ -366,6 +366,9 @@ class Flywheel:
         min_held = self.preset.rollout_min_held_steps
         if min_held:  # absent when off, so that records made before the filter existed still match
             config["rollout_min_held_steps"] = min_held
+        smoothing = self.preset.rollout_source_smoothing if self.augment_rollouts else 0
+        if smoothing:  # absent when off, as above
+            config["rollout_source_smoothing"] = smoothing
 
         def body():
             from dexfly.augment import augment
@@ -392,7 +395,8 @@ class Flywheel:
                     max_attempts = ATTEMPTS_PER_DEMO * share
                     caug = self._augment_config(objects=((self.main_role, (obj,)),), env_ids=nxt.env_ids,
                                                **nxt.augment_poses(self.task, max_attempts, grid_start=k * share),
-                                               **({"min_held_steps": min_held} if min_held else {}))
+                                               **({"min_held_steps": min_held} if min_held else {}),
+                                               **({"source_smoothing": smoothing} if smoothing else {}))
                     got, stats = augment(eps, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,
                                          max_attempts=max_attempts, seed=self.seed * 1000 + 10 * i + k, progress=self.progress,
                                          mesh=self.mesh)
