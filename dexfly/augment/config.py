@@ -55,7 +55,9 @@ class AugmentConfig:
     re-simulates and keeps only successes, so a smoothing that breaks a grasp costs attempts, not data quality.
     Off by default: a 7-step window on the Grasp flywheel's iteration-2 rollouts lowered the next base's training
     loss (0.0072 -> 0.0051) but not its T_OEP success (0.205 -> 0.195; BENCHMARKS.md, session 22), nor on Lift's
-    iteration 2 (loss 0.0197 -> 0.0124, T_OEP 1.0% -> 1.5%; session 29)."""
+    iteration 2 (loss 0.0197 -> 0.0124, T_OEP 1.0% -> 1.5%; session 29). The flywheel sets it for rollouts alone
+    (`Preset.rollout_source_smoothing`); on sampled poses the Grasp run with 7 reached 53.5% at iteration 3 against
+    46.5% (session 44), inside one base's training-seed spread."""
     min_held_steps: int = 0
     """An attempt counts as a success only if the task's success held for at least this many final steps
     (`Episode.extra["held_steps"]`); 0: success at the last step is enough. A demo that lifts the object just before
