@@ -404,7 +404,6 @@ def test_rollout_source_smoothing_reaches_a_rollouts_a_ep_and_its_record(tiny_ru
 
     import dexfly.augment
     from dexfly.flywheel.loop import Flywheel
-
     from dexfly.paths import DEMOS_DIR
 
     out, _ = tiny_run

@@ -75,6 +75,14 @@ class AugmentConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
 
 
+def check_smoothing_window(window, name: str = "source_smoothing") -> int:
+    """`window` if it is a smoothing window (`AugmentConfig.source_smoothing`): 0 or 1 (off) or an odd number of
+    steps; ValueError naming `name` otherwise (negative, even, or not an integer)."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0 or (window > 1 and window % 2 == 0):
+        raise ValueError(f"{name} must be 0 or an odd window of steps, got {window!r}")
+    return window
+
+
 def parse_object_sets(entries: tuple[str, ...] | list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """`role=id1,id2` strings (a flag's values) -> AugmentConfig.objects; ValueError on another shape."""
     out = []

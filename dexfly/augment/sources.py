@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dexfly import geometry, layout
-from dexfly.augment.config import AugmentConfig
+from dexfly.augment.config import AugmentConfig, check_smoothing_window
 from dexfly.augment.constraints import dependency_arrays, env_sequential_order
 from dexfly.augment.schedule import Plan
 from dexfly.augment.segment import sample_offsets, segment_bounds, validate_source
@@ -37,12 +37,8 @@ def smooth_targets(ee: np.ndarray, hand: np.ndarray, window: int) -> tuple[np.nd
     sign-aligned to their predecessor, averaged and renormalised) and hand [T, n_arms, 6]. The ends are padded with
     the first and last target, so the start and the final hold stay where they were. window 0 or 1: unchanged;
     ValueError for a negative or even window."""
-    if window < 0:
-        raise ValueError(f"source_smoothing must be >= 0, got {window}")
-    if window <= 1:
+    if check_smoothing_window(window) <= 1:
         return ee, hand
-    if window % 2 == 0:
-        raise ValueError(f"source_smoothing must be odd (a centred window), got {window}")
     half = window // 2
     ee = np.array(ee, np.float64)
     q = ee[..., 3:]

@@ -230,9 +230,9 @@ def load_preset(task: str, preset: str) -> Preset:
     held = preset_obj.rollout_min_held_steps
     if isinstance(held, bool) or not isinstance(held, int) or held < 0:
         raise ValueError(f"{where}: rollout_min_held_steps must be a non-negative integer, got {held!r}")
-    smooth = preset_obj.rollout_source_smoothing
-    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 0 or (smooth > 1 and smooth % 2 == 0):
-        raise ValueError(f"{where}: rollout_source_smoothing must be 0 or an odd window of steps, got {smooth!r}")
+    from dexfly.augment.config import check_smoothing_window
+
+    check_smoothing_window(preset_obj.rollout_source_smoothing, f"{where}: rollout_source_smoothing")
     preset_obj.diffusion_config()  # unknown fields fail here, naming them
     preset_obj.residual_config()
     preset_obj.augment_config()
