@@ -84,6 +84,11 @@ def test_bad_presets_are_refused(tmp_path, monkeypatch):
     (tmp_path / "grasp.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="rollout_source_smoothing must be 0 or an odd window of steps, got 4"):
         load_preset("grasp", "tiny")
+    data["presets"]["tiny"]["rollout_source_smoothing"] = 0
+    data["presets"]["tiny"]["rollout_sources_per_object"] = 1.5
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="rollout_sources_per_object must be a non-negative integer, got 1.5"):
+        load_preset("grasp", "tiny")
 
 
 def test_sampled_poses_are_an_iteration_option_absent_from_records_when_off(tmp_path, monkeypatch):
@@ -307,6 +312,27 @@ def test_held_steps_and_the_quality_filter_on_sources():
         held_sources([ep("cube", 120), old], 95, where="r.hdf5")
 
 
+def test_best_sources_keep_the_longest_held_then_the_smoothest_per_object():
+    """`rollout_sources_per_object`'s choice: per object the k rollouts that held longest, ties to the smallest mean
+    per-step action change, best first; rollouts recorded without held_steps are refused."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from dexfly.flywheel.loop import best_sources
+
+    def ep(o, h, jerk):
+        return SimpleNamespace(object_ids=(o,), extra={"held_steps": h}, actions=np.cumsum(np.full((5, 2), jerk), axis=0), name=f"{o}{h}/{jerk}")
+
+    rollouts = [ep("cube", 100, 0.1), ep("cube", 120, 0.5), ep("cube", 120, 0.2), ep("can", 30, 0.1), ep("ball", 90, 0.3)]
+    kept, summary = best_sources(rollouts, 2, where="r.hdf5")
+    assert [e.name for e in kept] == ["ball90/0.3", "can30/0.1", "cube120/0.2", "cube120/0.5"]
+    assert summary["kept"] == 4 and summary["rollouts"] == 5 and summary["per_object"]["cube"] == {"rollouts": 3, "kept_held_steps": [120, 120]}
+    assert [e.name for e in best_sources(rollouts, 1, where="r.hdf5")[0]] == ["ball90/0.3", "can30/0.1", "cube120/0.2"]
+    with pytest.raises(StageError, match=r"r.hdf5: episodes \[1\] carry no held_steps"):
+        best_sources([rollouts[0], SimpleNamespace(object_ids=("cube",), extra={})], 1, where="r.hdf5")
+
+
 ITERATIONS = 2  # as conftest's session fixture `tiny_run` (the tiny preset, warm-up plus two iterations, run once)
 
 
@@ -397,35 +423,42 @@ def test_a_run_stops_after_the_stage_asked_and_reports_what_is_done(tiny_run, tm
         Flywheel("grasp", "tiny", copy, iterations=ITERATIONS, progress=False, video=False, stop_after="iter2/residual")
 
 
-def test_rollout_source_smoothing_reaches_a_rollouts_a_ep_and_its_record(tiny_run, tmp_path, monkeypatch):
+def test_rollout_smoothing_and_source_choice_reach_a_rollouts_a_ep_and_its_record(tiny_run, tmp_path, monkeypatch):
     """A preset's `rollout_source_smoothing` is the augment stage's `AugmentConfig.source_smoothing` (the warm-up's
-    is untouched) and part of its record: a finished augment stage without it is refused until redone."""
+    is untouched) and `rollout_sources_per_object` the number of each object's rollouts A_EP gets, the longest-held
+    first; both are part of the stage's record: a finished augment stage without them is refused until redone."""
     import dataclasses
 
     import dexfly.augment
+    from dexfly import dataset
     from dexfly.flywheel.loop import Flywheel
     from dexfly.paths import DEMOS_DIR
 
     out, _ = tiny_run
     copy = tmp_path / "smoothed"
     shutil.copytree(out, copy)
-    if not (copy / "iter1" / "rollouts.hdf5").exists():  # the tiny base may succeed nowhere: the seed stands in for a rollout
-        shutil.copy(DEMOS_DIR / "grasp_seed.hdf5", copy / "iter1" / "rollouts.hdf5")
-    preset = dataclasses.replace(load_preset("grasp", "tiny"), rollout_source_smoothing=3)
-    windows, real = [], dexfly.augment.augment
+    # three successful "rollouts" of the cube that held 5, 9 and 7 steps (the seed's motion, whatever the tiny base did)
+    seed_data = dataset.read_dataset(DEMOS_DIR / "grasp_seed.hdf5", task="grasp")
+    seed = seed_data.episodes[0]
+    dataset.write_dataset(copy / "iter1" / "rollouts.hdf5", [dataclasses.replace(seed, extra={**seed.extra, "held_steps": h}) for h in (5, 9, 7)],
+                          task="grasp", env_args=dict(seed_data.env_args))
+    preset = dataclasses.replace(load_preset("grasp", "tiny"), rollout_source_smoothing=3, rollout_sources_per_object=1)
+    calls, real = [], dexfly.augment.augment
 
     def spy(sources, task, caug, **kw):
-        windows.append(caug.source_smoothing)
+        calls.append((caug.source_smoothing, [ep.extra["held_steps"] for ep in sources]))
         return real(sources, task, caug, **kw)
 
     monkeypatch.setattr(dexfly.augment, "augment", spy)
     fw = Flywheel("grasp", preset, copy, iterations=ITERATIONS, progress=False, video=False, stop_after="iter1/augment")
-    with pytest.raises(StageError, match=r"stage 'iter1/augment' finished with other settings .*rollout_source_smoothing"):
+    with pytest.raises(StageError, match=r"stage 'iter1/augment' finished with other settings .*rollout_source"):
         fw.run()
     fw.redo_from("iter1/augment")
     fw.run()
-    assert windows and set(windows) == {3}, windows
-    assert fw.run_dir.record("iter1/augment")["config"]["rollout_source_smoothing"] == 3
+    assert calls == [(3, [9])], calls
+    record = fw.run_dir.record("iter1/augment")
+    assert record["config"]["rollout_source_smoothing"] == 3 and record["config"]["rollout_sources_per_object"] == 1
+    assert record["summary"]["source_choice"]["per_object"]["box_cube_5cm"] == {"rollouts": 3, "kept_held_steps": [9]}
     assert "rollout_source_smoothing" not in fw.run_dir.record("warmup")["config"]
 
 

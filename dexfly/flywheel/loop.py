@@ -34,6 +34,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from jax.sharding import Mesh
 
 import envs
@@ -132,14 +133,18 @@ def combined_t_oep_video(task: str, preset: Preset, base, hook, hook_params, pat
     return evaluation.write_video(path, task, res, episodes=len(first), env_config=env_config)
 
 
-def held_sources(sources: list, min_held: int, *, where) -> tuple[list, dict]:
-    """The preset's quality filter on A_EP sources: the rollouts whose success held for at least `min_held`
-    final steps (`Episode.extra["held_steps"]`), and a summary of how many each object had and kept.
-    StageError naming `where` when an episode was recorded without held_steps."""
+def _check_held_steps(sources: list, where) -> None:
     missing = [k for k, ep in enumerate(sources) if "held_steps" not in ep.extra]
     if missing:
         raise StageError(f"{where}: episodes {missing[:5]} carry no held_steps (recorded before the quality filter "
                          f"existed); redo from this iteration's collect stage (--redo-from) to record them")
+
+
+def held_sources(sources: list, min_held: int, *, where) -> tuple[list, dict]:
+    """The preset's quality filter on A_EP sources: the rollouts whose success held for at least `min_held`
+    final steps (`Episode.extra["held_steps"]`), and a summary of how many each object had and kept.
+    StageError naming `where` when an episode was recorded without held_steps."""
+    _check_held_steps(sources, where)
     ok = [int(ep.extra["held_steps"]) >= min_held for ep in sources]
     counts: dict[str, list[int]] = {}
     for ep, o in zip(sources, ok):
@@ -148,6 +153,23 @@ def held_sources(sources: list, min_held: int, *, where) -> tuple[list, dict]:
     summary = {"min_held_steps": min_held, "rollouts": len(sources), "kept": sum(ok),
                "per_object": {k: {"rollouts": a, "kept": b} for k, (a, b) in sorted(counts.items())}}
     return [ep for ep, o in zip(sources, ok) if o], summary
+
+
+def best_sources(sources: list, per_object: int, *, where) -> tuple[list, dict]:
+    """The preset's choice of A_EP sources among the successful rollouts: per object the `per_object` whose success
+    held longest (`Episode.extra["held_steps"]`), ties going to the smoothest (smallest mean |a_{t+1} - a_t|), best
+    first, objects in sorted order; and a summary of what each object had and which it kept. StageError naming `where`
+    when an episode was recorded without held_steps."""
+    _check_held_steps(sources, where)
+    by_object: dict[str, list] = {}
+    for ep in sources:
+        by_object.setdefault(ep.object_ids[0], []).append(ep)
+    kept, per = [], {}
+    for obj, eps in sorted(by_object.items()):
+        ranked = sorted(eps, key=lambda ep: (-int(ep.extra["held_steps"]), float(np.abs(np.diff(ep.actions, axis=0)).mean())))
+        kept += ranked[:per_object]
+        per[obj] = {"rollouts": len(eps), "kept_held_steps": [int(ep.extra["held_steps"]) for ep in ranked[:per_object]]}
+    return kept, {"per_object_wanted": per_object, "rollouts": len(sources), "kept": len(kept), "per_object": per}
 
 
 class Flywheel:
@@ -369,6 +391,9 @@ class Flywheel:
         smoothing = self.preset.rollout_source_smoothing if self.augment_rollouts else 0
         if smoothing:  # absent when off, as above
             config["rollout_source_smoothing"] = smoothing
+        per_object = self.preset.rollout_sources_per_object if self.augment_rollouts else 0
+        if per_object:  # absent when off, as above
+            config["rollout_sources_per_object"] = per_object
 
         def body():
             from dexfly.augment import augment
@@ -380,6 +405,10 @@ class Flywheel:
                 sources, summary["held_filter"] = held_sources(sources, min_held, where=rollouts)
                 self.log(f"iter{i}: {len(sources)} of {summary['held_filter']['rollouts']} rollouts held for >= {min_held} "
                          f"final steps: kept as A_EP sources")
+            if per_object:
+                sources, summary["source_choice"] = best_sources(sources, per_object, where=rollouts)
+                self.log(f"iter{i}: A_EP sources: the {per_object} longest-held of each object's successful rollouts, "
+                         f"{len(sources)} of {summary['source_choice']['rollouts']}")
             by_object: dict[str, list] = {}
             for ep in sources:
                 by_object.setdefault(ep.object_ids[0], []).append(ep)
@@ -443,5 +472,5 @@ def run_flywheel(task: str, preset: str, out, *, iterations: int = 3, seed: int 
     return fw.run()
 
 
-__all__ = ["Flywheel", "combined_t_oep_video", "dataset_diversity", "evaluate_t_oep",
+__all__ = ["Flywheel", "best_sources", "combined_t_oep_video", "dataset_diversity", "evaluate_t_oep",
            "held_sources", "run_flywheel", "stage_names", "stage_outputs", "train_base"]

@@ -14,7 +14,7 @@ File format (`format: dexfly.schedule/1`):
         "rollouts_per_object": R, "collect_batch_size": B,
         "evaluation": {"seeds": [...], "t_o_pose_ids": [...], "t_oep_scenes": N or [indices]},
         "keep_previous_data": bool, "warm_start": bool, "warm_start_steps": N,
-        "rollout_min_held_steps": N, "rollout_source_smoothing": W}}}
+        "rollout_min_held_steps": N, "rollout_source_smoothing": W, "rollout_sources_per_object": K}}}
 
 Iteration i's entry is D_i's scenario set: its objects O_i, environments E_i and the first `num_poses`
 catalog poses P_i, and `trajectories`, the size of D_i. Entry 1 is C_1 of the warm-up (the seed's object);
@@ -98,6 +98,12 @@ class Preset:
     0: replayed as recorded, the paper). The warm-up's seed is replayed as recorded whatever this is: a policy's
     rollouts jump where one action chunk hands over to the next (the Grasp base's hand targets change 3 times as
     much per step there as inside a chunk, and 6 times as much as the seed's), and A_EP would pass that on."""
+    rollout_sources_per_object: int = 0
+    """How many of each object's successful rollouts the augment stage gives A_EP as sources: those whose success
+    held longest (`Episode.extra["held_steps"]`), ties to the smoothest (`loop.best_sources`); after the
+    `rollout_min_held_steps` filter, with A_EP only (the ablation without A_EP keeps its rollouts). 0: every one
+    (the paper). A base fits demos that share one source's motion better than a mix of the base's own varied grasps
+    (one seed's transfers all close the hand at the same step; rollouts spread by +-8 steps, BENCHMARKS.md session 24)."""
 
     def iteration(self, i: int) -> IterationSpec:
         """The scenario set of D_i (1-based); past the schedule's end, its last entry."""
@@ -146,12 +152,13 @@ class Preset:
                 "residual": self.residual, "augment": self.augment, "rollouts_per_object": self.rollouts_per_object,
                 "collect_batch_size": self.collect_batch_size, "evaluation": self.evaluation,
                 "keep_previous_data": self.keep_previous_data, "warm_start": self.warm_start, "warm_start_steps": self.warm_start_steps,
-                "rollout_min_held_steps": self.rollout_min_held_steps, "rollout_source_smoothing": self.rollout_source_smoothing}
+                "rollout_min_held_steps": self.rollout_min_held_steps, "rollout_source_smoothing": self.rollout_source_smoothing,
+                "rollout_sources_per_object": self.rollout_sources_per_object}
 
 
 _PRESET_KEYS = {"iterations", "diffusion", "residual", "augment", "rollouts_per_object", "collect_batch_size", "evaluation",
                 "keep_previous_data", "warm_start", "warm_start_steps", "rollout_min_held_steps",
-                "rollout_source_smoothing", "note"}
+                "rollout_source_smoothing", "rollout_sources_per_object", "note"}
 _ITERATION_KEYS = {"objects", "env_ids", "num_poses", "trajectories", "sampled_poses", "note"}
 _EVAL_KEYS = {"seeds", "t_o_pose_ids", "t_oep_scenes", "video_episodes"}
 
@@ -223,13 +230,16 @@ def load_preset(task: str, preset: str) -> Preset:
     preset_obj = Preset(task, preset, tuple(its), dict(p.get("diffusion", {})), dict(p.get("residual", {})), dict(p.get("augment", {})),
                         int(p.get("rollouts_per_object", 8)), int(p.get("collect_batch_size", 64)), evaluation,
                         bool(p.get("keep_previous_data", True)), bool(p.get("warm_start", False)), p.get("warm_start_steps"),
-                        p.get("rollout_min_held_steps", 0), p.get("rollout_source_smoothing", 0))
+                        rollout_min_held_steps=p.get("rollout_min_held_steps", 0),
+                        rollout_source_smoothing=p.get("rollout_source_smoothing", 0),
+                        rollout_sources_per_object=p.get("rollout_sources_per_object", 0))
     ws = preset_obj.warm_start_steps
     if ws is not None and (isinstance(ws, bool) or not isinstance(ws, int) or ws < 1):
         raise ValueError(f"{where}: warm_start_steps must be a positive integer, got {ws!r}")
-    held = preset_obj.rollout_min_held_steps
-    if isinstance(held, bool) or not isinstance(held, int) or held < 0:
-        raise ValueError(f"{where}: rollout_min_held_steps must be a non-negative integer, got {held!r}")
+    for name in ("rollout_min_held_steps", "rollout_sources_per_object"):
+        value = getattr(preset_obj, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{where}: {name} must be a non-negative integer, got {value!r}")
     from dexfly.augment.config import check_smoothing_window
 
     check_smoothing_window(preset_obj.rollout_source_smoothing, f"{where}: rollout_source_smoothing")
