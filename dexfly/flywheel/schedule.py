@@ -102,8 +102,9 @@ class Preset:
     """How many of each object's successful rollouts the augment stage gives A_EP as sources: those whose success
     held longest (`Episode.extra["held_steps"]`), ties to the smoothest (`loop.best_sources`); after the
     `rollout_min_held_steps` filter, with A_EP only (the ablation without A_EP keeps its rollouts). 0: every one
-    (the paper). A base fits demos that share one source's motion better than a mix of the base's own varied grasps
-    (one seed's transfers all close the hand at the same step; rollouts spread by +-8 steps, BENCHMARKS.md session 24)."""
+    (the paper). Meant to give rollout-born demos one motion per object, as a seed's transfers share one; on the
+    Grasp `cpu` run's iteration 2 with 1 per object the next base scored 56.5 and 53.5% on T_OEP (two training seeds)
+    against 53.5% with every rollout, inside a base's seed spread, so no preset sets it (BENCHMARKS.md, session 45)."""
 
     def iteration(self, i: int) -> IterationSpec:
         """The scenario set of D_i (1-based); past the schedule's end, its last entry."""
