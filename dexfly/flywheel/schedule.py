@@ -104,7 +104,7 @@ class Preset:
     `rollout_min_held_steps` filter, with A_EP only (the ablation without A_EP keeps its rollouts). 0: every one
     (the paper). Meant to give rollout-born demos one motion per object, as a seed's transfers share one; on the
     Grasp `cpu` run's iteration 2 with 1 per object the next base scored 56.5 and 53.5% on T_OEP (two training seeds)
-    against 53.5% with every rollout, inside a base's seed spread, so no preset sets it (BENCHMARKS.md, session 45)."""
+    against 53.5 and 52.0% with every rollout, inside a base's seed spread; no preset sets it (BENCHMARKS.md, session 45)."""
 
     def iteration(self, i: int) -> IterationSpec:
         """The scenario set of D_i (1-based); past the schedule's end, its last entry."""
