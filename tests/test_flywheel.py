@@ -437,7 +437,9 @@ def test_rollout_smoothing_and_source_choice_reach_a_rollouts_a_ep_and_its_recor
     out, _ = tiny_run
     copy = tmp_path / "smoothed"
     shutil.copytree(out, copy)
-    # three successful "rollouts" of the cube that held 5, 9 and 7 steps (the seed's motion, whatever the tiny base did)
+    # three successful "rollouts" of the cube that held 5, 9 and 7 steps (the seed's motion); written where the tiny
+    # collect stage kept none, since a rollouts file it had written is hash-checked and an edit to it refused
+    assert "iter1/rollouts.hdf5" not in json.loads((copy / "stages" / "iter1__collect.json").read_text())["outputs"]
     seed_data = dataset.read_dataset(DEMOS_DIR / "grasp_seed.hdf5", task="grasp")
     seed = seed_data.episodes[0]
     dataset.write_dataset(copy / "iter1" / "rollouts.hdf5", [dataclasses.replace(seed, extra={**seed.extra, "held_steps": h}) for h in (5, 9, 7)],
@@ -451,7 +453,7 @@ def test_rollout_smoothing_and_source_choice_reach_a_rollouts_a_ep_and_its_recor
 
     monkeypatch.setattr(dexfly.augment, "augment", spy)
     fw = Flywheel("grasp", preset, copy, iterations=ITERATIONS, progress=False, video=False, stop_after="iter1/augment")
-    with pytest.raises(StageError, match=r"stage 'iter1/augment' finished with other settings .*rollout_source"):
+    with pytest.raises(StageError, match=r"stage 'iter1/augment' finished with other settings .*rollout_source_smoothing, rollout_sources_per_object"):
         fw.run()
     fw.redo_from("iter1/augment")
     fw.run()
