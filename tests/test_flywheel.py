@@ -11,7 +11,7 @@ import envs
 from dexfly.catalog import TASKS, load_catalog
 from dexfly.flywheel.schedule import load_preset, presets_of
 from dexfly.devices import DeviceConfig
-from dexfly.flywheel.stages import RunFolder, RunOptions, StageError, run_guarded
+from dexfly.flywheel.stages import RunFolder, RunOptions, StageError, content_hash, run_guarded
 from dexfly.flywheel.testsets import T_OEP_SIZE, load_t_oep
 
 
@@ -426,7 +426,8 @@ def test_a_run_stops_after_the_stage_asked_and_reports_what_is_done(tiny_run, tm
 def test_rollout_smoothing_and_source_choice_reach_a_rollouts_a_ep_and_its_record(tiny_run, tmp_path, monkeypatch):
     """A preset's `rollout_source_smoothing` is the augment stage's `AugmentConfig.source_smoothing` (the warm-up's
     is untouched) and `rollout_sources_per_object` the number of each object's rollouts A_EP gets, the longest-held
-    first; both are part of the stage's record: a finished augment stage without them is refused until redone."""
+    first; both are part of the stage's record: a finished augment stage without them is refused until redone. A
+    rollouts file that is not the collect stage's output is refused, not read."""
     import dataclasses
 
     import dexfly.augment
@@ -437,12 +438,14 @@ def test_rollout_smoothing_and_source_choice_reach_a_rollouts_a_ep_and_its_recor
     out, _ = tiny_run
     copy = tmp_path / "smoothed"
     shutil.copytree(out, copy)
-    # three successful "rollouts" of the cube that held 5, 9 and 7 steps (the seed's motion); written where the tiny
-    # collect stage kept none, since a rollouts file it had written is hash-checked and an edit to it refused
-    assert "iter1/rollouts.hdf5" not in json.loads((copy / "stages" / "iter1__collect.json").read_text())["outputs"]
+    # three successful "rollouts" of the cube that held 5, 9 and 7 steps (the seed's motion), in place of the tiny
+    # collect stage's (it kept none: a rollouts file it had written is hash-checked and an edit to it refused)
+    collect_record = copy / "stages" / "iter1__collect.json"
+    assert "iter1/rollouts.hdf5" not in json.loads(collect_record.read_text())["outputs"]
     seed_data = dataset.read_dataset(DEMOS_DIR / "grasp_seed.hdf5", task="grasp")
     seed = seed_data.episodes[0]
-    dataset.write_dataset(copy / "iter1" / "rollouts.hdf5", [dataclasses.replace(seed, extra={**seed.extra, "held_steps": h}) for h in (5, 9, 7)],
+    rollouts = copy / "iter1" / "rollouts.hdf5"
+    dataset.write_dataset(rollouts, [dataclasses.replace(seed, extra={**seed.extra, "held_steps": h}) for h in (5, 9, 7)],
                           task="grasp", env_args=dict(seed_data.env_args))
     preset = dataclasses.replace(load_preset("grasp", "tiny"), rollout_source_smoothing=3, rollout_sources_per_object=1)
     calls, real = [], dexfly.augment.augment
@@ -456,6 +459,11 @@ def test_rollout_smoothing_and_source_choice_reach_a_rollouts_a_ep_and_its_recor
     with pytest.raises(StageError, match=r"stage 'iter1/augment' finished with other settings .*rollout_source_smoothing, rollout_sources_per_object"):
         fw.run()
     fw.redo_from("iter1/augment")
+    with pytest.raises(StageError, match=r"iter1/augment: .*rollouts\.hdf5 is not an output of stage 'iter1/collect'"):
+        fw.run()  # the file is not the collect stage's: not read
+    assert calls == [] and not fw.run_dir.path("d2.hdf5").exists()
+    rec = json.loads(collect_record.read_text())  # now the collect stage's output, as if it had written it
+    collect_record.write_text(json.dumps({**rec, "outputs": {**rec["outputs"], "iter1/rollouts.hdf5": content_hash(rollouts)}}))
     fw.run()
     assert calls == [(3, [9])], calls
     record = fw.run_dir.record("iter1/augment")

@@ -398,8 +398,13 @@ class Flywheel:
         def body():
             from dexfly.augment import augment
 
-            rollouts = self.run_dir.path(f"iter{i}/rollouts.hdf5")
-            sources = list(dataset.read_dataset(rollouts, task=self.task).episodes) if rollouts.exists() else []
+            rel = f"iter{i}/rollouts.hdf5"
+            rollouts = self.run_dir.path(rel)
+            written = rel in self.run_dir.record(f"iter{i}/collect")["outputs"]  # and hash-checked when the collect stage was
+            if rollouts.exists() and not written:  # a file put there by hand (or left by another run) is nothing this run made
+                raise StageError(f"iter{i}/augment: {rollouts} is not an output of stage 'iter{i}/collect' (it kept no rollouts); "
+                                 f"remove the file, or rerun with --redo-from iter{i}/collect")
+            sources = list(dataset.read_dataset(rollouts, task=self.task).episodes) if written else []
             summary = {"per_object": {}, "augmented": self.augment_rollouts}
             if min_held:
                 sources, summary["held_filter"] = held_sources(sources, min_held, where=rollouts)
