@@ -7,7 +7,7 @@ Methods (ids as `--methods` takes them):
   human-default   20 teleoperation stand-in demos (`dexfly.teleop`, human-like variation) in the seed's scene
   human-enhanced  20 such demos spread over the environments (and poses) of the flywheel's last iteration
   replay-1        A_EP from the single seed over the objects, environments and poses of the last iteration
-  replay-10       the same from 10 stand-in demos in 10 scenes of the last iteration (objects, environments, poses)
+  replay-10       the same from up to 10 stand-in demos in 10 scenes of the last iteration (objects, environments, poses)
   no-residual     the flywheel, rollouts by the base policy alone (`Flywheel(residual=False)`)
   no-aep          the flywheel, D_{i+1} = the successful rollouts themselves (`Flywheel(augment_rollouts=False)`)
   no-both         both switched off
@@ -445,7 +445,7 @@ class Baselines:
         if method == "replay-1":
             sources_hash = content_hash(self.seed_file)
             load_sources = self._seed_episodes
-            source_name = "A_EP from the seed"
+            source_name = lambda n: "A_EP from the seed"  # noqa: E731
         else:
             n_src = self.config.replay_sources
             specs = self._replay_source_scenes(n_src)
@@ -465,7 +465,7 @@ class Baselines:
             self._stage(run, "sources", config, sources_body)
             sources_hash = run.output_hash("sources", "sources.hdf5")
             load_sources = lambda: list(dataset.read_dataset(run.path("sources.hdf5"), task=self.task).episodes)  # noqa: E731
-            source_name = f"A_EP from {n_src} stand-in demos"
+            source_name = lambda n: f"A_EP from {n} stand-in demos"  # noqa: E731  # those the stand-in made (<= n_src)
         wanted = last_dataset_size(self.preset, self.n)
         config = {"stage": "augment", "c_aug": last.to_dict(), "trajectories": wanted, "augment": self.preset.augment,
                   "attempts_per_demo": self.config.attempts_per_demo, "seed": self.seed, "sources": sources_hash}
@@ -488,7 +488,7 @@ class Baselines:
             if not generated:
                 raise StageError(f"{method}: A_EP generated no successful demo in {attempts} attempts")
             self._write(run.path("data.hdf5"), generated, method)
-            return ["data.hdf5"], {"source": source_name, "generated": len(generated), "successes": successes, "attempts": attempts,
+            return ["data.hdf5"], {"source": source_name(len(sources)), "generated": len(generated), "successes": successes, "attempts": attempts,
                                    "success_rate": successes / attempts, "wanted": wanted, **dataset_diversity(generated)}
 
         self._stage(run, "augment", config, body)
