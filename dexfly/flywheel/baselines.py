@@ -445,7 +445,6 @@ class Baselines:
         if method == "replay-1":
             sources_hash = content_hash(self.seed_file)
             load_sources = self._seed_episodes
-            source_name = lambda n: "A_EP from the seed"  # noqa: E731
         else:
             n_src = self.config.replay_sources
             specs = self._replay_source_scenes(n_src)
@@ -465,7 +464,6 @@ class Baselines:
             self._stage(run, "sources", config, sources_body)
             sources_hash = run.output_hash("sources", "sources.hdf5")
             load_sources = lambda: list(dataset.read_dataset(run.path("sources.hdf5"), task=self.task).episodes)  # noqa: E731
-            source_name = lambda n: f"A_EP from {n} stand-in demos"  # noqa: E731  # those the stand-in made (<= n_src)
         wanted = last_dataset_size(self.preset, self.n)
         config = {"stage": "augment", "c_aug": last.to_dict(), "trajectories": wanted, "augment": self.preset.augment,
                   "attempts_per_demo": self.config.attempts_per_demo, "seed": self.seed, "sources": sources_hash}
@@ -488,7 +486,9 @@ class Baselines:
             if not generated:
                 raise StageError(f"{method}: A_EP generated no successful demo in {attempts} attempts")
             self._write(run.path("data.hdf5"), generated, method)
-            return ["data.hdf5"], {"source": source_name(len(sources)), "generated": len(generated), "successes": successes, "attempts": attempts,
+            # replay-10's sources: those the stand-in made (at most replay_sources)
+            source = "A_EP from the seed" if method == "replay-1" else f"A_EP from {len(sources)} stand-in demos"
+            return ["data.hdf5"], {"source": source, "generated": len(generated), "successes": successes, "attempts": attempts,
                                    "success_rate": successes / attempts, "wanted": wanted, **dataset_diversity(generated)}
 
         self._stage(run, "augment", config, body)

@@ -400,7 +400,7 @@ class Flywheel:
 
             rel = f"iter{i}/rollouts.hdf5"
             rollouts = self.run_dir.path(rel)
-            written = rel in self.run_dir.record(f"iter{i}/collect")["outputs"]  # and hash-checked when the collect stage was
+            written = rel in collected["outputs"]  # and hash-checked when the collect stage was
             if rollouts.exists() and not written:  # a file put there by hand (or left by another run) is nothing this run made
                 raise StageError(f"iter{i}/augment: {rollouts} is not an output of stage 'iter{i}/collect' (it kept no rollouts); "
                                  f"remove the file, or rerun with --redo-from iter{i}/collect")
