@@ -58,13 +58,18 @@ def stage_names(iterations: int, residual: bool = True) -> list[str]:
     return names
 
 
+def rollouts_file(i: int) -> str:
+    """Where iteration i's collect stage keeps its successful rollouts (relative to the run folder)."""
+    return f"iter{i}/rollouts.hdf5"
+
+
 def stage_outputs(iterations: int) -> dict[str, list[str]]:
     out = {"warmup": ["d1.hdf5"]}
     for i in range(1, iterations + 1):
         out[f"iter{i}/diffusion"] = [f"iter{i}/diffusion"]
         out[f"iter{i}/evaluate"] = [f"iter{i}/eval.json", f"iter{i}/t_oep.mp4"]
         out[f"iter{i}/residual"] = [f"iter{i}/residual"]
-        out[f"iter{i}/collect"] = [f"iter{i}/rollouts.hdf5", f"iter{i}/collect.json", f"iter{i}/t_oep_combined.mp4"]
+        out[f"iter{i}/collect"] = [rollouts_file(i), f"iter{i}/collect.json", f"iter{i}/t_oep_combined.mp4"]
         out[f"iter{i}/augment"] = [f"d{i + 1}.hdf5"]
     return out
 
@@ -364,8 +369,8 @@ class Flywheel:
             self.log(f"iter{i}: {stats.successes}/{stats.attempts} rollouts succeeded ({stats.success_rate:.2f}), {stats.kept} kept")
             outputs = [f"iter{i}/collect.json"]
             if episodes:
-                self._write(self.run_dir.path(f"iter{i}/rollouts.hdf5"), episodes, {"flywheel_stage": f"iter{i}/collect"})
-                outputs.insert(0, f"iter{i}/rollouts.hdf5")
+                self._write(self.run_dir.path(rollouts_file(i)), episodes, {"flywheel_stage": f"iter{i}/collect"})
+                outputs.insert(0, rollouts_file(i))
             atomic_write_text(self.run_dir.path(f"iter{i}/collect.json"), json.dumps(stats.to_dict(), indent=2))
             if self.video and self.use_residual:  # without a residual the combined policy is the base: t_oep.mp4 shows it
                 combined_t_oep_video(self.task, self.preset, base, hook, params, self.run_dir.path(f"iter{i}/t_oep_combined.mp4"), mesh=self.mesh,
@@ -398,7 +403,7 @@ class Flywheel:
         def body():
             from dexfly.augment import augment
 
-            rel = f"iter{i}/rollouts.hdf5"
+            rel = rollouts_file(i)
             rollouts = self.run_dir.path(rel)
             written = rel in collected["outputs"]  # and hash-checked when the collect stage was
             if rollouts.exists() and not written:  # a file put there by hand (or left by another run) is nothing this run made
