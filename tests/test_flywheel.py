@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 
@@ -275,6 +276,38 @@ def test_run_stage_runs_skips_and_copies_from_a_donor(tmp_path):
     assert "other/a: identical to" in said[-1]
     with pytest.raises(StageError, match="finished with other settings"):
         donor.run_stage("a", {"x": 2}, body(donor.root))
+
+
+def test_a_resumed_stage_records_the_time_of_every_attempt(tmp_path, monkeypatch):
+    from dexfly.flywheel import stages
+
+    monkeypatch.setattr(stages, "CLOCK_EVERY_S", 0.05)
+    run = RunFolder.open(tmp_path / "run", task="grasp", preset="tiny", seed=0)
+    clock = run.root / "stages" / ".a.seconds"
+    saved = []
+
+    def killed():  # the process dies inside the stage: only what the clock saved while it ran survives
+        time.sleep(0.3)
+        saved.append(json.loads(clock.read_text())["seconds"])
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run.run_stage("a", {"x": 1}, killed, log=lambda _: None)
+    assert saved[0] >= 0.1 and json.loads(clock.read_text())["seconds"] >= 0.3  # saved while running, then on the way out
+    assert run.record("a") is None
+
+    def resumed():
+        time.sleep(0.1)
+        (run.root / "out.txt").write_text("data")
+        return ["out.txt"], {}
+
+    rec = run.run_stage("a", {"x": 1}, resumed, log=lambda _: None)
+    assert rec["seconds_in_earlier_attempts"] >= 0.3 and rec["seconds"] >= rec["seconds_in_earlier_attempts"] + 0.1
+    assert not clock.exists() and run.done("a", {"x": 1})
+    assert "seconds_in_earlier_attempts" not in run.run_stage("b", {"x": 1}, resumed, log=lambda _: None)  # one attempt
+    clock.write_text("{}")  # left by a killed redo: removed with the stage
+    run.redo_from(["a", "b"], "a", {"a": ["out.txt"]})
+    assert not clock.exists()
 
 
 # ---------------------------------------------------------------------------------------------- end to end

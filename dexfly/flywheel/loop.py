@@ -369,8 +369,9 @@ class Flywheel:
             self.log(f"iter{i}: {stats.successes}/{stats.attempts} rollouts succeeded ({stats.success_rate:.2f}), {stats.kept} kept")
             outputs = [f"iter{i}/collect.json"]
             if episodes:
-                self._write(self.run_dir.path(rollouts_file(i)), episodes, {"flywheel_stage": f"iter{i}/collect"})
-                outputs.insert(0, rollouts_file(i))
+                rel = rollouts_file(i)
+                self._write(self.run_dir.path(rel), episodes, {"flywheel_stage": f"iter{i}/collect"})
+                outputs.insert(0, rel)
             atomic_write_text(self.run_dir.path(f"iter{i}/collect.json"), json.dumps(stats.to_dict(), indent=2))
             if self.video and self.use_residual:  # without a residual the combined policy is the base: t_oep.mp4 shows it
                 combined_t_oep_video(self.task, self.preset, base, hook, params, self.run_dir.path(f"iter{i}/t_oep_combined.mp4"), mesh=self.mesh,

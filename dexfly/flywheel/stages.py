@@ -9,9 +9,9 @@
 and a `variant` when it is not the plain flywheel: an ablation, a baseline); a folder of another task, preset,
 seed, model or variant, or a non-empty folder that is not a flywheel run, is refused. Each finished stage leaves
 `stages/<name>.json`: its config and the hash of it, its outputs with a SHA-256 of each (files, or every file of a
-folder), the time it took. A rerun skips a stage whose record matches; a record with another config is an error
-(unless the user redoes the run from that stage), and an output whose content no longer matches its hash is
-refused, naming it.
+folder), the time it took over all its attempts (a resumed stage counts the time before it stopped). A rerun
+skips a stage whose record matches; a record with another config is an error (unless the user redoes the run
+from that stage), and an output whose content no longer matches its hash is refused, naming it.
 A stage that another finished run (a donor) holds with the same config hash is copied from it (`adopt`): stage
 configs name their inputs by content hash, so an identical config means an identical computation.
 """
@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,52 @@ def content_hash(path: Path) -> str:
 
 def _record_name(stage: str) -> str:
     return stage.replace("/", "__") + ".json"
+
+
+def _clock_name(stage: str) -> str:
+    return "." + stage.replace("/", "__") + ".seconds"  # not *.json: the report reads every stages/*.json as a record
+
+
+CLOCK_EVERY_S = 30.0  # how often a running stage saves its time: a killed attempt loses at most this much of it
+
+
+class _StageClock:
+    """A stage's time over all its attempts. Why: a long stage resumed from its checkpoint would otherwise record
+    only the last attempt's seconds (the Grasp `cpu` run of session 48 recorded 490 s for an iteration-1 residual
+    that had trained for 48 minutes in the session before). The time so far is saved in `path` every
+    `CLOCK_EVERY_S` seconds and when the attempt ends, by an error or Ctrl-C too; the next attempt starts from it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.before = float(json.loads(path.read_text())["seconds"]) if path.exists() else 0.0
+        except (ValueError, KeyError, TypeError):  # hand-edited: the time of earlier attempts is unknown, not an error
+            self.before = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, name=f"clock {path.name}", daemon=True)
+
+    def seconds(self) -> float:
+        """Every attempt's seconds, this one's so far included."""
+        return self.before + time.perf_counter() - self.t0
+
+    def _save(self) -> None:
+        atomic_write_text(self.path, json.dumps({"seconds": round(self.seconds(), 1), "earlier_attempts": round(self.before, 1)}))
+
+    def _tick(self) -> None:
+        while not self._stop.wait(CLOCK_EVERY_S):
+            self._save()
+
+    def __enter__(self) -> _StageClock:
+        self.t0 = time.perf_counter()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc_type is not None:
+            self._save()
 
 
 @dataclass
@@ -169,17 +216,24 @@ class RunFolder:
                 log(f"[dim]{label}: identical to {donor.root}'s, copied from there")
                 return rec
         log(f"[bold]{label}[/bold] ...")
-        t0 = time.perf_counter()
-        with watchdog.stage(watch or label):
+        clock_file = self.root / "stages" / _clock_name(stage)
+        with _StageClock(clock_file) as clock, watchdog.stage(watch or label):
             outputs, summary = body()
-        seconds = time.perf_counter() - t0
+        seconds = clock.seconds()
         release_compiled()
-        return self.finish(stage, config, outputs, seconds, summary, devices=devices)
+        rec = self.finish(stage, config, outputs, seconds, summary, devices=devices, earlier_attempts=clock.before)
+        clock_file.unlink(missing_ok=True)
+        return rec
 
-    def finish(self, stage: str, config: Any, outputs: list[str], seconds: float, summary: dict | None = None, *, devices: int = 1) -> dict:
+    def finish(self, stage: str, config: Any, outputs: list[str], seconds: float, summary: dict | None = None, *, devices: int = 1,
+               earlier_attempts: float = 0.0) -> dict:
+        """Write the stage's record. `seconds` is the stage's time over all its attempts; `earlier_attempts`, the part
+        of it before the attempt that finished (recorded only when the stage was resumed)."""
         rec = {"stage": stage, "config_hash": config_hash(config), "config": config,
                "outputs": {rel: content_hash(self.root / rel) for rel in outputs}, "seconds": round(seconds, 1), "devices": devices,
                "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary or {}}
+        if earlier_attempts:
+            rec["seconds_in_earlier_attempts"] = round(earlier_attempts, 1)
         atomic_write_text(self.root / "stages" / _record_name(stage), json.dumps(rec, indent=2, default=str))
         return rec
 
@@ -230,6 +284,7 @@ class RunFolder:
         removed = []
         for s in stages_in_order[stages_in_order.index(stage):]:
             f = self.root / "stages" / _record_name(s)
+            (self.root / "stages" / _clock_name(s)).unlink(missing_ok=True)  # a redone stage's time starts again
             for rel in outputs_of.get(s, []):
                 p = self.root / rel
                 if p.is_dir():
