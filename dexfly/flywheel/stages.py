@@ -68,7 +68,7 @@ def _record_name(stage: str) -> str:
 
 
 def _clock_name(stage: str) -> str:
-    return "." + stage.replace("/", "__") + ".seconds"  # not *.json: the report reads every stages/*.json as a record
+    return "." + _record_name(stage).removesuffix(".json") + ".seconds"  # not *.json: the report reads every stages/*.json as a record
 
 
 CLOCK_EVERY_S = 30.0  # how often a running stage saves its time: a killed attempt loses at most this much of it
@@ -94,7 +94,7 @@ class _StageClock:
         return self.before + time.perf_counter() - self.t0
 
     def _save(self) -> None:
-        atomic_write_text(self.path, json.dumps({"seconds": round(self.seconds(), 1), "earlier_attempts": round(self.before, 1)}))
+        atomic_write_text(self.path, json.dumps({"seconds": round(self.seconds(), 1)}))
 
     def _tick(self) -> None:
         while not self._stop.wait(CLOCK_EVERY_S):
