@@ -90,6 +90,11 @@ def test_bad_presets_are_refused(tmp_path, monkeypatch):
     (tmp_path / "grasp.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="rollout_sources_per_object must be a non-negative integer, got 1.5"):
         load_preset("grasp", "tiny")
+    data["presets"]["tiny"]["rollout_sources_per_object"] = 0
+    data["presets"]["tiny"]["seed_source_share"] = 1.5
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="seed_source_share must be a number from 0 to 1, got 1.5"):
+        load_preset("grasp", "tiny")
 
 
 def test_sampled_poses_are_an_iteration_option_absent_from_records_when_off(tmp_path, monkeypatch):
@@ -503,6 +508,63 @@ def test_rollout_smoothing_and_source_choice_reach_a_rollouts_a_ep_and_its_recor
     assert record["config"]["rollout_source_smoothing"] == 3 and record["config"]["rollout_sources_per_object"] == 1
     assert record["summary"]["source_choice"]["per_object"]["box_cube_5cm"] == {"rollouts": 3, "kept_held_steps": [9]}
     assert "rollout_source_smoothing" not in fw.run_dir.record("warmup")["config"]
+
+
+def test_a_seed_share_splits_each_new_objects_demos_between_the_seed_and_its_rollouts(tiny_run, tmp_path, monkeypatch):
+    """`seed_source_share`: each object of O_{i+1} gets that share of its demos by A_EP from the seed (replayed as
+    recorded, not smoothed) and the rest from its own successful rollouts; an object without any gets all of them
+    from the seed. The record counts the two sources apart, and the report lists A_EP from the seed for iteration 2."""
+    import dataclasses
+
+    import dexfly.augment
+    from dexfly import dataset
+    from dexfly.flywheel.loop import Flywheel
+    from dexfly.flywheel.report import build_report
+    from dexfly.paths import DEMOS_DIR
+
+    out, _ = tiny_run
+    copy = tmp_path / "seed_share"
+    shutil.copytree(out, copy)
+    # two successful "rollouts" of the cube (the seed's motion), none of O_2's other object, made the collect stage's output
+    seed_data = dataset.read_dataset(DEMOS_DIR / "grasp_seed.hdf5", task="grasp")
+    seed = seed_data.episodes[0]
+    rollouts = copy / "iter1" / "rollouts.hdf5"
+    dataset.write_dataset(rollouts, [dataclasses.replace(seed, extra={**seed.extra, "held_steps": h, "rollout": True}) for h in (5, 9)],
+                          task="grasp", env_args=dict(seed_data.env_args))
+    collect_record = copy / "stages" / "iter1__collect.json"
+    rec = json.loads(collect_record.read_text())
+    collect_record.write_text(json.dumps({**rec, "outputs": {**rec["outputs"], "iter1/rollouts.hdf5": content_hash(rollouts)}}))
+    tiny = load_preset("grasp", "tiny")
+    preset = dataclasses.replace(tiny, seed_source_share=0.5, rollout_source_smoothing=3)
+    calls, real = [], dexfly.augment.augment
+
+    def spy(sources, task, caug, **kw):
+        calls.append((caug.objects[0][1][0], "rollout" if sources[0].extra.get("rollout") else "seed", len(sources), caug.source_smoothing,
+                      kw["num_wanted"]))
+        return real(sources, task, caug, **kw)
+
+    monkeypatch.setattr(dexfly.augment, "augment", spy)
+    fw = Flywheel("grasp", preset, copy, iterations=ITERATIONS, progress=False, video=False, stop_after="iter1/augment")
+    fw.redo_from("iter1/augment")
+    fw.run()
+    # tiny's iteration 2 wants 6 demos over its 2 objects: 3 each; the cube's split 2 from the seed, 1 from its rollouts
+    share = tiny.iteration(2).trajectories // 2
+    assert calls == [("box_cube_5_5cm", "seed", 1, 0, share), ("box_cube_5cm", "seed", 1, 0, round(share * 0.5)),
+                     ("box_cube_5cm", "rollout", 2, 3, share - round(share * 0.5))], calls
+    record = fw.run_dir.record("iter1/augment")
+    assert record["config"]["seed_source_share"] == 0.5 and "seed_demo" in record["config"]
+    summary = record["summary"]
+    assert set(summary["per_object"]["box_cube_5_5cm"]) == {"from_seed"}
+    assert summary["per_object"]["box_cube_5cm"]["sources"] == 2
+    seeded = [v["from_seed"] for v in summary["per_object"].values()]
+    assert summary["from_seed"]["attempts"] == sum(v["attempts"] for v in seeded) > 0
+    assert summary["attempts"] == summary["per_object"]["box_cube_5cm"]["attempts"]  # the top-level counts: A_EP from rollouts
+    d2 = dataset.read_dataset(copy / "d2.hdf5", task="grasp").episodes
+    # `generated`: every demo D_2 gained, from either source
+    assert summary["generated"] == summary["per_object"]["box_cube_5cm"]["generated"] + summary["from_seed"]["generated"] > 0
+    assert len(d2) == len(dataset.read_dataset(copy / "d1.hdf5", task="grasp").episodes) + summary["generated"]
+    sources = [(g["iteration"], g["source"]) for g in build_report(copy, "grasp", "tiny", ITERATIONS)["generation"]]
+    assert (2, "A_EP from the seed") in sources and (2, "A_EP from rollouts") in sources, sources
 
 
 def test_a_residual_setting_compared_with_donors_reuses_the_donors_base_evaluation(tiny_run, tmp_path):

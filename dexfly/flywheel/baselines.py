@@ -170,6 +170,8 @@ def _generation_rows(method: str, root: Path, iterations: int) -> list[dict]:
             made = _record(root, "warmup" if i == 1 else f"iter{i - 1}/augment")
             if made and made["summary"].get("augmented", True):
                 add("A_EP from the seed" if i == 1 else "A_EP from rollouts", i, generation_successes(made["summary"]), made["summary"].get("attempts"))
+                if seeded := made["summary"].get("from_seed"):  # a preset's seed_source_share: part of D_i replayed from the seed
+                    add("A_EP from the seed", i, seeded["successes"], seeded["attempts"])
             collected = _record(root, f"iter{i}/collect")
             if collected:
                 s = collected["summary"]

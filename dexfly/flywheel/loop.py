@@ -233,6 +233,20 @@ class Flywheel:
         """The preset's A_EP settings with these fields replaced, simulated with the run's MJX implementation."""
         return dataclasses.replace(self.preset.augment_config(), env=self.env_config, **fields)
 
+    def _augment_object(self, sources: list, obj: str, spec, wanted: int, *, grid_start: int, seed: int, min_held: int = 0,
+                        smoothing: int = 0):
+        """A_EP of `sources` onto object `obj` across `spec`'s environments and poses from grid entry `grid_start`:
+        (up to `wanted` demos, AugmentStats)."""
+        from dexfly.augment import augment
+
+        max_attempts = ATTEMPTS_PER_DEMO * wanted
+        caug = self._augment_config(objects=((self.main_role, (obj,)),), env_ids=spec.env_ids,
+                                   **spec.augment_poses(self.task, max_attempts, grid_start=grid_start),
+                                   **({"min_held_steps": min_held} if min_held else {}),
+                                   **({"source_smoothing": smoothing} if smoothing else {}))
+        return augment(sources, self.task, caug, num_wanted=wanted, batch_size=self.preset.augment_batch_size,
+                       max_attempts=max_attempts, seed=seed, progress=self.progress, mesh=self.mesh)
+
     def _write(self, path: Path, episodes, extra: dict) -> None:
         env_args = dict(dataset.read_dataset(self.seed_file, task=self.task).env_args)
         dataset.write_dataset(path, episodes, task=self.task, env_args=env_args, seed=self.seed, extra_attrs=extra)
@@ -400,10 +414,12 @@ class Flywheel:
         per_object = self.preset.rollout_sources_per_object if self.augment_rollouts else 0
         if per_object:  # absent when off, as above
             config["rollout_sources_per_object"] = per_object
+        seed_share = self.preset.seed_source_share if self.augment_rollouts else 0.0
+        if seed_share:  # absent when off, as above
+            config["seed_source_share"] = seed_share
+            config["seed_demo"] = content_hash(self.seed_file)
 
         def body():
-            from dexfly.augment import augment
-
             rel = rollouts_file(i)
             rollouts = self.run_dir.path(rel)
             written = rel in collected["outputs"]  # and hash-checked when the collect stage was
@@ -426,31 +442,46 @@ class Flywheel:
             generated = []
             if not self.augment_rollouts:
                 generated = sources  # D_O^i itself: no A_EP, so no generation attempts either
-            elif by_object:
-                share = math.ceil(nxt.trajectories / len(by_object))
-                for k, (obj, eps) in enumerate(sorted(by_object.items())):
+            else:
+                # per object of D_{i+1}: (demos from the seed, demos from its rollouts); without a seed share only the
+                # objects with successful rollouts, each wholly from them
+                objects = sorted(set(nxt.objects) | set(by_object)) if seed_share else sorted(by_object)
+                share = math.ceil(nxt.trajectories / len(objects)) if objects else 0
+                seed_eps = list(dataset.read_dataset(self.seed_file, task=self.task).episodes) if seed_share else []
+                for k, obj in enumerate(objects):
+                    eps = by_object.get(obj, [])
+                    from_seed = (round(share * seed_share) if eps else share) if seed_share else 0
                     # each object's share of demos is smaller than E x P; started at entry 0 every object would take
                     # the same first environments and poses (measured: D_3 of runs/fw_fast held 10 of C_aug^3's
                     # 12 environments and 10 of its 15 poses), so object k starts where object k-1's share ended
-                    max_attempts = ATTEMPTS_PER_DEMO * share
-                    caug = self._augment_config(objects=((self.main_role, (obj,)),), env_ids=nxt.env_ids,
-                                               **nxt.augment_poses(self.task, max_attempts, grid_start=k * share),
-                                               **({"min_held_steps": min_held} if min_held else {}),
-                                               **({"source_smoothing": smoothing} if smoothing else {}))
-                    got, stats = augment(eps, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,
-                                         max_attempts=max_attempts, seed=self.seed * 1000 + 10 * i + k, progress=self.progress,
-                                         mesh=self.mesh)
-                    generated += got
-                    summary["per_object"][obj] = {"sources": len(eps), "generated": stats.generated, "successes": stats.successes,
-                                                  "attempts": stats.attempts}
+                    entry = {}
+                    if from_seed:  # the seed replayed as recorded, as in the warm-up
+                        got, stats = self._augment_object(seed_eps, obj, nxt, from_seed, grid_start=k * share,
+                                                          seed=self.seed * 1000 + 10 * i + k + 500)
+                        generated += got
+                        entry["from_seed"] = {"generated": stats.generated, "successes": stats.successes, "attempts": stats.attempts}
+                    if share - from_seed:
+                        got, stats = self._augment_object(eps, obj, nxt, share - from_seed, grid_start=k * share + from_seed,
+                                                          seed=self.seed * 1000 + 10 * i + k, min_held=min_held, smoothing=smoothing)
+                        generated += got
+                        entry.update(sources=len(eps), generated=stats.generated, successes=stats.successes, attempts=stats.attempts)
+                    summary["per_object"][obj] = entry
             if not sources:
-                self.log(f"[yellow]iter{i}: no successful rollouts: D_{i + 1} holds no new data")
+                self.log(f"[yellow]iter{i}: no successful rollouts: D_{i + 1} holds "
+                         + ("only demos from the seed" if seed_share else "no new data"))
             # A_EP's success rate is successes / attempts: a batch runs whole, so it may succeed more often than the
-            # demos kept (`generated`, at most the number wanted) and generated / attempts would understate it
-            attempts = sum(v["attempts"] for v in summary["per_object"].values())
-            successes = sum(v["successes"] for v in summary["per_object"].values())
+            # demos kept (`generated`, at most the number wanted) and generated / attempts would understate it.
+            # The top-level successes and attempts are A_EP's from the rollouts, `from_seed` those from the seed (with a
+            # seed share); `generated` counts every demo D_{i+1} gains
+            attempts = sum(v.get("attempts", 0) for v in summary["per_object"].values())
+            successes = sum(v.get("successes", 0) for v in summary["per_object"].values())
             summary.update(generated=len(generated), successes=successes, attempts=attempts,
                            success_rate=successes / attempts if attempts else None)
+            if seed_share:
+                seeded = [v["from_seed"] for v in summary["per_object"].values() if "from_seed" in v]
+                summary["from_seed"] = {key: sum(v[key] for v in seeded) for key in ("generated", "successes", "attempts")}
+                summary["from_seed"]["success_rate"] = (summary["from_seed"]["successes"] / summary["from_seed"]["attempts"]
+                                                        if summary["from_seed"]["attempts"] else None)
             previous = list(dataset.read_dataset(self._d(i), task=self.task).episodes) if self.preset.keep_previous_data else []
             data = previous + generated
             if not data:

@@ -64,6 +64,9 @@ def build_report(root: Path, task: str, preset: str, iterations: int) -> dict:
                 source = "rollouts, no A_EP"
             generation.append({"iteration": i, "source": source, "success_rate": _generation_rate(made["summary"]),
                                "attempts": made["summary"].get("attempts")})
+            if seeded := made["summary"].get("from_seed"):  # a preset's seed_source_share: part of D_i replayed from the seed
+                generation.append({"iteration": i, "source": "A_EP from the seed", "success_rate": seeded["success_rate"],
+                                   "attempts": seeded["attempts"]})
         collected = records(f"iter{i}/collect")
         if collected:
             policy = "base" if collected["summary"].get("policy") == "base" else "combined"  # base: the no-residual ablation

@@ -105,6 +105,13 @@ class Preset:
     (the paper). Meant to give rollout-born demos one motion per object, as a seed's transfers share one; on the
     Grasp `cpu` run's iteration 2 with 1 per object the next base scored 56.5 and 53.5% on T_OEP (two training seeds)
     against 53.5 and 52.0% with every rollout, inside a base's seed spread; no preset sets it (BENCHMARKS.md, session 45)."""
+    seed_source_share: float = 0.0
+    """The share of each new object's demos in D_{i+1} that the augment stage makes by A_EP from the seed (replayed
+    as recorded, as in the warm-up) instead of from that object's successful rollouts; an object of O_{i+1} whose
+    rollouts all failed gets its whole share from the seed. With A_EP only (the ablation without A_EP keeps its
+    rollouts). 0: rollouts alone (the paper). Meant for catalogs where the seed's own motion transfers to most new
+    objects: there a demo replayed from the seed teaches the base more than one grown from a rollout (Grasp
+    `cpu`, session 48: replay-1's 116 seed-born demos 65.5% on T_OEP, the flywheel's 148 mostly rollout-born 52.0%)."""
 
     def iteration(self, i: int) -> IterationSpec:
         """The scenario set of D_i (1-based); past the schedule's end, its last entry."""
@@ -154,12 +161,12 @@ class Preset:
                 "collect_batch_size": self.collect_batch_size, "evaluation": self.evaluation,
                 "keep_previous_data": self.keep_previous_data, "warm_start": self.warm_start, "warm_start_steps": self.warm_start_steps,
                 "rollout_min_held_steps": self.rollout_min_held_steps, "rollout_source_smoothing": self.rollout_source_smoothing,
-                "rollout_sources_per_object": self.rollout_sources_per_object}
+                "rollout_sources_per_object": self.rollout_sources_per_object, "seed_source_share": self.seed_source_share}
 
 
 _PRESET_KEYS = {"iterations", "diffusion", "residual", "augment", "rollouts_per_object", "collect_batch_size", "evaluation",
                 "keep_previous_data", "warm_start", "warm_start_steps", "rollout_min_held_steps",
-                "rollout_source_smoothing", "rollout_sources_per_object", "note"}
+                "rollout_source_smoothing", "rollout_sources_per_object", "seed_source_share", "note"}
 _ITERATION_KEYS = {"objects", "env_ids", "num_poses", "trajectories", "sampled_poses", "note"}
 _EVAL_KEYS = {"seeds", "t_o_pose_ids", "t_oep_scenes", "video_episodes"}
 
@@ -233,7 +240,8 @@ def load_preset(task: str, preset: str) -> Preset:
                         bool(p.get("keep_previous_data", True)), bool(p.get("warm_start", False)), p.get("warm_start_steps"),
                         rollout_min_held_steps=p.get("rollout_min_held_steps", 0),
                         rollout_source_smoothing=p.get("rollout_source_smoothing", 0),
-                        rollout_sources_per_object=p.get("rollout_sources_per_object", 0))
+                        rollout_sources_per_object=p.get("rollout_sources_per_object", 0),
+                        seed_source_share=p.get("seed_source_share", 0.0))
     ws = preset_obj.warm_start_steps
     if ws is not None and (isinstance(ws, bool) or not isinstance(ws, int) or ws < 1):
         raise ValueError(f"{where}: warm_start_steps must be a positive integer, got {ws!r}")
@@ -241,6 +249,9 @@ def load_preset(task: str, preset: str) -> Preset:
         value = getattr(preset_obj, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{where}: {name} must be a non-negative integer, got {value!r}")
+    share = preset_obj.seed_source_share
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ValueError(f"{where}: seed_source_share must be a number from 0 to 1, got {share!r}")
     from dexfly.augment.config import check_smoothing_window
 
     check_smoothing_window(preset_obj.rollout_source_smoothing, f"{where}: rollout_source_smoothing")

@@ -168,8 +168,14 @@ class RunFolder:
     def path(self, relative: str) -> Path:
         return self.root / relative
 
+    def _record_file(self, stage: str) -> Path:
+        return self.root / "stages" / _record_name(stage)
+
+    def _clock_file(self, stage: str) -> Path:
+        return self.root / "stages" / _clock_name(stage)
+
     def record(self, stage: str) -> dict | None:
-        f = self.root / "stages" / _record_name(stage)
+        f = self._record_file(stage)
         if not f.exists():
             return None
         try:
@@ -216,7 +222,7 @@ class RunFolder:
                 log(f"[dim]{label}: identical to {donor.root}'s, copied from there")
                 return rec
         log(f"[bold]{label}[/bold] ...")
-        clock_file = self.root / "stages" / _clock_name(stage)
+        clock_file = self._clock_file(stage)
         with _StageClock(clock_file) as clock, watchdog.stage(watch or label):
             outputs, summary = body()
         seconds = clock.seconds()
@@ -234,7 +240,7 @@ class RunFolder:
                "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "summary": summary or {}}
         if earlier_attempts:
             rec["seconds_in_earlier_attempts"] = round(earlier_attempts, 1)
-        atomic_write_text(self.root / "stages" / _record_name(stage), json.dumps(rec, indent=2, default=str))
+        atomic_write_text(self._record_file(stage), json.dumps(rec, indent=2, default=str))
         return rec
 
     def adopt(self, stage: str, config: Any, donor: RunFolder) -> dict | None:
@@ -258,7 +264,7 @@ class RunFolder:
                 shutil.copy2(src, tmp)
             os.replace(tmp, dst)
         new = {**rec, "adopted_from": str(donor.root)}
-        atomic_write_text(self.root / "stages" / _record_name(stage), json.dumps(new, indent=2, default=str))
+        atomic_write_text(self._record_file(stage), json.dumps(new, indent=2, default=str))
         return new
 
     def intact_record(self, stage: str) -> dict | None:
@@ -283,8 +289,8 @@ class RunFolder:
             raise StageError(f"unknown stage {stage!r}; this run's stages: {stages_in_order}")
         removed = []
         for s in stages_in_order[stages_in_order.index(stage):]:
-            f = self.root / "stages" / _record_name(s)
-            (self.root / "stages" / _clock_name(s)).unlink(missing_ok=True)  # a redone stage's time starts again
+            f = self._record_file(s)
+            self._clock_file(s).unlink(missing_ok=True)  # a redone stage's time starts again
             for rel in outputs_of.get(s, []):
                 p = self.root / rel
                 if p.is_dir():
