@@ -404,6 +404,32 @@ def test_generation_rates_count_successes_not_demos_kept(tmp_path):
     assert "sampled_poses" not in table1_markdown(build_report(tmp_path, "grasp", "cpu", 2)), "records without sampled poses: no note"
 
 
+def test_demos_replayed_from_the_seed_by_a_later_augment_are_their_own_generation_source(tmp_path):
+    """With a preset's `seed_source_share`, an augment record counts A_EP from the seed (`from_seed`) apart from A_EP
+    from the rollouts: the report lists both for that iteration, and Table 3 adds the seed's to the warm-up's."""
+    from dexfly.flywheel.baselines import _generation_rows
+    from dexfly.flywheel.report import build_report
+
+    (tmp_path / "stages").mkdir()
+
+    def record(stage, summary):
+        rec = {"stage": stage, "seconds": 1.0, "summary": {"objects": 1, "environments": 1, "poses": 1, "configs": 1, "trajectories": 1, **summary}}
+        (tmp_path / "stages" / (stage.replace("/", "__") + ".json")).write_text(json.dumps(rec))
+
+    record("warmup", {"generated": 20, "successes": 36, "attempts": 40, "success_rate": 0.9})
+    record("iter1/collect", {"successes": 3, "attempts": 12, "success_rate": 0.25})
+    from_seed = {"generated": 4, "successes": 6, "attempts": 8, "success_rate": 0.75}
+    record("iter1/augment", {"per_object": {"a": {"generated": 3, "successes": 5, "attempts": 10, "from_seed": from_seed}},
+                             "generated": 7, "successes": 5, "attempts": 10, "success_rate": 0.5, "from_seed": from_seed})
+    rates = {(g["iteration"], g["source"]): g["success_rate"] for g in build_report(tmp_path, "grasp", "cpu", 2)["generation"]}
+    assert rates == {(1, "A_EP from the seed"): 0.9, (1, "combined-policy rollouts"): 0.25, (2, "A_EP from rollouts"): 0.5,
+                     (2, "A_EP from the seed"): 0.75}
+    rows = {r["source"]: r for r in _generation_rows("flywheel", tmp_path, 2)}
+    assert (rows["A_EP from the seed"]["successes"], rows["A_EP from the seed"]["attempts"]) == (36 + 6, 40 + 8)
+    assert rows["A_EP from the seed"]["per_iteration"] == {1: 0.9, 2: 0.75}
+    assert (rows["A_EP from rollouts"]["successes"], rows["A_EP from rollouts"]["attempts"]) == (5, 10)
+
+
 def test_tiny_preset_end_to_end(tiny_run, capsys):
     out, report = tiny_run
     rows = report["table1"]
