@@ -40,7 +40,7 @@ import envs
 from dexfly import dataset, devices
 from dexfly.augment.generate import ATTEMPTS_PER_DEMO
 from dexfly.catalog import TASK_ROLES, load_catalog
-from dexfly.flywheel.loop import Flywheel, dataset_diversity, evaluate_t_oep, train_base
+from dexfly.flywheel.loop import Flywheel, augment_object, dataset_diversity, evaluate_t_oep, train_base
 from dexfly.flywheel.report import generation_successes
 from dexfly.flywheel.schedule import Preset, load_preset
 from dexfly.flywheel.stages import RunFolder, StageError, content_hash
@@ -440,7 +440,6 @@ class Baselines:
                              f"source_{k:02d}") for k in range(n)]
 
     def _replay(self, run: RunFolder, method: str) -> str:
-        from dexfly.augment import augment
         from dexfly.teleop import record_demos
 
         last = self.preset.iteration(self.n)
@@ -471,16 +470,12 @@ class Baselines:
                   "attempts_per_demo": self.config.attempts_per_demo, "seed": self.seed, "sources": sources_hash}
 
         def body():
-            # One A_EP call per object, each over that object x E_n x P_n (grid), as the flywheel augments its rollouts:
-            # every object gets its share even when the attempt budget is smaller than the grid.
+            # One A_EP call per object, each over that object x E_n x P_n (grid), as the flywheel augments its rollouts
             sources, generated, attempts, successes = load_sources(), [], 0, 0
             share = math.ceil(wanted / len(last.objects))
             for k, obj in enumerate(last.objects):
-                max_attempts = self.config.attempts_per_demo * share
-                caug = dataclasses.replace(self.preset.augment_config(), objects=((self.main_role, (obj,)),), env_ids=last.env_ids,
-                                           **last.augment_poses(self.task, max_attempts), env=self.env_config)
-                got, stats = augment(sources, self.task, caug, num_wanted=share, batch_size=self.preset.augment_batch_size,
-                                     max_attempts=max_attempts, seed=self.seed * 1000 + k, progress=self.progress, mesh=self.mesh)
+                got, stats = augment_object(self.task, self.preset, sources, obj, last, share, max_attempts=self.config.attempts_per_demo * share,
+                                            seed=self.seed * 1000 + k, env_config=self.env_config, progress=self.progress, mesh=self.mesh)
                 generated += got
                 attempts += stats.attempts
                 successes += stats.successes

@@ -138,6 +138,23 @@ def combined_t_oep_video(task: str, preset: Preset, base, hook, hook_params, pat
     return evaluation.write_video(path, task, res, episodes=len(first), env_config=env_config)
 
 
+def augment_object(task: str, preset: Preset, sources: list, obj: str, spec, wanted: int, *, max_attempts: int, seed: int,
+                   env_config: envs.EnvConfig, grid_start: int = 0, progress: bool = True, mesh: Mesh | None = None,
+                   min_held: int = 0, smoothing: int = 0):
+    """A_EP of `sources` onto the task's main object `obj` across the environments and poses of `spec` (an
+    `IterationSpec`) from grid entry `grid_start`, in at most `max_attempts` attempts, with the preset's A_EP settings:
+    (up to `wanted` demos, AugmentStats). The flywheel's augment stage and the replay baselines call it once per
+    object, so that every object gets its share even when the attempt budget is smaller than the grid."""
+    from dexfly.augment import augment
+
+    caug = dataclasses.replace(preset.augment_config(), env=env_config, objects=((tuple(TASK_ROLES[task])[0], (obj,)),), env_ids=spec.env_ids,
+                               **spec.augment_poses(task, max_attempts, grid_start=grid_start),
+                               **({"min_held_steps": min_held} if min_held else {}),
+                               **({"source_smoothing": smoothing} if smoothing else {}))
+    return augment(sources, task, caug, num_wanted=wanted, batch_size=preset.augment_batch_size, max_attempts=max_attempts, seed=seed,
+                   progress=progress, mesh=mesh)
+
+
 def _check_held_steps(sources: list, where) -> None:
     missing = [k for k, ep in enumerate(sources) if "held_steps" not in ep.extra]
     if missing:
@@ -235,17 +252,13 @@ class Flywheel:
 
     def _augment_object(self, sources: list, obj: str, spec, wanted: int, *, grid_start: int, seed: int, min_held: int = 0,
                         smoothing: int = 0):
-        """A_EP of `sources` onto object `obj` across `spec`'s environments and poses from grid entry `grid_start`:
-        (up to `wanted` demos, AugmentStats)."""
-        from dexfly.augment import augment
+        """`augment_object` with this run's preset, simulation settings and devices, `ATTEMPTS_PER_DEMO` per demo."""
+        return augment_object(self.task, self.preset, sources, obj, spec, wanted, max_attempts=ATTEMPTS_PER_DEMO * wanted,
+                              grid_start=grid_start, seed=seed, env_config=self.env_config, progress=self.progress, mesh=self.mesh,
+                              min_held=min_held, smoothing=smoothing)
 
-        max_attempts = ATTEMPTS_PER_DEMO * wanted
-        caug = self._augment_config(objects=((self.main_role, (obj,)),), env_ids=spec.env_ids,
-                                   **spec.augment_poses(self.task, max_attempts, grid_start=grid_start),
-                                   **({"min_held_steps": min_held} if min_held else {}),
-                                   **({"source_smoothing": smoothing} if smoothing else {}))
-        return augment(sources, self.task, caug, num_wanted=wanted, batch_size=self.preset.augment_batch_size,
-                       max_attempts=max_attempts, seed=seed, progress=self.progress, mesh=self.mesh)
+    def _seed_episodes(self) -> list:
+        return list(dataset.read_dataset(self.seed_file, task=self.task).episodes)
 
     def _write(self, path: Path, episodes, extra: dict) -> None:
         env_args = dict(dataset.read_dataset(self.seed_file, task=self.task).env_args)
@@ -260,7 +273,7 @@ class Flywheel:
         def body():
             from dexfly.augment import augment
 
-            sources = list(dataset.read_dataset(self.seed_file, task=self.task).episodes)
+            sources = self._seed_episodes()
             max_attempts = ATTEMPTS_PER_DEMO * c1.trajectories
             caug = self._augment_config(objects=((self.main_role, c1.objects),), env_ids=c1.env_ids,
                                        **c1.augment_poses(self.task, max_attempts))
@@ -447,7 +460,7 @@ class Flywheel:
                 # objects with successful rollouts, each wholly from them
                 objects = sorted(set(nxt.objects) | set(by_object)) if seed_share else sorted(by_object)
                 share = math.ceil(nxt.trajectories / len(objects)) if objects else 0
-                seed_eps = list(dataset.read_dataset(self.seed_file, task=self.task).episodes) if seed_share else []
+                seed_eps = self._seed_episodes() if seed_share else []
                 for k, obj in enumerate(objects):
                     eps = by_object.get(obj, [])
                     from_seed = (round(share * seed_share) if eps else share) if seed_share else 0
@@ -514,5 +527,5 @@ def run_flywheel(task: str, preset: str, out, *, iterations: int = 3, seed: int 
     return fw.run()
 
 
-__all__ = ["Flywheel", "best_sources", "combined_t_oep_video", "dataset_diversity", "evaluate_t_oep",
+__all__ = ["Flywheel", "augment_object", "best_sources", "combined_t_oep_video", "dataset_diversity", "evaluate_t_oep",
            "held_sources", "run_flywheel", "stage_names", "stage_outputs", "train_base"]
