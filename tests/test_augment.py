@@ -374,6 +374,34 @@ def test_determinism_without_rerun(grasp_seed, small_run):
         assert int(ep.extra["attempt"]) == i and int(ep.extra["source_index"]) == meta["source_index"]
 
 
+def test_batch_shape_shrinks_to_the_attempts_left():
+    """A budget of few attempts runs in a quarter or half of the batch, not a full batch of padding."""
+    from types import SimpleNamespace
+
+    from dexfly.augment.generate import batch_shape
+
+    assert [batch_shape(40, n) for n in (1, 8, 10, 11, 16, 20, 21, 40, 500)] == [10, 10, 10, 20, 20, 20, 40, 40, 40]
+    two = SimpleNamespace(devices=np.zeros(2))  # only its device count is read
+    assert [batch_shape(12, n, two) for n in (1, 3, 4, 6, 7)] == [4, 4, 4, 6, 12]
+    assert batch_shape(2, 1, two) == 2 and batch_shape(1, 1) == 1
+
+
+def test_a_small_attempt_budget_is_padded_to_a_small_batch(grasp_seed, monkeypatch):
+    """augment hands the executor batch_shape's batch (no physics: the executor is stopped at its call)."""
+    import dexfly.augment.generate as gen
+
+    seen = []
+
+    def stop(env, static, scenes, keys, plans, mesh):
+        seen.append(keys.shape[0])
+        raise InterruptedError
+
+    monkeypatch.setattr(gen, "execute", stop)
+    with pytest.raises(InterruptedError):
+        augment([grasp_seed], "grasp", SMALL_CAUG, num_wanted=1, batch_size=8, max_attempts=2, seed=3, progress=False)
+    assert seen == [2]
+
+
 def test_grid_prefix_spreads_over_environments_and_poses(grasp_seed):
     """Grid mode takes C_aug's configurations in order and a run wanting fewer demos than configurations stops in
     the first pass: any 8 consecutive configurations of 8 environments x 10 poses hold all 8 environments, the first

@@ -6,7 +6,8 @@
 Attempts are numbered 0, 1, ...; everything random about attempt i (its configuration in `sample` mode,
 source choice, boundary offsets, action noise) is seeded by (seed, i), so the same seed gives the same data
 whatever the batching. Attempts are run in batches of `batch_size` of one object topology (one compiled env
-per topology, cached); a partial batch is padded with copies that are discarded. With a device mesh
+per topology, cached); a partial batch is padded with copies that are discarded, to half or a quarter of
+`batch_size` where the attempts left fit (`batch_shape`). With a device mesh
 (`dexfly.devices`), every batch is split over its devices (`batch_size` must be a multiple of their number).
 
 Success rule: an attempt succeeds iff the task's success flag holds after the final step of the episode
@@ -122,6 +123,22 @@ def shared_env_cache(task: str, config) -> _EnvCache:
     return _ENV_CACHES.setdefault((task, config), _EnvCache(task, config))
 
 
+def batch_shape(batch_size: int, attempts_left: int, mesh: Mesh | None = None) -> int:
+    """The compiled batch of the next batch: the smallest of `batch_size`, half and a quarter of it (each rounded up to a
+    multiple of the mesh's devices) that holds the `attempts_left` of the attempt budget.
+
+    Padded attempts cost as much as real ones, and a call with a small budget (the flywheel's per-object A_EP: 8 to 16
+    attempts against the `cpu` preset's batch of 40) would otherwise simulate mostly padding. Two sizes below
+    `batch_size` bound the extra compiles at two per topology."""
+    n = devices.size(mesh)
+    for parts in (4, 2):
+        b = -(-batch_size // parts)
+        b += -b % n
+        if attempts_left <= b < batch_size:
+            return b
+    return batch_size
+
+
 ATTEMPTS_PER_DEMO = 4
 """`augment`'s attempt budget per wanted demo when no `max_attempts` is given."""
 
@@ -154,8 +171,9 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
         while len(good) < num_wanted and attempt < max_attempts:
             first = attempt_config(caug, len(configs), attempt, seed)
             topo = topos[first]
+            shape = batch_shape(batch_size, max_attempts - attempt, mesh)
             idx, cfg_ids = [], []
-            while len(idx) < batch_size and attempt < max_attempts:
+            while len(idx) < shape and attempt < max_attempts:
                 c = attempt_config(caug, len(configs), attempt, seed)
                 if topos[c] != topo:
                     break
@@ -170,7 +188,7 @@ def augment(sources, task: str, caug: AugmentConfig = AugmentConfig(), num_wante
                 plans.append(plan)
                 meta.append(m)
             n_real = len(specs)
-            pad = batch_size - n_real  # pad to one compiled shape; padded attempts are discarded
+            pad = shape - n_real  # pad to a compiled shape; padded attempts are discarded
             specs_p, plans_p = specs + [specs[0]] * pad, plans + [plans[0]] * pad
             scenes = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *[ctx.scene_cache[s] for s in specs_p])
             keys = jnp.stack([attempt_key(seed + 1, i) for i in idx] + [attempt_key(seed + 1, idx[0])] * pad)
