@@ -46,6 +46,7 @@ __all__ = [
     "TaskPoses",
     "Catalog",
     "TASKS",
+    "main_role",
     "TASK_ROLES",
     "OBJECT_ROLES",
     "GEOM_TYPES",
@@ -66,6 +67,12 @@ TASK_ROLES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     }
 )
 OBJECT_ROLES = ("object", "source_container", "target_container")
+
+
+def main_role(task: str) -> str:
+    """The role whose object a task's schedules, augmentation and test sets vary (its first in TASK_ROLES)."""
+    return next(iter(TASK_ROLES[task]))
+
 GEOM_TYPES = ("box", "capsule", "sphere")
 _SIZE_LEN = {"box": 3, "capsule": 2, "sphere": 1}
 # table texture name -> MJCF <texture> attributes (rgb1 = table_rgba[:3], rgb2 = table_texture_rgb2)

@@ -130,10 +130,9 @@ def batch_shape(batch_size: int, attempts_left: int, mesh: Mesh | None = None) -
     Padded attempts cost as much as real ones, and a call with a small budget (the flywheel's per-object A_EP: 8 to 16
     attempts against the `cpu` preset's batch of 40) would otherwise simulate mostly padding. Two sizes below
     `batch_size` bound the extra compiles at two per topology."""
-    n = devices.size(mesh)
     for parts in (4, 2):
         b = -(-batch_size // parts)
-        b += -b % n
+        b += devices.padding(b, mesh)
         if attempts_left <= b < batch_size:
             return b
     return batch_size

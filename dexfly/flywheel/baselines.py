@@ -39,7 +39,7 @@ from jax.sharding import Mesh
 import envs
 from dexfly import dataset, devices
 from dexfly.augment.generate import ATTEMPTS_PER_DEMO
-from dexfly.catalog import TASK_ROLES, load_catalog
+from dexfly.catalog import load_catalog, main_role
 from dexfly.flywheel.loop import Flywheel, augment_object, dataset_diversity, evaluate_t_oep, train_base
 from dexfly.flywheel.report import generation_successes
 from dexfly.flywheel.schedule import Preset, load_preset
@@ -309,7 +309,7 @@ class Baselines:
                              if flywheel_run is not None else None)
         self.out = RunFolder.open(out, task=task, preset=self.preset.name, seed=seed, variant={"suite": "baselines", "iterations": iterations},
                                   impl=impl)
-        self.main_role = tuple(TASK_ROLES[task])[0]
+        self.main_role = main_role(task)
         self.seed_file = DEMOS_DIR / f"{task}_seed.hdf5"
 
     def run(self) -> dict:

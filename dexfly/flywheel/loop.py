@@ -40,7 +40,7 @@ from jax.sharding import Mesh
 import envs
 from dexfly import dataset, devices, evaluation
 from dexfly.augment.generate import ATTEMPTS_PER_DEMO
-from dexfly.catalog import TASK_ROLES
+from dexfly.catalog import main_role
 from dexfly.flywheel.schedule import Preset, load_preset
 from dexfly.flywheel.stages import RunFolder, StageError, content_hash
 from dexfly.flywheel.testsets import t_o_scenes, testset_path
@@ -147,7 +147,7 @@ def augment_object(task: str, preset: Preset, sources: list, obj: str, spec, wan
     object, so that every object gets its share even when the attempt budget is smaller than the grid."""
     from dexfly.augment import augment
 
-    caug = dataclasses.replace(preset.augment_config(), env=env_config, objects=((tuple(TASK_ROLES[task])[0], (obj,)),), env_ids=spec.env_ids,
+    caug = dataclasses.replace(preset.augment_config(), env=env_config, objects=((main_role(task), (obj,)),), env_ids=spec.env_ids,
                                **spec.augment_poses(task, max_attempts, grid_start=grid_start),
                                **({"min_held_steps": min_held} if min_held else {}),
                                **({"source_smoothing": smoothing} if smoothing else {}))
@@ -221,7 +221,7 @@ class Flywheel:
         self.run_dir = RunFolder.open(out, task=task, preset=self.preset.name, seed=seed, variant=self.variant(), impl=impl)
         # finished runs of the same task, preset and seed (any variant) whose identical stages are copied, not rerun
         self.donors = [RunFolder.existing(d, task=task, preset=self.preset.name, seed=seed, any_variant=True, impl=impl) for d in donors]
-        self.main_role = tuple(TASK_ROLES[task])[0]
+        self.main_role = main_role(task)
         self.seed_file = DEMOS_DIR / f"{task}_seed.hdf5"
         self.timings: dict[str, float] = {}
 
