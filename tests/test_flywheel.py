@@ -124,6 +124,32 @@ def test_sampled_poses_are_an_iteration_option_absent_from_records_when_off(tmp_
         load_preset("grasp", "tiny")
 
 
+def test_an_iterations_own_seed_share_overrides_the_presets(tmp_path, monkeypatch):
+    """`seed_source_share` in a schedule iteration sets the share for that D_i alone (the preset's elsewhere); unset,
+    it is absent from the iteration's dict, so earlier records still match. Out of range, it is refused naming the
+    iteration."""
+    from dexfly.flywheel import schedule
+
+    data = json.loads(schedule.schedule_path("grasp").read_text())
+    monkeypatch.setattr(schedule, "SCHEDULES_DIR", tmp_path)
+    cpu = data["presets"]["cpu"]
+    cpu["seed_source_share"] = 0.25
+    cpu["iterations"][1]["seed_source_share"] = 1
+    cpu["iterations"][2].pop("seed_source_share", None)
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    preset = load_preset("grasp", "cpu")
+    assert [preset.seed_share(i) for i in (2, 3, 4)] == [1.0, 0.25, 0.25]  # past the schedule's end: its last entry's
+    assert preset.iteration(2).to_dict()["seed_source_share"] == 1.0
+    assert "seed_source_share" not in preset.iteration(3).to_dict()
+    cpu["iterations"][1]["seed_source_share"] = 0
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    assert load_preset("grasp", "cpu").seed_share(2) == 0.0  # an iteration may turn the preset's share off
+    cpu["iterations"][1]["seed_source_share"] = -0.5
+    (tmp_path / "grasp.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="iteration 2: seed_source_share must be a number from 0 to 1, got -0.5"):
+        load_preset("grasp", "cpu")
+
+
 def test_warm_started_bases_train_for_the_presets_warm_start_steps(tmp_path, monkeypatch):
     import dataclasses
 

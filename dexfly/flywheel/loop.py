@@ -427,7 +427,7 @@ class Flywheel:
         per_object = self.preset.rollout_sources_per_object if self.augment_rollouts else 0
         if per_object:  # absent when off, as above
             config["rollout_sources_per_object"] = per_object
-        seed_share = self.preset.seed_source_share if self.augment_rollouts else 0.0
+        seed_share = self.preset.seed_share(i + 1) if self.augment_rollouts else 0.0
         if seed_share:  # absent when off, as above
             config["seed_source_share"] = seed_share
             config["seed_demo"] = content_hash(self.seed_file)

@@ -49,6 +49,8 @@ class IterationSpec:
     """Where A_EP puts the objects of D_i: False, the first `num_poses` catalog poses, cycled; True, every attempt at a
     pose of its own drawn uniformly from the task's ranges (as T_OEP's poses are), so that the base sees the pose
     space rather than a few points of it. Rollouts (residual training, collection) stay on the catalog poses."""
+    seed_source_share: float | None = None
+    """The preset's `seed_source_share` for D_i alone (the augment stage of iteration i - 1); None: the preset's."""
 
     def pose_ids(self, task: str) -> tuple[str, ...]:
         """The first `num_poses` catalog poses: where rollouts and, unless `sampled_poses`, A_EP put the objects."""
@@ -69,6 +71,8 @@ class IterationSpec:
         d = {"objects": list(self.objects), "env_ids": list(self.env_ids), "num_poses": self.num_poses, "trajectories": self.trajectories}
         if self.sampled_poses:  # absent when off, so that the stage records of runs made before it still match
             d["sampled_poses"] = True
+        if self.seed_source_share is not None:  # absent when unset, as above
+            d["seed_source_share"] = self.seed_source_share
         return d
 
 
@@ -119,6 +123,12 @@ class Preset:
             raise ValueError(f"iterations count from 1, got {i}")
         return self.iterations[min(i, len(self.iterations)) - 1]
 
+    def seed_share(self, i: int) -> float:
+        """The `seed_source_share` of D_i's new demos (i >= 2): iteration i's own when its entry sets one, else the
+        preset's."""
+        own = self.iteration(i).seed_source_share
+        return self.seed_source_share if own is None else own
+
     def diffusion_config(self, warm: bool = False, run_seed: int = 0):
         """The base policy's DiffusionConfig; `warm`: for a base warm-started from the previous iteration's, whose
         `total_steps` are `warm_start_steps` when the preset sets them. Its seed is the preset's `diffusion.seed` when
@@ -167,7 +177,7 @@ class Preset:
 _PRESET_KEYS = {"iterations", "diffusion", "residual", "augment", "rollouts_per_object", "collect_batch_size", "evaluation",
                 "keep_previous_data", "warm_start", "warm_start_steps", "rollout_min_held_steps",
                 "rollout_source_smoothing", "rollout_sources_per_object", "seed_source_share", "note"}
-_ITERATION_KEYS = {"objects", "env_ids", "num_poses", "trajectories", "sampled_poses", "note"}
+_ITERATION_KEYS = {"objects", "env_ids", "num_poses", "trajectories", "sampled_poses", "seed_source_share", "note"}
 _EVAL_KEYS = {"seeds", "t_o_pose_ids", "t_oep_scenes", "video_episodes"}
 
 
@@ -197,6 +207,11 @@ def _read(task: str) -> dict:
     return read_task_file(schedule_path(task), task, FORMAT, "flywheel schedule")
 
 
+def _check_share(share, where: str) -> None:
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ValueError(f"{where}: seed_source_share must be a number from 0 to 1, got {share!r}")
+
+
 def load_preset(task: str, preset: str) -> Preset:
     """The preset of the task's schedule, validated (unknown preset, keys, objects or environments: an error
     naming them)."""
@@ -218,7 +233,11 @@ def load_preset(task: str, preset: str) -> Preset:
         sampled = it.get("sampled_poses", False)
         if not isinstance(sampled, bool):
             raise ValueError(f"{where}, iteration {i}: sampled_poses must be true or false, got {sampled!r}")
-        spec = IterationSpec(tuple(it["objects"]), tuple(it["env_ids"]), int(it["num_poses"]), int(it["trajectories"]), sampled)
+        own_share = it.get("seed_source_share")
+        if own_share is not None:
+            _check_share(own_share, f"{where}, iteration {i}")
+        spec = IterationSpec(tuple(it["objects"]), tuple(it["env_ids"]), int(it["num_poses"]), int(it["trajectories"]), sampled,
+                             None if own_share is None else float(own_share))
         for oid in spec.objects:
             obj = cat.object(oid)  # CatalogError naming the id
             if task not in obj.tasks or obj.role != main_kind:
@@ -249,9 +268,7 @@ def load_preset(task: str, preset: str) -> Preset:
         value = getattr(preset_obj, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{where}: {name} must be a non-negative integer, got {value!r}")
-    share = preset_obj.seed_source_share
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
-        raise ValueError(f"{where}: seed_source_share must be a number from 0 to 1, got {share!r}")
+    _check_share(preset_obj.seed_source_share, where)
     from dexfly.augment.config import check_smoothing_window
 
     check_smoothing_window(preset_obj.rollout_source_smoothing, f"{where}: rollout_source_smoothing")
