@@ -50,7 +50,9 @@ class IterationSpec:
     pose of its own drawn uniformly from the task's ranges (as T_OEP's poses are), so that the base sees the pose
     space rather than a few points of it. Rollouts (residual training, collection) stay on the catalog poses."""
     seed_source_share: float | None = None
-    """The preset's `seed_source_share` for D_i alone (the augment stage of iteration i - 1); None: the preset's."""
+    """The preset's `seed_source_share` for D_i alone (the augment stage of iteration i - 1); None: the preset's.
+    Not part of `to_dict`: the augment stage's record holds the share it applied, so a run whose preset set the
+    same share another way (preset-wide, or a probe) made the same stage."""
 
     def pose_ids(self, task: str) -> tuple[str, ...]:
         """The first `num_poses` catalog poses: where rollouts and, unless `sampled_poses`, A_EP put the objects."""
@@ -71,9 +73,7 @@ class IterationSpec:
         d = {"objects": list(self.objects), "env_ids": list(self.env_ids), "num_poses": self.num_poses, "trajectories": self.trajectories}
         if self.sampled_poses:  # absent when off, so that the stage records of runs made before it still match
             d["sampled_poses"] = True
-        if self.seed_source_share is not None:  # absent when unset, as above
-            d["seed_source_share"] = self.seed_source_share
-        return d
+        return d  # without seed_source_share: the augment stage records the share it applies (Preset.seed_share)
 
 
 @dataclass(frozen=True)
