@@ -125,9 +125,9 @@ def test_sampled_poses_are_an_iteration_option_absent_from_records_when_off(tmp_
 
 
 def test_an_iterations_own_seed_share_overrides_the_presets(tmp_path, monkeypatch):
-    """`seed_source_share` in a schedule iteration sets the share for that D_i alone (the preset's elsewhere); unset,
-    it is absent from the iteration's dict, so earlier records still match. Out of range, it is refused naming the
-    iteration."""
+    """`seed_source_share` in a schedule iteration sets the share for that D_i alone (the preset's elsewhere). The
+    iteration's dict leaves it out (the augment record holds the share applied). Out of range, it is refused naming
+    the iteration."""
     from dexfly.flywheel import schedule
 
     data = json.loads(schedule.schedule_path("grasp").read_text())

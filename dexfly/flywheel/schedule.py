@@ -113,7 +113,8 @@ class Preset:
     """The share of each new object's demos in D_{i+1} that the augment stage makes by A_EP from the seed (replayed
     as recorded, as in the warm-up) instead of from that object's successful rollouts; an object of O_{i+1} whose
     rollouts all failed gets its whole share from the seed. With A_EP only (the ablation without A_EP keeps its
-    rollouts). 0: rollouts alone (the paper). Meant for catalogs where the seed's own motion transfers to most new
+    rollouts). 0: rollouts alone (the paper). An iteration's own `seed_source_share` overrides it for its D_i
+    (`seed_share`). Meant for catalogs where the seed's own motion transfers to most new
     objects: there a demo replayed from the seed teaches the base more than one grown from a rollout (Grasp
     `cpu`, session 48: replay-1's 116 seed-born demos 65.5% on T_OEP, the flywheel's 148 mostly rollout-born 52.0%)."""
 
