@@ -166,14 +166,6 @@ class Preset:
     def augment_batch_size(self) -> int:
         return int(self.augment.get("batch_size", 64))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "name": self.name, "iterations": [it.to_dict() for it in self.iterations], "diffusion": self.diffusion,
-                "residual": self.residual, "augment": self.augment, "rollouts_per_object": self.rollouts_per_object,
-                "collect_batch_size": self.collect_batch_size, "evaluation": self.evaluation,
-                "keep_previous_data": self.keep_previous_data, "warm_start": self.warm_start, "warm_start_steps": self.warm_start_steps,
-                "rollout_min_held_steps": self.rollout_min_held_steps, "rollout_source_smoothing": self.rollout_source_smoothing,
-                "rollout_sources_per_object": self.rollout_sources_per_object, "seed_source_share": self.seed_source_share}
-
 
 _PRESET_KEYS = {"iterations", "diffusion", "residual", "augment", "rollouts_per_object", "collect_batch_size", "evaluation",
                 "keep_previous_data", "warm_start", "warm_start_steps", "rollout_min_held_steps",
