@@ -11,7 +11,8 @@ Why: XLA:CPU has hung inside jitted, vmapped MJX rollouts (0% CPU, every thread 
 Library code calls `watchdog.beat(...)` after each unit of work; with no active stage it does nothing. A stage
 has stalled when no beat came for `timeout_s` AND the process used almost no CPU over the last minute (the
 wedge's signature: every thread parked; a long compile or a slow batch keeps the CPU busy and is not a stall),
-or when no beat came for `hard_timeout_s` whatever the CPU did. On a
+or when no beat came for `hard_timeout_s` whatever the CPU did. Time the whole process spends suspended (Ctrl-Z,
+SIGSTOP) does not count: the clock restarts when it continues. On a
 stall the watchdog prints the error (stage, last batch, seconds) and the Python stacks to stderr, then
 raises `StageStalled` in the main thread. If the main thread is stuck in native code (a wedged XLA call)
 and cannot take the exception within `grace_s`, the process exits with code `STALL_EXIT_CODE` (75,
@@ -82,8 +83,16 @@ class _Monitor:
 
     def _watch(self) -> None:
         poll = min(1.0, self.timeout_s / 10)
+        suspended_after = max(10 * poll, 5.0)
+        previous = time.monotonic()
         while not self._stop.wait(poll):
             now = time.monotonic()
+            if now - previous > suspended_after:
+                # This thread slept far past its poll: the whole process was suspended (Ctrl-Z, SIGSTOP, the machine
+                # asleep), not wedged. The clock restarts, or the first poll after `fg` would end a healthy stage.
+                self.last = now
+                self.cpu_samples.clear()
+            previous = now
             idle = now - self.last
             cpu_idle = self._cpu_idle(now)
             if not ((idle >= self.timeout_s and cpu_idle) or idle >= self.hard_timeout_s):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -113,6 +114,38 @@ def test_watchdog_ends_a_process_stuck_in_native_code():
     assert "stage 'rollout grasp' made no progress" in out.stderr and "chunk 7 of 38" in out.stderr
     assert "UNREACHABLE" not in out.stdout
     assert elapsed < 30
+
+
+_SUSPENDED = textwrap.dedent(
+    """
+    import time
+    from dexfly import watchdog
+
+    with watchdog.stage("suspended stage", timeout_s=1.0, grace_s=1.0):
+        print("READY", flush=True)
+        for i in range(100):  # beats every 0.1 s for ~10 s; the test stops the process for 4 s in between
+            time.sleep(0.1)
+            watchdog.beat(f"batch {i}")
+    print("FINISHED")
+    """
+)
+
+
+def test_watchdog_ignores_time_the_process_spent_suspended():
+    """Ctrl-Z then fg (SIGSTOP, SIGCONT) for longer than the timeout: the stage goes on; on the old watchdog the
+    first poll after the resume saw 4 s without a beat and no CPU used, and ended it."""
+    proc = subprocess.Popen([sys.executable, "-c", _SUSPENDED], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(4.0)
+        proc.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "FINISHED" in out, (proc.returncode, err[-2000:])
+    assert "made no progress" not in err
 
 
 # Prints the compiler options network_jit hands to jax.jit on this (CPU) backend, after running the program once.
