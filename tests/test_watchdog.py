@@ -123,7 +123,7 @@ _SUSPENDED = textwrap.dedent(
 
     with watchdog.stage("suspended stage", timeout_s=1.0, grace_s=1.0):
         print("READY", flush=True)
-        for i in range(100):  # beats every 0.1 s for ~10 s; the test stops the process for 4 s in between
+        for i in range(100):  # beats every 0.1 s for ~10 s; the test stops the process for 8 s in between
             time.sleep(0.1)
             watchdog.beat(f"batch {i}")
     print("FINISHED")
@@ -132,14 +132,15 @@ _SUSPENDED = textwrap.dedent(
 
 
 def test_watchdog_ignores_time_the_process_spent_suspended():
-    """Ctrl-Z then fg (SIGSTOP, SIGCONT) for longer than the timeout: the stage goes on; on the old watchdog the
-    first poll after the resume saw 4 s without a beat and no CPU used, and ended it."""
+    """Ctrl-Z then fg (SIGSTOP, SIGCONT) for longer than the timeout: the stage goes on. The old watchdog ended it
+    whenever its first poll after the resume came before the main thread's next beat (8 s without a beat, no CPU used).
+    The suspension must outlast the watchdog's 5 s oversleep bar, or it is not told from a stall."""
     proc = subprocess.Popen([sys.executable, "-c", _SUSPENDED], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "READY"
         time.sleep(1.0)
         proc.send_signal(signal.SIGSTOP)
-        time.sleep(4.0)
+        time.sleep(8.0)
         proc.send_signal(signal.SIGCONT)
         out, err = proc.communicate(timeout=60)
     finally:
